@@ -1,0 +1,175 @@
+//! A machine as berthd holds it in memory: its stored config plus what is true while
+//! it runs (state, leader, a pidfd on the leader to notice its exit).
+
+use crate::store::MachineConfig;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Frozen,
+    Failed,
+}
+
+impl MachineState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Stopped => "stopped",
+            MachineState::Starting => "starting",
+            MachineState::Running => "running",
+            MachineState::Stopping => "stopping",
+            MachineState::Frozen => "frozen",
+            MachineState::Failed => "failed",
+        }
+    }
+
+    /// States in which the machine has processes.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            MachineState::Starting
+                | MachineState::Running
+                | MachineState::Stopping
+                | MachineState::Frozen
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct Run {
+    pub state: MachineState,
+    pub leader: u32,
+    pub pidfd: Option<Arc<OwnedFd>>,
+}
+
+pub struct Machine {
+    pub name: String,
+    pub dir: PathBuf,
+    pub unit: String,
+    config: Mutex<MachineConfig>,
+    run: Mutex<Run>,
+    /// Serializes start/stop/remove/limits on one machine; readers never wait on it.
+    pub op: tokio::sync::Mutex<()>,
+    /// Bumped by the leader watcher each time a run of the machine has ended.
+    pub ended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Machine {
+    pub fn new(dir: PathBuf, config: MachineConfig) -> Machine {
+        Machine {
+            name: config.name.clone(),
+            unit: crate::names::scope_unit_name(&config.name),
+            dir,
+            config: Mutex::new(config),
+            run: Mutex::new(Run {
+                state: MachineState::Stopped,
+                leader: 0,
+                pidfd: None,
+            }),
+            op: tokio::sync::Mutex::new(()),
+            ended: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    pub fn config(&self) -> MachineConfig {
+        self.config.lock().expect("config lock").clone()
+    }
+
+    pub fn set_config(&self, config: MachineConfig) {
+        *self.config.lock().expect("config lock") = config;
+    }
+
+    pub fn run(&self) -> Run {
+        self.run.lock().expect("run lock").clone()
+    }
+
+    pub fn state(&self) -> MachineState {
+        self.run.lock().expect("run lock").state
+    }
+
+    pub fn set_run(&self, run: Run) {
+        *self.run.lock().expect("run lock") = run;
+    }
+
+    pub fn set_state(&self, state: MachineState) {
+        let mut run = self.run.lock().expect("run lock");
+        run.state = state;
+        if !state.is_active() {
+            run.leader = 0;
+            run.pidfd = None;
+        }
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(crate::store::ROOTFS_DIR)
+    }
+}
+
+/// A pidfd lets berth signal and watch the leader without racing PID reuse.
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the kernel hands us a new descriptor we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+pub fn pidfd_send_signal(fd: &OwnedFd, signal: i32) -> std::io::Result<()> {
+    // SAFETY: fd is a valid pidfd; info may be NULL.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pidfd_signals_and_reports_exit() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let fd = pidfd_open(child.id()).unwrap();
+        pidfd_send_signal(&fd, libc::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        let err = pidfd_send_signal(&fd, libc::SIGTERM).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
+    }
+
+    #[test]
+    fn inactive_states_drop_the_leader() {
+        let cfg: MachineConfig = toml::from_str(
+            "name = \"m\"\ntemplate = \"busybox\"\nhostname = \"m\"\ncreated-at = 0\n",
+        )
+        .unwrap();
+        let m = Machine::new("/nonexistent".into(), cfg);
+        assert_eq!(m.unit, "machine-m.scope");
+        m.set_run(Run {
+            state: MachineState::Running,
+            leader: 42,
+            pidfd: None,
+        });
+        assert_eq!(m.run().leader, 42);
+        m.set_state(MachineState::Stopped);
+        assert_eq!(m.run().leader, 0);
+        assert!(!m.state().is_active());
+    }
+}

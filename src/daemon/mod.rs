@@ -1,0 +1,662 @@
+//! The orchestrator: machine lifecycle on top of the concern modules. Each operation
+//! reads top to bottom as the steps a user would expect; the how of each step lives in
+//! store, template, spawn and systemd. D-Bus objects are not touched here: changes are
+//! announced as [`Event`]s that the dbus layer turns into signals.
+
+pub mod machine;
+
+use crate::cgroup::CgroupMode;
+use crate::error::{BerthError, Result};
+use crate::limits::{Flavor, Limits};
+use crate::names;
+use crate::paths::Paths;
+use crate::spawn::{self, protocol::SpawnRequest};
+use crate::store::{self, MachineConfig, RuntimeState};
+use crate::systemd::{ScopeSpec, Systemd};
+use crate::template;
+use machine::{Machine, MachineState, Run, pidfd_open, pidfd_send_signal};
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{info, warn};
+
+/// Default time PID 1 gets to shut down after the halt signal.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long berth waits for systemd to drop a scope whose processes are gone.
+const SCOPE_GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// State and leader of the machine changed.
+    StateChanged(String),
+    LimitsChanged(String),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub cgroup_mode: CgroupMode,
+    pub systemd_version: u32,
+    pub flavor: Flavor,
+}
+
+/// CreateMachine's options, already type-checked by the dbus layer.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    pub hostname: Option<String>,
+    pub command: Vec<String>,
+    pub environment: Vec<String>,
+    pub autostart: bool,
+    pub ephemeral: bool,
+    pub limits: Limits,
+    pub halt_signal: Option<i32>,
+    pub stop_timeout_usec: Option<u64>,
+    pub tmp_size: Option<u64>,
+}
+
+pub struct Daemon {
+    pub paths: Paths,
+    pub systemd: Systemd,
+    pub host: Host,
+    machines: Mutex<BTreeMap<String, Arc<Machine>>>,
+    /// Names whose creation is under way, so two CreateMachine calls can't race.
+    reserved: Mutex<HashSet<String>>,
+    events: UnboundedSender<Event>,
+}
+
+impl Daemon {
+    pub async fn new(paths: Paths, systemd: Systemd, events: UnboundedSender<Event>) -> Result<Arc<Daemon>> {
+        let cgroup_mode = CgroupMode::detect(Path::new("/sys/fs/cgroup"))
+            .map_err(|e| BerthError::failed("cannot tell the cgroup hierarchy", e))?;
+        let systemd_version = systemd.version().await?;
+        let flavor = Flavor::for_host(cgroup_mode == CgroupMode::Unified, systemd_version);
+        info!(
+            cgroup_mode = cgroup_mode.as_str(),
+            systemd_version, ?flavor, "host detected"
+        );
+        for dir in [paths.machines_dir(), paths.templates_dir(), paths.runtime_machines_dir()] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| BerthError::failed(format!("cannot create {}", dir.display()), e))?;
+        }
+        let daemon = Arc::new(Daemon {
+            paths,
+            systemd,
+            host: Host {
+                cgroup_mode,
+                systemd_version,
+                flavor,
+            },
+            machines: Mutex::new(BTreeMap::new()),
+            reserved: Mutex::new(HashSet::new()),
+            events,
+        });
+        daemon.load().await;
+        Ok(daemon)
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn machines(&self) -> Vec<Arc<Machine>> {
+        self.machines.lock().expect("machines lock").values().cloned().collect()
+    }
+
+    pub fn machine(&self, name: &str) -> Result<Arc<Machine>> {
+        self.machines
+            .lock()
+            .expect("machines lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| {
+                BerthError::NoSuchMachine(format!(
+                    "no machine named {name:?} (berthctl list shows the machines)"
+                ))
+            })
+    }
+
+    /// Loads every stored machine, clears leftovers of interrupted work and re-attaches
+    /// to machines that kept running while berthd was away.
+    async fn load(self: &Arc<Self>) {
+        for leftover in store::list_leftovers(&self.paths.machines_dir()) {
+            warn!(path = %leftover.display(), "removing leftover of an interrupted operation");
+            let _ = crate::rootfs::remove_tree(&leftover);
+        }
+        let dirs = match store::list_machine_dirs(&self.paths.machines_dir()) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!("cannot list machines: {e}");
+                return;
+            }
+        };
+        for dir in dirs {
+            let config = match store::load_config(&dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("skipping machine: {e}");
+                    continue;
+                }
+            };
+            let m = Arc::new(Machine::new(dir, config));
+            self.machines
+                .lock()
+                .expect("machines lock")
+                .insert(m.name.clone(), m.clone());
+            self.reattach(&m).await;
+        }
+    }
+
+    async fn reattach(self: &Arc<Self>, m: &Arc<Machine>) {
+        let rt_dir = self.paths.runtime_machines_dir();
+        let Some(rt) = store::load_runtime(&rt_dir, &m.name) else {
+            return;
+        };
+        let alive = store::process_start_time(rt.leader) == Some(rt.leader_start_time)
+            && std::fs::read_to_string(format!("/proc/{}/cgroup", rt.leader))
+                .map(|c| c.contains(&format!("/{}", m.unit)))
+                .unwrap_or(false);
+        let pidfd = if alive { pidfd_open(rt.leader).ok() } else { None };
+        match pidfd {
+            Some(fd) => {
+                info!(machine = %m.name, leader = rt.leader, "re-attached to running machine");
+                let fd = Arc::new(fd);
+                m.set_run(Run {
+                    state: MachineState::Running,
+                    leader: rt.leader,
+                    pidfd: Some(fd.clone()),
+                });
+                self.watch_leader(m.clone(), fd);
+            }
+            None => {
+                store::remove_runtime(&rt_dir, &m.name);
+                let _ = self.systemd.wait_gone(&m.unit, Duration::ZERO).await;
+            }
+        }
+    }
+
+    pub async fn create(
+        self: &Arc<Self>,
+        name: &str,
+        template_name: &str,
+        opts: CreateOptions,
+    ) -> Result<Arc<Machine>> {
+        names::validate_machine_name(name).map_err(BerthError::InvalidName)?;
+        let info = template::info(template_name)?;
+        // Refuse limits this host can't apply now, not at the first start.
+        opts.limits.systemd_properties(self.host.flavor)?;
+        if let Some(h) = &opts.hostname {
+            names::validate_machine_name(h).map_err(|e| {
+                BerthError::InvalidArgument(format!("Hostname: {e}"))
+            })?;
+        }
+        let _reservation = self.reserve(name)?;
+        let templates_dir = self.paths.templates_dir();
+        let template_rootfs = tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
+            .await
+            .map_err(|e| BerthError::failed("template build crashed", e))??;
+
+        let config = MachineConfig {
+            name: name.to_string(),
+            template: info.name.to_string(),
+            hostname: opts.hostname.unwrap_or_else(|| name.to_string()),
+            command: opts.command,
+            environment: opts.environment,
+            created_at: now_usec(),
+            autostart: opts.autostart,
+            ephemeral: opts.ephemeral,
+            halt_signal: opts.halt_signal,
+            stop_timeout_usec: opts.stop_timeout_usec,
+            tmp_size: opts.tmp_size,
+            limits: opts.limits,
+        };
+        let final_dir = self.paths.machine_dir(name);
+        let staging = self
+            .paths
+            .machines_dir()
+            .join(format!(".{name}.create-{}", std::process::id()));
+        let cfg = config.clone();
+        let dest = final_dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let made = (|| {
+                std::fs::create_dir(&staging)?;
+                crate::rootfs::copy_tree(&template_rootfs, &staging.join(store::ROOTFS_DIR))?;
+                std::fs::write(
+                    staging.join(store::ROOTFS_DIR).join("etc/hostname"),
+                    format!("{}\n", cfg.hostname),
+                )?;
+                store::save_config(&staging, &cfg)?;
+                std::fs::rename(&staging, &dest)
+            })();
+            if made.is_err() {
+                let _ = crate::rootfs::remove_tree(&staging);
+            }
+            made
+        })
+        .await
+        .map_err(|e| BerthError::failed("machine creation crashed", e))?
+        .map_err(|e| BerthError::failed(format!("cannot create machine {name}"), e))?;
+
+        let m = Arc::new(Machine::new(final_dir, config));
+        self.machines
+            .lock()
+            .expect("machines lock")
+            .insert(name.to_string(), m.clone());
+        info!(machine = name, template = template_name, "created");
+        Ok(m)
+    }
+
+    fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation> {
+        let exists = self.machines.lock().expect("machines lock").contains_key(name)
+            || self.paths.machine_dir(name).exists();
+        let mut reserved = self.reserved.lock().expect("reserved lock");
+        if exists || !reserved.insert(name.to_string()) {
+            return Err(BerthError::AlreadyExists(format!(
+                "a machine named {name:?} already exists; pick another name or remove it first"
+            )));
+        }
+        Ok(Reservation {
+            daemon: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        if m.state().is_active() {
+            return Err(BerthError::InvalidState(format!(
+                "machine {name} is already {}; stop it first",
+                m.state().as_str()
+            )));
+        }
+        m.set_state(MachineState::Starting);
+        self.emit(Event::StateChanged(m.name.clone()));
+        match self.start_locked(&m).await {
+            Ok((leader, pidfd)) => {
+                m.set_run(Run {
+                    state: MachineState::Running,
+                    leader,
+                    pidfd: Some(pidfd.clone()),
+                });
+                self.emit(Event::StateChanged(m.name.clone()));
+                self.watch_leader(m.clone(), pidfd);
+                info!(machine = name, leader, "started");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(machine = name, "start failed: {e:?}");
+                m.set_state(MachineState::Failed);
+                self.emit(Event::StateChanged(m.name.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_locked(&self, m: &Machine) -> Result<(u32, Arc<OwnedFd>)> {
+        let cfg = m.config();
+        let info = template::info(&cfg.template)?;
+        let command = if cfg.command.is_empty() {
+            info.init.iter().map(|s| s.to_string()).collect()
+        } else {
+            cfg.command.clone()
+        };
+        let req = SpawnRequest {
+            name: m.name.clone(),
+            hostname: cfg.hostname.clone(),
+            rootfs: m.rootfs(),
+            command,
+            environment: cfg.environment.clone(),
+            tmp_size: cfg.tmp_size,
+        };
+        let pending = spawn::spawn(&req).await?;
+        let pid = pending.pid();
+        // Opened while PID 1 is still waiting for us, so it is certainly ours.
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                pending.abort().await;
+                return Err(BerthError::failed("cannot watch the machine's PID 1", e));
+            }
+        };
+        let spec = ScopeSpec {
+            unit: &m.unit,
+            description: format!("berth machine {}", m.name),
+            pid,
+            limits: &cfg.limits,
+            flavor: self.host.flavor,
+            stop_timeout_usec: stop_timeout(&cfg).as_micros() as u64,
+        };
+        if let Err(e) = self.systemd.start_scope(&spec).await {
+            pending.abort().await;
+            let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
+            return Err(e);
+        }
+        let start_time = store::process_start_time(pid).unwrap_or(0);
+        if let Err(e) = pending.go().await {
+            let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
+            return Err(BerthError::Failed(format!(
+                "machine {} did not start: {}",
+                m.name,
+                match e {
+                    BerthError::Failed(m) => m,
+                    other => format!("{other:?}"),
+                }
+            )));
+        }
+        let rt = RuntimeState {
+            leader: pid,
+            leader_start_time: start_time,
+        };
+        if let Err(e) = store::save_runtime(&self.paths.runtime_machines_dir(), &m.name, &rt) {
+            warn!(machine = %m.name, "cannot record runtime state: {e}");
+        }
+        Ok((pid, pidfd))
+    }
+
+    /// Waits for the leader to exit, then for systemd to drop the scope, and marks the
+    /// machine stopped. Every way a machine ends (halt, kill, crash) goes through here.
+    fn watch_leader(self: &Arc<Self>, m: Arc<Machine>, pidfd: Arc<OwnedFd>) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            // SAFETY: the Arc keeps the pidfd open, unchanged, for the AsyncFd's lifetime.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    RawPidFd(pidfd.clone()),
+                    tokio::io::Interest::READABLE,
+                )
+            };
+            match registered {
+                Ok(afd) => {
+                    let _ = afd.readable().await;
+                }
+                Err(e) => warn!(machine = %m.name, "cannot poll the leader's pidfd: {e}"),
+            }
+            if let Err(e) = daemon.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
+                warn!(machine = %m.name, "{e:?}");
+            }
+            store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
+            m.set_state(MachineState::Stopped);
+            info!(machine = %m.name, "stopped");
+            daemon.emit(Event::StateChanged(m.name.clone()));
+            m.ended.send_modify(|n| *n += 1);
+        });
+    }
+
+    pub async fn stop(self: &Arc<Self>, name: &str) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        self.stop_locked(&m).await
+    }
+
+    async fn stop_locked(&self, m: &Machine) -> Result<()> {
+        let run = m.run();
+        if !matches!(run.state, MachineState::Running | MachineState::Frozen) {
+            return Err(BerthError::InvalidState(format!(
+                "machine {} is {}, not running",
+                m.name,
+                run.state.as_str()
+            )));
+        }
+        let cfg = m.config();
+        let mut ended = m.ended.subscribe();
+        m.set_run(Run {
+            state: MachineState::Stopping,
+            ..run.clone()
+        });
+        self.emit(Event::StateChanged(m.name.clone()));
+        let signal = self.halt_signal(m, &cfg);
+        if let Some(fd) = &run.pidfd {
+            let _ = pidfd_send_signal(fd, signal);
+        }
+        if tokio::time::timeout(stop_timeout(&cfg), ended.changed()).await.is_ok() {
+            return Ok(());
+        }
+        warn!(machine = %m.name, "did not halt in time; killing it");
+        self.systemd.kill(&m.unit, "all", libc::SIGKILL).await?;
+        match tokio::time::timeout(SCOPE_GONE_TIMEOUT, ended.changed()).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(BerthError::Failed(format!(
+                "machine {} survived SIGKILL for {}s",
+                m.name,
+                SCOPE_GONE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// The signal that asks this machine's init to power off: the configured one, else
+    /// SIGRTMIN+3 for systemd, else what the template's init wants, else SIGTERM.
+    fn halt_signal(&self, m: &Machine, cfg: &MachineConfig) -> i32 {
+        if let Some(s) = cfg.halt_signal {
+            return s;
+        }
+        let init = cfg.command.first().cloned().or_else(|| {
+            template::info(&cfg.template)
+                .ok()
+                .and_then(|t| t.init.first().map(|s| s.to_string()))
+        });
+        let Some(init) = init else {
+            return libc::SIGTERM;
+        };
+        if resolves_to_systemd(&m.rootfs(), &init) {
+            return libc::SIGRTMIN() + 3;
+        }
+        match template::info(&cfg.template) {
+            Ok(t) if cfg.command.is_empty() => t.halt_signal,
+            _ => libc::SIGTERM,
+        }
+    }
+
+    pub async fn restart(self: &Arc<Self>, name: &str) -> Result<()> {
+        let m = self.machine(name)?;
+        {
+            let _op = m.op.lock().await;
+            if m.state().is_active() {
+                self.stop_locked(&m).await?;
+            }
+        }
+        self.start(name).await
+    }
+
+    pub async fn kill(&self, name: &str, whom: &str, signal: i32) -> Result<()> {
+        let m = self.machine(name)?;
+        let run = m.run();
+        if !run.state.is_active() {
+            return Err(BerthError::InvalidState(format!(
+                "machine {name} is not running"
+            )));
+        }
+        if signal <= 0 || signal > libc::SIGRTMAX() {
+            return Err(BerthError::InvalidArgument(format!(
+                "signal {signal} is not a valid signal number"
+            )));
+        }
+        match whom {
+            "leader" => match &run.pidfd {
+                Some(fd) => pidfd_send_signal(fd, signal)
+                    .map_err(|e| BerthError::failed(format!("cannot signal {name}'s leader"), e)),
+                None => Err(BerthError::InvalidState(format!("machine {name} has no leader"))),
+            },
+            "all" => self.systemd.kill(&m.unit, "all", signal).await,
+            other => Err(BerthError::InvalidArgument(format!(
+                "whom must be \"leader\" or \"all\", not {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        if m.state().is_active() {
+            if !force {
+                return Err(BerthError::InvalidState(format!(
+                    "machine {name} is running; stop it first or remove it with --force"
+                )));
+            }
+            self.stop_locked(&m).await?;
+        }
+        let doomed = self
+            .paths
+            .machines_dir()
+            .join(format!(".{name}.remove-{}", std::process::id()));
+        std::fs::rename(&m.dir, &doomed)
+            .map_err(|e| BerthError::failed(format!("cannot remove machine {name}"), e))?;
+        self.machines.lock().expect("machines lock").remove(name);
+        store::remove_runtime(&self.paths.runtime_machines_dir(), name);
+        tokio::task::spawn_blocking(move || crate::rootfs::remove_tree(&doomed))
+            .await
+            .map_err(|e| BerthError::failed("removal crashed", e))?
+            .map_err(|e| BerthError::failed(format!("cannot delete the files of {name}"), e))?;
+        info!(machine = name, "removed");
+        Ok(())
+    }
+
+    /// Applies `changes` on top of the stored limits: live through systemd when the
+    /// machine runs, and on disk for the next start.
+    pub async fn set_limits(self: &Arc<Self>, name: &str, changes: Limits) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        if changes.is_empty() {
+            return Err(BerthError::InvalidArgument(
+                "no limits given; pass at least one of CPUShares, CPUWeight, MemoryLimit, MemoryMax, TasksMax, CPUQuota, AllowedCPUs, BlockIOWeight, IOWeight".into(),
+            ));
+        }
+        let mut cfg = m.config();
+        cfg.limits.merge(&changes);
+        cfg.limits.systemd_properties(self.host.flavor)?;
+        if m.state().is_active() {
+            self.systemd
+                .set_limits(&m.unit, &cfg.limits, self.host.flavor)
+                .await?;
+        }
+        store::save_config(&m.dir, &cfg)
+            .map_err(|e| BerthError::failed(format!("cannot save the limits of {name}"), e))?;
+        m.set_config(cfg);
+        self.emit(Event::LimitsChanged(name.to_string()));
+        Ok(())
+    }
+
+    /// Runs argv inside the machine with the caller's stdio; returns its exit status.
+    pub async fn execute(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        environment: Vec<String>,
+        stdio: [OwnedFd; 3],
+    ) -> Result<i32> {
+        let m = self.machine(name)?;
+        let run = m.run();
+        if run.state != MachineState::Running {
+            return Err(BerthError::InvalidState(format!(
+                "machine {name} is {}; start it first",
+                run.state.as_str()
+            )));
+        }
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(BerthError::InvalidArgument("no command given to execute".into()));
+        }
+        let req = spawn::protocol::ExecRequest {
+            leader: run.leader,
+            argv,
+            environment,
+        };
+        let [stdin, stdout, stderr] = stdio;
+        let status = tokio::process::Command::new(spawn::self_exe())
+            .arg(spawn::EXEC_HELPER_ARG)
+            .arg(serde_json::to_string(&req).expect("serializable"))
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .await
+            .map_err(|e| BerthError::failed("cannot start the exec helper", e))?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+}
+
+/// A pidfd becomes readable when its process exits.
+struct RawPidFd(Arc<OwnedFd>);
+
+impl std::os::fd::AsRawFd for RawPidFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn stop_timeout(cfg: &MachineConfig) -> Duration {
+    cfg.stop_timeout_usec
+        .map(Duration::from_micros)
+        .unwrap_or(DEFAULT_STOP_TIMEOUT)
+}
+
+/// Whether `init` (a path inside the rootfs) is systemd, following symlinks within the
+/// rootfs as /sbin/init usually is one.
+fn resolves_to_systemd(rootfs: &Path, init: &str) -> bool {
+    let mut path = init.to_string();
+    for _ in 0..8 {
+        if path.ends_with("/systemd") {
+            return true;
+        }
+        let on_host = rootfs.join(path.trim_start_matches('/'));
+        match std::fs::read_link(&on_host) {
+            Ok(target) => {
+                let t = target.to_string_lossy().to_string();
+                path = if t.starts_with('/') {
+                    t
+                } else {
+                    let parent = Path::new(&path).parent().unwrap_or(Path::new("/"));
+                    parent.join(t).to_string_lossy().to_string()
+                };
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+struct Reservation {
+    daemon: Arc<Daemon>,
+    name: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.daemon
+            .reserved
+            .lock()
+            .expect("reserved lock")
+            .remove(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn systemd_init_is_recognized_through_links() {
+        let root = std::env::temp_dir().join(format!("berth-init-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("sbin")).unwrap();
+        std::fs::create_dir_all(root.join("lib/systemd")).unwrap();
+        symlink("../lib/systemd/systemd", root.join("sbin/init")).unwrap();
+        symlink("/bin/busybox", root.join("sbin/halt")).unwrap();
+        assert!(resolves_to_systemd(&root, "/sbin/init"));
+        assert!(resolves_to_systemd(&root, "/lib/systemd/systemd"));
+        assert!(!resolves_to_systemd(&root, "/sbin/halt"));
+        assert!(!resolves_to_systemd(&root, "/bin/sh"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

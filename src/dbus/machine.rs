@@ -1,0 +1,270 @@
+//! org.berth.Berth1.Machine, one object per machine at /org/berth/Berth1/machine/NAME.
+
+use super::manager::{ManagerIface, machine_path};
+use super::{options, require_root};
+use crate::daemon::Daemon;
+use crate::error::Result;
+use crate::limits::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedFd, OwnedValue, Value};
+use zbus::{Connection, interface};
+
+pub struct MachineIface {
+    daemon: Arc<Daemon>,
+    name: String,
+}
+
+pub async fn register(conn: &Connection, daemon: &Arc<Daemon>, name: &str) -> Result<()> {
+    conn.object_server()
+        .at(
+            machine_path(name),
+            MachineIface {
+                daemon: daemon.clone(),
+                name: name.to_string(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn iface_ref(
+    conn: &Connection,
+    name: &str,
+) -> zbus::Result<zbus::object_server::InterfaceRef<MachineIface>> {
+    conn.object_server()
+        .interface::<_, MachineIface>(machine_path(name))
+        .await
+}
+
+pub async fn emit_state(conn: &Connection, name: &str) -> zbus::Result<()> {
+    let r = iface_ref(conn, name).await?;
+    let iface = r.get().await;
+    iface.state_changed(r.signal_emitter()).await?;
+    iface.leader_changed(r.signal_emitter()).await
+}
+
+pub async fn emit_limits(conn: &Connection, name: &str) -> zbus::Result<()> {
+    let r = iface_ref(conn, name).await?;
+    r.get().await.limits_changed(r.signal_emitter()).await
+}
+
+impl MachineIface {
+    fn config(&self) -> Option<crate::store::MachineConfig> {
+        self.daemon.machine(&self.name).ok().map(|m| m.config())
+    }
+}
+
+#[interface(name = "org.berth.Berth1.Machine")]
+impl MachineIface {
+    async fn start(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "starting a machine").await?;
+        self.daemon.start(&self.name).await
+    }
+
+    async fn stop(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "stopping a machine").await?;
+        self.daemon.stop(&self.name).await
+    }
+
+    async fn restart(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "restarting a machine").await?;
+        self.daemon.restart(&self.name).await
+    }
+
+    async fn kill(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        whom: String,
+        signal: i32,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "signalling a machine").await?;
+        self.daemon.kill(&self.name, &whom, signal).await
+    }
+
+    async fn remove(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "removing a machine").await?;
+        self.remove_machine(conn, false).await
+    }
+
+    /// Extension of Remove(): option `Force b` stops a running machine first.
+    async fn remove_with_options(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "removing a machine").await?;
+        let force = options::remove_force(options)?;
+        self.remove_machine(conn, force).await
+    }
+
+    async fn set_limits(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        limits: HashMap<String, OwnedValue>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "changing a machine's limits").await?;
+        let changes = options::limits(limits)?;
+        self.daemon.set_limits(&self.name, changes).await
+    }
+
+    // The D-Bus signature fixes the argument list.
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        argv: Vec<String>,
+        environment: Vec<String>,
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<i32> {
+        require_root(conn, &hdr, "executing in a machine").await?;
+        self.daemon
+            .execute(
+                &self.name,
+                argv,
+                environment,
+                [stdin.into(), stdout.into(), stderr.into()],
+            )
+            .await
+    }
+
+    #[zbus(property)]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.daemon
+            .machine(&self.name)
+            .map(|m| m.state().as_str().to_string())
+            .unwrap_or_else(|_| "stopped".into())
+    }
+
+    #[zbus(property)]
+    fn leader(&self) -> u32 {
+        self.daemon
+            .machine(&self.name)
+            .map(|m| m.run().leader)
+            .unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn unit(&self) -> String {
+        crate::names::scope_unit_name(&self.name)
+    }
+
+    #[zbus(property)]
+    fn template(&self) -> String {
+        self.config().map(|c| c.template).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn hostname(&self) -> String {
+        self.config().map(|c| c.hostname).unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn root_directory(&self) -> String {
+        self.daemon
+            .machine(&self.name)
+            .map(|m| m.rootfs().display().to_string())
+            .unwrap_or_default()
+    }
+
+    #[zbus(property)]
+    fn autostart(&self) -> bool {
+        self.config().map(|c| c.autostart).unwrap_or(false)
+    }
+
+    #[zbus(property)]
+    fn ephemeral(&self) -> bool {
+        self.config().map(|c| c.ephemeral).unwrap_or(false)
+    }
+
+    #[zbus(property)]
+    fn created_at(&self) -> u64 {
+        self.config().map(|c| c.created_at).unwrap_or(0)
+    }
+
+    #[zbus(property)]
+    fn limits(&self) -> HashMap<String, OwnedValue> {
+        let Some(cfg) = self.config() else {
+            return HashMap::new();
+        };
+        cfg.limits
+            .entries()
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    RawValue::Unsigned(n) => Value::U64(n),
+                    RawValue::Signed(n) => Value::I64(n),
+                    RawValue::Text(t) => Value::from(t),
+                };
+                (
+                    k.to_string(),
+                    OwnedValue::try_from(value).expect("plain values convert"),
+                )
+            })
+            .collect()
+    }
+
+    #[zbus(property, name = "CPUUsageNSec")]
+    async fn cpu_usage_nsec(&self) -> u64 {
+        self.figures().await.cpu_usage_nsec
+    }
+
+    #[zbus(property)]
+    async fn memory_current(&self) -> u64 {
+        self.figures().await.memory_current
+    }
+
+    #[zbus(property)]
+    async fn tasks_current(&self) -> u64 {
+        self.figures().await.tasks_current
+    }
+}
+
+impl MachineIface {
+    async fn figures(&self) -> crate::systemd::ScopeFigures {
+        match self.daemon.machine(&self.name) {
+            Ok(m) if m.state().is_active() => self.daemon.systemd.figures(&m.unit).await,
+            _ => crate::systemd::ScopeFigures::UNKNOWN,
+        }
+    }
+
+    async fn remove_machine(&self, conn: &Connection, force: bool) -> Result<()> {
+        self.daemon.remove(&self.name, force).await?;
+        let path = machine_path(&self.name);
+        conn.object_server()
+            .remove::<MachineIface, _>(&path)
+            .await?;
+        let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
+        ManagerIface::machine_removed(&emitter, &self.name, &path.as_ref()).await?;
+        Ok(())
+    }
+}

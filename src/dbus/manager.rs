@@ -1,0 +1,97 @@
+//! org.berth.Berth1.Manager at /org/berth/Berth1/Manager.
+
+use super::{machine, options, require_root};
+use crate::daemon::Daemon;
+use crate::error::{BerthError, Result};
+use crate::names;
+use std::collections::HashMap;
+use std::sync::Arc;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
+use zbus::{Connection, interface};
+
+pub struct ManagerIface {
+    pub daemon: Arc<Daemon>,
+}
+
+pub fn machine_path(name: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(names::machine_object_path(name)).expect("escaped paths are valid")
+}
+
+#[interface(name = "org.berth.Berth1.Manager")]
+impl ManagerIface {
+    async fn create_machine(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        template: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        require_root(conn, &hdr, "creating a machine").await?;
+        let opts = options::create_options(options)?;
+        let m = self.daemon.create(&name, &template, opts).await?;
+        machine::register(conn, &self.daemon, &m.name).await?;
+        let path = machine_path(&m.name);
+        let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
+        Self::machine_new(&emitter, &m.name, &path.as_ref()).await?;
+        Ok(path)
+    }
+
+    async fn get_machine(&self, name: String) -> Result<OwnedObjectPath> {
+        let m = self.daemon.machine(&name)?;
+        Ok(machine_path(&m.name))
+    }
+
+    async fn list_machines(&self) -> Vec<(String, String, u32, OwnedObjectPath)> {
+        self.daemon
+            .machines()
+            .into_iter()
+            .map(|m| {
+                let run = m.run();
+                (
+                    m.name.clone(),
+                    run.state.as_str().to_string(),
+                    run.leader,
+                    machine_path(&m.name),
+                )
+            })
+            .collect()
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    #[zbus(property)]
+    fn cgroup_mode(&self) -> String {
+        self.daemon.host.cgroup_mode.as_str().to_string()
+    }
+
+    #[zbus(property)]
+    fn systemd_version(&self) -> u32 {
+        self.daemon.host.systemd_version
+    }
+
+    #[zbus(signal)]
+    pub async fn machine_new(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        path: &ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    pub async fn machine_removed(
+        emitter: &SignalEmitter<'_>,
+        name: &str,
+        path: &ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+}
+
+impl From<zbus::fdo::Error> for BerthError {
+    fn from(e: zbus::fdo::Error) -> Self {
+        BerthError::Failed(e.to_string())
+    }
+}

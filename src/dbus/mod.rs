@@ -1,0 +1,78 @@
+//! The D-Bus face of berthd (`org.berth.Berth1`): an ObjectManager at the root, the
+//! Manager object, and one object per machine. Methods translate arguments, check the
+//! caller, call the [`crate::daemon`] and turn its [`Event`]s into PropertiesChanged.
+
+pub mod machine;
+pub mod manager;
+pub mod options;
+
+use crate::daemon::{Daemon, Event};
+use crate::error::{BerthError, Result};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::warn;
+use zbus::Connection;
+use zbus::message::Header;
+
+pub const BUS_NAME: &str = "org.berth.Berth1";
+pub const ROOT_PATH: &str = "/org/berth/Berth1";
+pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
+
+/// Puts every object on the connection, then takes the bus name: a client that sees
+/// the name can rely on the objects being there.
+pub async fn serve(conn: &Connection, daemon: Arc<Daemon>) -> Result<()> {
+    let server = conn.object_server();
+    server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
+    server
+        .at(
+            MANAGER_PATH,
+            manager::ManagerIface {
+                daemon: daemon.clone(),
+            },
+        )
+        .await?;
+    for m in daemon.machines() {
+        machine::register(conn, &daemon, &m.name).await?;
+    }
+    conn.request_name(BUS_NAME).await.map_err(|e| {
+        BerthError::Failed(format!(
+            "cannot own {BUS_NAME} on the bus (is another berthd running, or the bus policy missing?): {e}"
+        ))
+    })?;
+    Ok(())
+}
+
+/// Forwards daemon events as property changes until the daemon goes away.
+pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>) {
+    while let Some(event) = events.recv().await {
+        let result = match &event {
+            Event::StateChanged(name) => machine::emit_state(&conn, name).await,
+            Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
+        };
+        if let Err(e) = result {
+            // The object may be gone already (removed machine); nothing to tell then.
+            tracing::debug!(?event, "not announced: {e}");
+        }
+    }
+}
+
+/// Mutating calls are for root. The bus policy says so too; checking here keeps the
+/// rule when someone loosens the policy. polkit comes later.
+pub async fn require_root(conn: &Connection, hdr: &Header<'_>, action: &str) -> Result<()> {
+    let Some(sender) = hdr.sender() else {
+        return Err(BerthError::AccessDenied("caller unknown".into()));
+    };
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let uid = dbus
+        .get_connection_unix_user(sender.clone().into())
+        .await
+        .map_err(|e| BerthError::AccessDenied(format!("cannot identify the caller: {e}")))?;
+    if uid == 0 {
+        Ok(())
+    } else {
+        warn!(uid, action, "refused a caller that is not root");
+        Err(BerthError::AccessDenied(format!(
+            "{action} needs root (uid {uid} called); run it with sudo"
+        )))
+    }
+}

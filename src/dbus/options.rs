@@ -1,0 +1,241 @@
+//! Turning a{sv} option dicts into typed daemon options. Every key is checked: an
+//! unknown key or a wrong type is an error that names it, never silently ignored.
+
+use crate::daemon::CreateOptions;
+use crate::error::{BerthError, Result};
+use crate::limits::{self, Limits, RawValue};
+use std::collections::HashMap;
+use zbus::zvariant::{OwnedValue, Value};
+
+/// Options in the API that later features implement; refused clearly until then.
+const NOT_YET: [&str; 6] = [
+    "Bridge",
+    "Address",
+    "PortForwards",
+    "PrivateUsers",
+    "Binds",
+    "BlockIOReadBandwidth",
+];
+
+pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOptions> {
+    let mut out = CreateOptions::default();
+    let mut keys: Vec<_> = options.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, value) in keys {
+        let v: &Value<'_> = &value;
+        match key.as_str() {
+            "Hostname" => out.hostname = Some(string(&key, v)?),
+            "Command" => out.command = strings(&key, v)?,
+            "Environment" => {
+                let env = strings(&key, v)?;
+                if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
+                    return Err(BerthError::InvalidArgument(format!(
+                        "Environment entry {bad:?} is not KEY=VALUE"
+                    )));
+                }
+                out.environment = env;
+            }
+            "Autostart" => out.autostart = boolean(&key, v)?,
+            "Ephemeral" => {
+                if boolean(&key, v)? {
+                    return Err(BerthError::NotSupported(
+                        "Ephemeral machines are not supported yet".into(),
+                    ));
+                }
+            }
+            "HaltSignal" => {
+                let s = unsigned(&key, v)?;
+                if s == 0 || s > libc::SIGRTMAX() as u64 {
+                    return Err(BerthError::InvalidArgument(format!(
+                        "HaltSignal {s} is not a valid signal number"
+                    )));
+                }
+                out.halt_signal = Some(s as i32);
+            }
+            "StopTimeoutUSec" => out.stop_timeout_usec = Some(unsigned(&key, v)?),
+            "TmpSize" => {
+                let size = match raw(&key, v)? {
+                    RawValue::Text(t) => limits::parse_size(&t)
+                        .map_err(|e| BerthError::InvalidArgument(format!("TmpSize: {e}")))?,
+                    RawValue::Unsigned(n) => n,
+                    RawValue::Signed(n) if n > 0 => n as u64,
+                    RawValue::Signed(n) => {
+                        return Err(BerthError::InvalidArgument(format!(
+                            "TmpSize {n}: must be positive"
+                        )));
+                    }
+                };
+                if size == 0 {
+                    return Err(BerthError::InvalidArgument("TmpSize 0: must be positive".into()));
+                }
+                out.tmp_size = Some(size);
+            }
+            "Network" => {
+                let n = string(&key, v)?;
+                if n != "none" {
+                    return Err(BerthError::NotSupported(format!(
+                        "Network {n:?} is not supported yet; machines get a private network namespace with loopback only (\"none\")"
+                    )));
+                }
+            }
+            k if limits::is_limit_key(k) => out.limits.set(k, raw(k, v)?)?,
+            k if NOT_YET.contains(&k) => {
+                return Err(BerthError::NotSupported(format!(
+                    "option {k} is not supported yet"
+                )));
+            }
+            other => {
+                return Err(BerthError::InvalidArgument(format!(
+                    "unknown option {other:?}; see the CreateMachine options in the API documentation"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn limits(dict: HashMap<String, OwnedValue>) -> Result<Limits> {
+    let mut out = Limits::default();
+    for (key, value) in dict {
+        out.set(&key, raw(&key, &value)?)?;
+    }
+    Ok(out)
+}
+
+pub fn remove_force(dict: HashMap<String, OwnedValue>) -> Result<bool> {
+    let mut force = false;
+    for (key, value) in dict {
+        match key.as_str() {
+            "Force" => force = boolean(&key, &value)?,
+            other => {
+                return Err(BerthError::InvalidArgument(format!(
+                    "unknown option {other:?} (known: Force)"
+                )));
+            }
+        }
+    }
+    Ok(force)
+}
+
+/// Any integer or string variant; the limits parser decides what it means.
+pub fn raw(key: &str, v: &Value<'_>) -> Result<RawValue> {
+    Ok(match v {
+        Value::U8(n) => RawValue::Unsigned(*n as u64),
+        Value::U16(n) => RawValue::Unsigned(*n as u64),
+        Value::U32(n) => RawValue::Unsigned(*n as u64),
+        Value::U64(n) => RawValue::Unsigned(*n),
+        Value::I16(n) => RawValue::Signed(*n as i64),
+        Value::I32(n) => RawValue::Signed(*n as i64),
+        Value::I64(n) => RawValue::Signed(*n),
+        Value::Str(s) => RawValue::Text(s.to_string()),
+        Value::Value(inner) => return raw(key, inner),
+        other => return Err(wrong_type(key, "a number or a string", other)),
+    })
+}
+
+fn unsigned(key: &str, v: &Value<'_>) -> Result<u64> {
+    match raw(key, v)? {
+        RawValue::Unsigned(n) => Ok(n),
+        RawValue::Signed(n) if n >= 0 => Ok(n as u64),
+        RawValue::Signed(n) => Err(BerthError::InvalidArgument(format!(
+            "{key} {n}: must not be negative"
+        ))),
+        RawValue::Text(t) => t.parse().map_err(|_| {
+            BerthError::InvalidArgument(format!("{key} {t:?}: expected a whole number"))
+        }),
+    }
+}
+
+fn string(key: &str, v: &Value<'_>) -> Result<String> {
+    match v {
+        Value::Str(s) => Ok(s.to_string()),
+        Value::Value(inner) => string(key, inner),
+        other => Err(wrong_type(key, "a string", other)),
+    }
+}
+
+fn boolean(key: &str, v: &Value<'_>) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Value(inner) => boolean(key, inner),
+        other => Err(wrong_type(key, "a boolean", other)),
+    }
+}
+
+fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|item| match item {
+                Value::Str(s) => Ok(s.to_string()),
+                other => Err(wrong_type(key, "an array of strings", other)),
+            })
+            .collect(),
+        Value::Value(inner) => strings(key, inner),
+        other => Err(wrong_type(key, "an array of strings", other)),
+    }
+}
+
+fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> BerthError {
+    BerthError::InvalidArgument(format!(
+        "option {key} must be {expected}, not a value of type '{}'",
+        got.value_signature()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dict(entries: Vec<(&str, Value<'static>)>) -> HashMap<String, OwnedValue> {
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), OwnedValue::try_from(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn typed_options_are_read() {
+        let o = create_options(dict(vec![
+            ("Hostname", Value::from("web")),
+            ("Command", Value::from(vec!["/bin/sh", "-c", "sleep 1"])),
+            ("MemoryMax", Value::from("64M")),
+            ("CPUShares", Value::U64(256)),
+            ("TasksMax", Value::from("32")),
+            ("StopTimeoutUSec", Value::U64(5_000_000)),
+            ("Network", Value::from("none")),
+        ]))
+        .unwrap();
+        assert_eq!(o.hostname.as_deref(), Some("web"));
+        assert_eq!(o.command, ["/bin/sh", "-c", "sleep 1"]);
+        assert_eq!(o.limits.memory_max, Some(64 << 20));
+        assert_eq!(o.limits.cpu_shares, Some(256));
+        assert_eq!(o.limits.tasks_max, Some(32));
+        assert_eq!(o.stop_timeout_usec, Some(5_000_000));
+    }
+
+    #[test]
+    fn bad_options_name_the_key() {
+        let err = |entries| match create_options(dict(entries)) {
+            Err(BerthError::InvalidArgument(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert!(err(vec![("Frobnicate", Value::Bool(true))]).contains("Frobnicate"));
+        assert!(err(vec![("Hostname", Value::U32(3))]).contains("Hostname"));
+        assert!(err(vec![("MemoryMax", Value::from("64Q"))]).contains("64Q"));
+        assert!(err(vec![("TasksMax", Value::U64(0))]).contains("TasksMax"));
+        assert!(err(vec![("Environment", Value::from(vec!["NOEQUALS"]))]).contains("NOEQUALS"));
+        assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
+        match create_options(dict(vec![("Network", Value::from("bridge"))])) {
+            Err(BerthError::NotSupported(m)) => assert!(m.contains("bridge")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn remove_options() {
+        assert!(remove_force(dict(vec![("Force", Value::Bool(true))])).unwrap());
+        assert!(!remove_force(HashMap::new()).unwrap());
+        assert!(remove_force(dict(vec![("Forse", Value::Bool(true))])).is_err());
+    }
+}

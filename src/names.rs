@@ -1,0 +1,363 @@
+//! Machine names and the identifiers systemd and D-Bus derive from them.
+//!
+//! The derived strings mirror systemd's helpers byte for byte, because they end up next
+//! to ones systemd produced itself: `machinectl list`, `systemctl status
+//! machine-NAME.scope` and D-Bus object paths have to agree with what berth computes.
+
+use std::fmt::Write as _;
+
+/// Linux's HOST_NAME_MAX, which machined applies to machine names.
+const NAME_MAX: usize = 64;
+
+const NAME_RULES: &str = "machine names are 1–64 characters of letters, digits, '-' and '.', \
+     with no '.' or '-' at the start or end and no '..', '.-' or '-.'";
+
+pub const MACHINE_PATH_PREFIX: &str = "/org/berth/Berth1/machine";
+
+/// Checks a machine name against the rules systemd-machined enforces.
+///
+/// Current machined (checked against systemd 252's `hostname_is_valid`) wants a valid
+/// hostname: letters, digits and '-' in dot-separated labels, no label starting or ending
+/// with '-'. Older machined also took '_' and hyphens anywhere. berth registers its
+/// machines with machined, so it accepts only names every machined version takes;
+/// otherwise a machine could be created and then fail to register.
+pub fn validate_machine_name(name: &str) -> Result<(), String> {
+    problem(name).map_or(Ok(()), |why| {
+        Err(format!(
+            "invalid machine name {}: {why} ({NAME_RULES})",
+            shown(name)
+        ))
+    })
+}
+
+fn problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("the name is empty".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        // Underscores are the one character people reasonably expect to work, and did
+        // work with older machined, so point at the replacement.
+        if c == '_' {
+            return Some("'_' is not allowed, use '-' instead".into());
+        }
+        return Some(format!("{c:?} is not allowed"));
+    }
+    // Only ASCII is left, so the byte length is the character count.
+    if name.len() > NAME_MAX {
+        return Some(format!("it is {} characters long", name.len()));
+    }
+    let first = name.as_bytes()[0];
+    let last = name.as_bytes()[name.len() - 1];
+    if first == b'.' || first == b'-' {
+        return Some(format!("it starts with '{}'", first as char));
+    }
+    if last == b'.' || last == b'-' {
+        return Some(format!("it ends with '{}'", last as char));
+    }
+    for pair in ["..", ".-", "-."] {
+        if name.contains(pair) {
+            return Some(format!("it contains '{pair}'"));
+        }
+    }
+    None
+}
+
+/// Quotes a name for an error message; a hostile caller can send megabytes of name, and
+/// the message goes to the journal and back over the bus.
+fn shown(name: &str) -> String {
+    const SHOWN_MAX: usize = 80;
+    match name.char_indices().nth(SHOWN_MAX) {
+        Some((cut, _)) => format!("{:?}…", &name[..cut]),
+        None => format!("{name:?}"),
+    }
+}
+
+/// systemd's `bus_label_escape`, which `sd_bus_path_encode` uses: every byte outside
+/// [A-Za-z0-9] becomes `_xx` (lowercase hex), and so does a digit in first place, so
+/// "9lives" is `_39lives`. The empty string becomes `_`, as an object path element cannot
+/// be empty. Matching it exactly lets C clients find a machine with `sd_bus_path_encode`.
+pub fn escape_path_label(s: &str) -> String {
+    if s.is_empty() {
+        return "_".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if kept_in_label(b, i) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "_{b:02x}");
+        }
+    }
+    out
+}
+
+fn kept_in_label(b: u8, position: usize) -> bool {
+    b.is_ascii_alphabetic() || (position > 0 && b.is_ascii_digit())
+}
+
+/// The inverse of [`escape_path_label`].
+///
+/// Unlike systemd's lenient `bus_label_unescape`, this returns `None` for anything
+/// `escape_path_label` could not have produced (stray characters, short or uppercase
+/// escapes, needless escapes, a bare leading digit, bytes that are not UTF-8), so each
+/// machine has exactly one object path and a made-up path cannot alias another machine.
+pub fn unescape_path_label(s: &str) -> Option<String> {
+    if s == "_" {
+        return Some(String::new());
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = if bytes[i] == b'_' {
+            let hi = lower_hex_digit(*bytes.get(i + 1)?)?;
+            let lo = lower_hex_digit(*bytes.get(i + 2)?)?;
+            let b = (hi << 4) | lo;
+            if kept_in_label(b, out.len()) {
+                return None;
+            }
+            i += 3;
+            b
+        } else {
+            if !kept_in_label(bytes[i], out.len()) {
+                return None;
+            }
+            i += 1;
+            bytes[i - 1]
+        };
+        out.push(b);
+    }
+    String::from_utf8(out).ok()
+}
+
+fn lower_hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The D-Bus object path of a machine.
+pub fn machine_object_path(name: &str) -> String {
+    format!("{MACHINE_PATH_PREFIX}/{}", escape_path_label(name))
+}
+
+/// The scope unit machined would create for `name`: `"machine-" + unit_name_escape(name) +
+/// ".scope"`, so `systemctl status` and `machinectl` show the same unit berth manages.
+///
+/// `unit_name_escape` keeps [A-Za-z0-9:_.], turns '/' into '-' and every other byte
+/// (including '-' itself, which is why "my-box" becomes `machine-my\x2dbox.scope`) into
+/// `\xNN`. A leading '.' is escaped too, so the result never looks like a hidden file.
+pub fn scope_unit_name(name: &str) -> String {
+    let mut out = String::with_capacity("machine-.scope".len() + name.len() * 4);
+    out.push_str("machine-");
+    for (i, &b) in name.as_bytes().iter().enumerate() {
+        match b {
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b'/' => out.push('-'),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => {
+                out.push(b as char)
+            }
+            _ => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    out.push_str(".scope");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_valid(name: &str) {
+        assert_eq!(
+            validate_machine_name(name),
+            Ok(()),
+            "{name:?} should be valid"
+        );
+    }
+
+    fn assert_invalid(name: &str, why: &str) {
+        let err = validate_machine_name(name).expect_err(name);
+        assert!(
+            err.starts_with(&format!("invalid machine name {name:?}: {why} (")),
+            "{name:?}: unexpected message {err:?}"
+        );
+        assert!(
+            err.contains(NAME_RULES),
+            "{err:?} should say what is allowed"
+        );
+    }
+
+    #[test]
+    fn valid_names() {
+        for name in [
+            "a",
+            "web",
+            "Web01",
+            "123",
+            "a.b",
+            "a-b",
+            "a--b",
+            "my-box",
+            "db.prod.example",
+        ] {
+            assert_valid(name);
+        }
+    }
+
+    #[test]
+    fn length_limit_is_64() {
+        assert_valid(&"a".repeat(64));
+        assert_invalid(&"a".repeat(65), "it is 65 characters long");
+    }
+
+    #[test]
+    fn empty_name() {
+        assert_invalid("", "the name is empty");
+    }
+
+    #[test]
+    fn dots() {
+        assert_invalid(".a", "it starts with '.'");
+        assert_invalid(".host", "it starts with '.'");
+        assert_invalid("a.", "it ends with '.'");
+        assert_invalid("a..b", "it contains '..'");
+        assert_invalid(".", "it starts with '.'");
+    }
+
+    #[test]
+    fn hyphens_only_inside_labels() {
+        assert_invalid("-a", "it starts with '-'");
+        assert_invalid("a-", "it ends with '-'");
+        assert_invalid("a.-b", "it contains '.-'");
+        assert_invalid("a-.b", "it contains '-.'");
+    }
+
+    #[test]
+    fn underscore_points_at_hyphen() {
+        assert_invalid("under_score", "'_' is not allowed, use '-' instead");
+    }
+
+    #[test]
+    fn other_characters() {
+        assert_invalid("a/b", "'/' is not allowed");
+        assert_invalid("a b", "' ' is not allowed");
+        assert_invalid("a\nb", "'\\n' is not allowed");
+        assert_invalid("a\0b", "'\\0' is not allowed");
+        assert_invalid("café", "'é' is not allowed");
+        assert_invalid("контейнер", "'к' is not allowed");
+        // Unicode is refused before length is measured, so 64 multibyte characters are
+        // reported for the character, not as too long.
+        assert_invalid(&"é".repeat(64), "'é' is not allowed");
+    }
+
+    #[test]
+    fn huge_names_are_shortened_in_messages() {
+        let name = "x/".repeat(10_000);
+        let err = validate_machine_name(&name).unwrap_err();
+        assert!(err.len() < 400, "{} bytes", err.len());
+        assert!(err.starts_with("invalid machine name \"x/x/"), "{err}");
+        assert!(err.contains("…"), "{err}");
+    }
+
+    #[test]
+    fn path_label_escaping() {
+        assert_eq!(escape_path_label("my-box"), "my_2dbox");
+        assert_eq!(escape_path_label("a.b"), "a_2eb");
+        assert_eq!(escape_path_label("under_score"), "under_5fscore");
+        assert_eq!(escape_path_label("Web01"), "Web01");
+        assert_eq!(escape_path_label(""), "_");
+        assert_eq!(escape_path_label("é"), "_c3_a9");
+        assert_eq!(escape_path_label("/ "), "_2f_20");
+        assert_eq!(escape_path_label("9lives"), "_39lives");
+        assert_eq!(escape_path_label("123"), "_3123");
+        assert_eq!(escape_path_label("a9"), "a9");
+    }
+
+    #[test]
+    fn path_label_round_trip() {
+        for s in [
+            "",
+            "a",
+            "my-box",
+            "a.b",
+            "under_score",
+            "_",
+            "__",
+            "_2d",
+            "é",
+            "a\0b",
+            "x/y z",
+        ] {
+            let escaped = escape_path_label(s);
+            assert_eq!(unescape_path_label(&escaped).as_deref(), Some(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn path_label_unescape_is_strict() {
+        for bad in [
+            "",     // escape never yields an empty label
+            "a-b",  // characters that never appear in a label
+            "a.b",  //
+            "_2",   // truncated escape
+            "a_",   //
+            "_zz",  // not hex
+            "_2D",  // systemd writes lowercase hex
+            "_61",  // 'a' is never escaped
+            "a_39", // nor is a digit after the first place
+            "9a",   // but a leading digit always is
+            "_ff",  // a byte that is not UTF-8 on its own
+            "_c3",  // half a UTF-8 sequence
+        ] {
+            assert_eq!(unescape_path_label(bad), None, "{bad:?}");
+        }
+        assert_eq!(unescape_path_label("_").as_deref(), Some(""));
+        assert_eq!(unescape_path_label("my_2dbox").as_deref(), Some("my-box"));
+    }
+
+    #[test]
+    fn object_paths() {
+        assert_eq!(
+            machine_object_path("my-box"),
+            "/org/berth/Berth1/machine/my_2dbox"
+        );
+        assert_eq!(machine_object_path("web"), "/org/berth/Berth1/machine/web");
+        assert_eq!(
+            machine_object_path("9lives"),
+            "/org/berth/Berth1/machine/_39lives"
+        );
+        assert_eq!(
+            machine_object_path("a.b"),
+            "/org/berth/Berth1/machine/a_2eb"
+        );
+    }
+
+    #[test]
+    fn scope_units() {
+        assert_eq!(scope_unit_name("my-box"), "machine-my\\x2dbox.scope");
+        assert_eq!(scope_unit_name("a.b"), "machine-a.b.scope");
+        assert_eq!(scope_unit_name("under_score"), "machine-under_score.scope");
+        assert_eq!(scope_unit_name("web"), "machine-web.scope");
+        assert_eq!(scope_unit_name("a:b"), "machine-a:b.scope");
+    }
+
+    #[test]
+    fn scope_units_escape_like_unit_name_escape() {
+        assert_eq!(scope_unit_name(".a"), "machine-\\x2ea.scope");
+        assert_eq!(scope_unit_name("a/b"), "machine-a-b.scope");
+        assert_eq!(scope_unit_name("a\\b"), "machine-a\\x5cb.scope");
+        assert_eq!(scope_unit_name("a b"), "machine-a\\x20b.scope");
+        assert_eq!(scope_unit_name("é"), "machine-\\xc3\\xa9.scope");
+    }
+}

@@ -1,0 +1,74 @@
+//! Copying root filesystem trees: templates into machines. Ownership, modes, symlinks and
+//! timestamps are kept (a rootfs is a system image, not user files); device nodes and
+//! sockets are skipped since /dev is built fresh at every start.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::Path;
+
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(src)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        fs::create_dir(dst)?;
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+    } else if ft.is_symlink() {
+        symlink(fs::read_link(src)?, dst)?;
+    } else if ft.is_file() {
+        fs::copy(src, dst)?;
+    } else {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    if !ft.is_symlink() {
+        // After chown: chown clears setuid bits.
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    Ok(())
+}
+
+/// Removes a tree without following symlinks out of it.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_files_links_dirs_and_modes() {
+        let base = std::env::temp_dir().join(format!("berth-rootfs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let src = base.join("src");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/busybox"), b"ELF").unwrap();
+        fs::set_permissions(src.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("busybox", src.join("bin/sh")).unwrap();
+        fs::create_dir(src.join("tmp")).unwrap();
+        fs::set_permissions(src.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+
+        let dst = base.join("dst");
+        copy_tree(&src, &dst).unwrap();
+        assert_eq!(fs::read(dst.join("bin/busybox")).unwrap(), b"ELF");
+        assert_eq!(
+            fs::metadata(dst.join("bin/busybox")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        assert_eq!(fs::read_link(dst.join("bin/sh")).unwrap(), Path::new("busybox"));
+        assert_eq!(fs::metadata(dst.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+
+        let err = copy_tree(&src, &dst).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "never merges into a tree");
+        remove_tree(&base).unwrap();
+        remove_tree(&base).unwrap();
+        assert!(!base.exists());
+    }
+}

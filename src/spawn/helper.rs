@@ -1,0 +1,142 @@
+//! The spawn helper: a single-threaded re-exec of berthd that creates a machine's
+//! namespaces and forks its PID 1. It exits as soon as PID 1 has exec'ed, so PID 1 is
+//! then reaped by the host's init (systemd), like every other process in a scope.
+
+use super::mount;
+use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork, pipe2};
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// Entry point for `berthd __spawn-helper`; returns the process exit code.
+pub fn main() -> i32 {
+    let req = match read_msg() {
+        Some(DaemonMsg::Spawn(req)) => req,
+        other => {
+            reply(&HelperMsg::Failed {
+                message: format!("expected a spawn request, got {other:?}"),
+            });
+            return 1;
+        }
+    };
+    match run(&req) {
+        Ok(()) => 0,
+        Err(message) => {
+            reply(&HelperMsg::Failed { message });
+            1
+        }
+    }
+}
+
+fn read_msg() -> Option<DaemonMsg> {
+    let mut line = String::new();
+    match std::io::stdin().lock().read_line(&mut line) {
+        Ok(n) if n > 0 => serde_json::from_str(&line).ok(),
+        _ => None,
+    }
+}
+
+fn reply(msg: &HelperMsg) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", serde_json::to_string(msg).expect("serializable"));
+    let _ = out.flush();
+}
+
+fn run(req: &SpawnRequest) -> Result<(), String> {
+    // Both pipes are close-on-exec: the go pipe so the payload never inherits it, the
+    // error pipe so a successful exec shows up as end-of-file.
+    let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID,
+    )
+    .map_err(|e| format!("unshare(mount, uts, ipc, net, pid): {e}"))?;
+    // SAFETY: this helper is single-threaded (it never starts a runtime or threads).
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(go_w);
+            drop(err_r);
+            let message = match pid1(req, go_r) {
+                Err(m) => m,
+                Ok(never) => match never {},
+            };
+            let mut f = File::from(err_w);
+            let _ = f.write_all(message.as_bytes());
+            // SAFETY: _exit skips atexit handlers and stdio flushing meant for the parent.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(go_r);
+            drop(err_w);
+            reply(&HelperMsg::Spawned {
+                pid: child.as_raw() as u32,
+            });
+            supervise_start(child, go_w, err_r);
+            Ok(())
+        }
+    }
+}
+
+fn supervise_start(child: Pid, go_w: OwnedFd, err_r: OwnedFd) {
+    match read_msg() {
+        Some(DaemonMsg::Go) => {
+            let mut go = File::from(go_w);
+            let _ = go.write_all(b"g");
+            drop(go);
+            let mut message = String::new();
+            let _ = File::from(err_r).read_to_string(&mut message);
+            if message.is_empty() {
+                reply(&HelperMsg::Running);
+            } else {
+                let _ = waitpid(child, None);
+                reply(&HelperMsg::Failed { message });
+            }
+        }
+        // Abort, or berthd went away: PID 1 must not outlive the start attempt.
+        _ => {
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+        }
+    }
+}
+
+/// Runs as PID 1 of the new PID namespace until it execs the payload.
+fn pid1(req: &SpawnRequest, go_r: OwnedFd) -> Result<Infallible, String> {
+    // stdout is berthd's protocol pipe: keep the payload's chatter off it.
+    redirect_stdio().map_err(|e| format!("stdio: {e}"))?;
+    let mut byte = [0u8; 1];
+    let mut go = File::from(go_r);
+    if !matches!(go.read(&mut byte), Ok(1)) {
+        // berthd gave up before the scope existed.
+        // SAFETY: see above.
+        unsafe { libc::_exit(0) }
+    }
+    // Now that systemd has moved us into the scope, a cgroup namespace rooted here makes
+    // the machine see its scope as "/".
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
+    nix::unistd::sethostname(&req.hostname)
+        .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
+    mount::setup_root(req)?;
+    let env = merge_environment(&req.environment);
+    Err(super::exec::exec_in_root(&req.command, &env))
+}
+
+fn redirect_stdio() -> std::io::Result<()> {
+    let null = File::options().read(true).open("/dev/null")?;
+    // SAFETY: plain dup2 on descriptors we own.
+    unsafe {
+        if libc::dup2(null.as_raw_fd(), 0) < 0 || libc::dup2(2, 1) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

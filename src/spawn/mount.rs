@@ -1,0 +1,186 @@
+//! The machine's filesystem view, built by PID 1 inside its new mount namespace: the
+//! rootfs bind-mounted on itself, /proc (with /proc/sys read-only but for the
+//! per-namespace /proc/sys/net), read-only /sys, a minimal /dev, tmpfs /run and /tmp,
+//! then pivot_root so the host's mounts are gone from view.
+
+use super::protocol::SpawnRequest;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+
+/// Device nodes a machine gets, bind-mounted from the host so no mknod is needed (that
+/// keeps working once user namespaces arrive).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
+    let root = req.rootfs.as_path();
+    let none: Option<&str> = None;
+    mnt(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+    // pivot_root needs the new root to be a mount point.
+    mnt(Some(root), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+
+    let proc = root.join("proc");
+    mkdir(&proc)?;
+    mnt(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        none,
+    )?;
+    // Kernel-global sysctls stay read-only; net sysctls are per network namespace.
+    let sys = proc.join("sys");
+    bind(&sys, &sys)?;
+    bind(&sys.join("net"), &sys.join("net"))?;
+    remount_ro(&sys)?;
+    let sysrq = proc.join("sysrq-trigger");
+    bind(&sysrq, &sysrq)?;
+    remount_ro(&sysrq)?;
+
+    let sysfs = root.join("sys");
+    mkdir(&sysfs)?;
+    mnt(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        none,
+    )?;
+
+    setup_dev(&root.join("dev"))?;
+
+    let run = root.join("run");
+    mkdir(&run)?;
+    mnt(
+        Some("tmpfs"),
+        &run,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some("mode=0755"),
+    )?;
+    let tmp = root.join("tmp");
+    mkdir(&tmp)?;
+    let tmp_opts = match req.tmp_size {
+        Some(size) => format!("mode=1777,size={size}"),
+        None => "mode=1777".to_string(),
+    };
+    mnt(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        nosuid_nodev,
+        Some(tmp_opts.as_str()),
+    )?;
+
+    pivot(root)
+}
+
+fn setup_dev(dev: &Path) -> Result<(), String> {
+    mkdir(dev)?;
+    mnt(
+        Some("tmpfs"),
+        dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=0755"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        touch(&target)?;
+        bind(&Path::new("/dev").join(name), &target)?;
+    }
+    // Until consoles land, the console is a sink so inits that write to it don't fail.
+    let console = dev.join("console");
+    touch(&console)?;
+    bind(Path::new("/dev/null"), &console)?;
+
+    let pts = dev.join("pts");
+    mkdir(&pts)?;
+    mnt(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    link("pts/ptmx", &dev.join("ptmx"))?;
+    let shm = dev.join("shm");
+    mkdir(&shm)?;
+    mnt(
+        Some("tmpfs"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    link("/proc/self/fd", &dev.join("fd"))?;
+    for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+        link(&format!("/proc/self/fd/{i}"), &dev.join(name))?;
+    }
+    Ok(())
+}
+
+fn pivot(root: &Path) -> Result<(), String> {
+    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+    // leaves only the machine's tree, without needing a put_old directory.
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+fn mnt<S: AsRef<Path> + ?Sized, T: AsRef<Path> + ?Sized>(
+    source: Option<&S>,
+    target: &T,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), String> {
+    mount(source.map(|s| s.as_ref()), target.as_ref(), fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} on {} ({}): {e}",
+            source.map_or("none".into(), |s| s.as_ref().display().to_string()),
+            target.as_ref().display(),
+            fstype.unwrap_or("bind/flags"),
+        )
+    })
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), String> {
+    mnt(
+        Some(source),
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+}
+
+fn remount_ro(target: &Path) -> Result<(), String> {
+    let flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    mnt(None::<&Path>, target, None, flags, None)
+}
+
+fn mkdir(path: &Path) -> Result<(), String> {
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("mkdir {}: {e}", path.display())),
+    }
+}
+
+fn touch(path: &Path) -> Result<(), String> {
+    std::fs::File::create(path)
+        .and_then(|f| f.set_permissions(std::fs::Permissions::from_mode(0o666)))
+        .map_err(|e| format!("create {}: {e}", path.display()))
+}
+
+fn link(target: &str, path: &Path) -> Result<(), String> {
+    symlink(target, path).map_err(|e| format!("symlink {}: {e}", path.display()))
+}

@@ -1,0 +1,212 @@
+//! State on disk. A machine is a directory `machines/NAME/` holding `config.toml` and
+//! `rootfs/`; runtime facts (its leader PID) live under /run/berth so they vanish with a
+//! reboot. Writes are atomic (temp file, fsync, rename, fsync dir): a crash never leaves
+//! a torn config.
+
+use crate::limits::Limits;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "config.toml";
+pub const ROOTFS_DIR: &str = "rootfs";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MachineConfig {
+    pub name: String,
+    pub template: String,
+    pub hostname: String,
+    /// argv of PID 1; empty means the template's init.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<String>,
+    /// µs since the epoch.
+    pub created_at: u64,
+    #[serde(default)]
+    pub autostart: bool,
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// Signal that asks PID 1 to shut down; None picks by init (see daemon).
+    #[serde(default)]
+    pub halt_signal: Option<i32>,
+    #[serde(default)]
+    pub stop_timeout_usec: Option<u64>,
+    #[serde(default)]
+    pub tmp_size: Option<u64>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// What berthd needs to find a running machine again after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeState {
+    pub leader: u32,
+    /// The leader's start time (field 22 of /proc/PID/stat), so a recycled PID is not
+    /// mistaken for the machine.
+    pub leader_start_time: u64,
+}
+
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn save_config(machine_dir: &Path, config: &MachineConfig) -> std::io::Result<()> {
+    let text = toml::to_string(config).map_err(std::io::Error::other)?;
+    write_atomic(&machine_dir.join(CONFIG_FILE), text.as_bytes())
+}
+
+pub fn load_config(machine_dir: &Path) -> Result<MachineConfig, String> {
+    let path = machine_dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Machine directories that hold a config; dot-entries are berth's in-progress work.
+pub fn list_machine_dirs(machines_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    let entries = match std::fs::read_dir(machines_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if entry.path().join(CONFIG_FILE).is_file() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Leftovers of creations or removals that a crash interrupted.
+pub fn list_leftovers(machines_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(machines_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+        .collect()
+}
+
+pub fn runtime_file(runtime_machines_dir: &Path, name: &str) -> PathBuf {
+    runtime_machines_dir.join(format!("{name}.json"))
+}
+
+pub fn save_runtime(dir: &Path, name: &str, state: &RuntimeState) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let data = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    write_atomic(&runtime_file(dir, name), &data)
+}
+
+pub fn load_runtime(dir: &Path, name: &str) -> Option<RuntimeState> {
+    let data = std::fs::read(runtime_file(dir, name)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+pub fn remove_runtime(dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(runtime_file(dir, name));
+}
+
+/// Start time of a process in clock ticks since boot, or None if it is gone.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-store-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn config_round_trips_through_disk() {
+        let dir = tempdir("cfg");
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            cpu_shares: Some(256),
+            ..Default::default()
+        };
+        let cfg = MachineConfig {
+            name: "box".into(),
+            template: "busybox".into(),
+            hostname: "box".into(),
+            command: vec!["/bin/sh".into()],
+            environment: vec!["A=1".into()],
+            created_at: 1,
+            autostart: false,
+            ephemeral: false,
+            halt_signal: None,
+            stop_timeout_usec: Some(5_000_000),
+            tmp_size: None,
+            limits,
+        };
+        save_config(&dir, &cfg).unwrap();
+        assert_eq!(load_config(&dir).unwrap(), cfg);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(leftovers.len(), 1, "no temp files stay behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn broken_config_names_the_file() {
+        let dir = tempdir("broken");
+        std::fs::write(dir.join(CONFIG_FILE), "name = [").unwrap();
+        let err = load_config(&dir).unwrap_err();
+        assert!(err.contains("config.toml"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listing_skips_dot_entries_and_dirs_without_config() {
+        let dir = tempdir("list");
+        for d in ["a", ".b.tmp", "c"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("a").join(CONFIG_FILE), "").unwrap();
+        std::fs::write(dir.join(".b.tmp").join(CONFIG_FILE), "").unwrap();
+        let found = list_machine_dirs(&dir).unwrap();
+        assert_eq!(found, vec![dir.join("a")]);
+        assert_eq!(list_leftovers(&dir), vec![dir.join(".b.tmp")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        assert!(process_start_time(std::process::id()).is_some());
+        assert!(process_start_time(u32::MAX).is_none());
+    }
+}

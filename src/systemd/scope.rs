@@ -1,0 +1,255 @@
+//! A machine's transient scope `machine-NAME.scope`: what systemd is told at start,
+//! live limit changes, stop, kill and the accounting figures.
+
+use super::Systemd;
+use crate::error::{BerthError, Result};
+use crate::limits::{Flavor, Limits, SdValue};
+use futures_util::StreamExt;
+use std::time::Duration;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus_systemd::systemd1::UnitProxy;
+
+/// How long systemd may take to run a scope job before berth gives up on it.
+const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct ScopeSpec<'a> {
+    pub unit: &'a str,
+    pub description: String,
+    pub pid: u32,
+    pub limits: &'a Limits,
+    pub flavor: Flavor,
+    /// What systemd waits, on StopUnit, between SIGTERM and SIGKILL.
+    pub stop_timeout_usec: u64,
+}
+
+/// Live figures; u64::MAX where systemd does not know (as systemd itself reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeFigures {
+    pub cpu_usage_nsec: u64,
+    pub memory_current: u64,
+    pub tasks_current: u64,
+}
+
+impl ScopeFigures {
+    pub const UNKNOWN: ScopeFigures = ScopeFigures {
+        cpu_usage_nsec: u64::MAX,
+        memory_current: u64::MAX,
+        tasks_current: u64::MAX,
+    };
+}
+
+fn owned(v: Value<'_>) -> OwnedValue {
+    OwnedValue::try_from(v).expect("values without file descriptors convert")
+}
+
+fn sd_value(v: SdValue) -> OwnedValue {
+    match v {
+        SdValue::U64(n) => owned(Value::U64(n)),
+        SdValue::Bool(b) => owned(Value::Bool(b)),
+        SdValue::Bytes(b) => owned(Value::from(b)),
+    }
+}
+
+/// The limit properties plus accounting, in the names the running systemd honours.
+pub fn limit_properties(limits: &Limits, flavor: Flavor) -> Result<Vec<(String, OwnedValue)>> {
+    let mut props: Vec<(String, OwnedValue)> = limits
+        .systemd_properties(flavor)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), sd_value(v)))
+        .collect();
+    let io_accounting = match flavor {
+        Flavor::Legacy => "BlockIOAccounting",
+        Flavor::Unified => "IOAccounting",
+    };
+    for key in [
+        "CPUAccounting",
+        "MemoryAccounting",
+        "TasksAccounting",
+        io_accounting,
+    ] {
+        props.push((key.to_string(), owned(Value::Bool(true))));
+    }
+    Ok(props)
+}
+
+impl Systemd {
+    /// StartTransientUnit, then waits for the job: the scope exists, holds `pid` and has
+    /// its limits applied when this returns Ok.
+    pub async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()> {
+        let mut props = vec![
+            ("Description".to_string(), owned(Value::from(spec.description.as_str()))),
+            ("Slice".to_string(), owned(Value::from("machine.slice"))),
+            ("PIDs".to_string(), owned(Value::from(vec![spec.pid]))),
+            ("Delegate".to_string(), owned(Value::Bool(true))),
+            (
+                "CollectMode".to_string(),
+                owned(Value::from("inactive-or-failed")),
+            ),
+            (
+                "TimeoutStopUSec".to_string(),
+                owned(Value::U64(spec.stop_timeout_usec)),
+            ),
+        ];
+        props.extend(limit_properties(spec.limits, spec.flavor)?);
+        // Subscribe before the call: the job may finish before the reply arrives.
+        let mut removed = self
+            .manager()
+            .receive_job_removed()
+            .await
+            .map_err(|e| BerthError::failed("cannot watch systemd jobs", e))?;
+        let job = self
+            .manager()
+            .start_transient_unit(spec.unit.to_string(), "fail".into(), props, vec![])
+            .await
+            .map_err(|e| {
+                BerthError::Failed(format!(
+                    "systemd refused to create {}: {}",
+                    spec.unit,
+                    dbus_message(&e)
+                ))
+            })?;
+        let wait = async {
+            while let Some(sig) = removed.next().await {
+                let Ok(args) = sig.args() else { continue };
+                if args.job.as_str() == job.as_str() {
+                    return Some(args.result.clone());
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+            Ok(Some(result)) if result == "done" => Ok(()),
+            Ok(Some(result)) => Err(BerthError::Failed(format!(
+                "systemd could not start {}: job result '{result}' (see journalctl -u {})",
+                spec.unit, spec.unit
+            ))),
+            Ok(None) => Err(BerthError::Failed(
+                "lost the connection to systemd while it started the scope".into(),
+            )),
+            Err(_) => Err(BerthError::Failed(format!(
+                "systemd did not start {} within {}s",
+                spec.unit,
+                JOB_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// SetUnitProperties(runtime): the change applies now and lasts as long as the scope.
+    pub async fn set_limits(&self, unit: &str, limits: &Limits, flavor: Flavor) -> Result<()> {
+        let props = limit_properties(limits, flavor)?;
+        self.manager()
+            .set_unit_properties(unit.to_string(), true, props)
+            .await
+            .map_err(|e| {
+                BerthError::Failed(format!(
+                    "systemd refused the limits for {unit}: {}",
+                    dbus_message(&e)
+                ))
+            })
+    }
+
+    pub async fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<()> {
+        self.manager()
+            .kill_unit(unit.to_string(), whom.to_string(), signal)
+            .await
+            .map_err(|e| BerthError::Failed(format!("cannot signal {unit}: {}", dbus_message(&e))))
+    }
+
+    pub async fn stop(&self, unit: &str) -> Result<()> {
+        match self
+            .manager()
+            .stop_unit(unit.to_string(), "replace".into())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_such_unit(&e) => Ok(()),
+            Err(e) => Err(BerthError::Failed(format!(
+                "cannot stop {unit}: {}",
+                dbus_message(&e)
+            ))),
+        }
+    }
+
+    /// Whether systemd still has the unit loaded (scopes are collected once inactive).
+    pub async fn unit_exists(&self, unit: &str) -> Result<bool> {
+        match self.manager().get_unit(unit.to_string()).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_no_such_unit(&e) => Ok(false),
+            Err(e) => Err(BerthError::Failed(format!(
+                "cannot look up {unit}: {}",
+                dbus_message(&e)
+            ))),
+        }
+    }
+
+    /// Waits until systemd has dropped the unit; stops it if it lingers.
+    pub async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.unit_exists(unit).await? {
+            if tokio::time::Instant::now() >= deadline {
+                self.stop(unit).await?;
+                let _ = self.manager().reset_failed_unit(unit.to_string()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return if self.unit_exists(unit).await? {
+                    Err(BerthError::Failed(format!(
+                        "{unit} is still there after stopping it"
+                    )))
+                } else {
+                    Ok(())
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    pub async fn figures(&self, unit: &str) -> ScopeFigures {
+        let Ok(path) = self.manager().get_unit(unit.to_string()).await else {
+            return ScopeFigures::UNKNOWN;
+        };
+        let scope = async {
+            zbus_systemd::systemd1::ScopeProxy::builder(self.connection())
+                .path(path)?
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await
+        };
+        let Ok(scope) = scope.await else {
+            return ScopeFigures::UNKNOWN;
+        };
+        ScopeFigures {
+            cpu_usage_nsec: scope.cpu_usage_n_sec().await.unwrap_or(u64::MAX),
+            memory_current: scope.memory_current().await.unwrap_or(u64::MAX),
+            tasks_current: scope.tasks_current().await.unwrap_or(u64::MAX),
+        }
+    }
+
+    pub async fn active_state(&self, unit: &str) -> Option<String> {
+        let path = self.manager().get_unit(unit.to_string()).await.ok()?;
+        let proxy = UnitProxy::builder(self.connection())
+            .path(path)
+            .ok()?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .ok()?;
+        proxy.active_state().await.ok()
+    }
+}
+
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
+}
+
+/// The human part of a D-Bus error, without the error name.
+pub fn dbus_message(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, Some(msg), _) if !msg.is_empty() => {
+            let _ = name;
+            msg.clone()
+        }
+        other => other.to_string(),
+    }
+}
