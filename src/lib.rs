@@ -8,8 +8,8 @@
 //! through these layers.
 
 pub mod cgroup;
-// pub mod cli;
-// pub mod client;
+pub mod cli;
+pub mod client;
 pub mod daemon;
 pub mod dbus;
 pub mod error;

@@ -62,11 +62,21 @@ mod tests {
             fs::metadata(dst.join("bin/busybox")).unwrap().mode() & 0o7777,
             0o755
         );
-        assert_eq!(fs::read_link(dst.join("bin/sh")).unwrap(), Path::new("busybox"));
-        assert_eq!(fs::metadata(dst.join("tmp")).unwrap().mode() & 0o7777, 0o1777);
+        assert_eq!(
+            fs::read_link(dst.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        assert_eq!(
+            fs::metadata(dst.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
 
         let err = copy_tree(&src, &dst).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "never merges into a tree");
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::AlreadyExists,
+            "never merges into a tree"
+        );
         remove_tree(&base).unwrap();
         remove_tree(&base).unwrap();
         assert!(!base.exists());

@@ -8,7 +8,11 @@ use clap::Parser;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "berthd", version, about = "berth machine manager service (org.berth.Berth1)")]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth machine manager service (org.berth.Berth1)"
+)]
 struct Args {
     /// Configuration file.
     #[arg(long, default_value = DEFAULT_CONFIG)]

@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn pidfd_signals_and_reports_exit() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let fd = pidfd_open(child.id()).unwrap();
         pidfd_send_signal(&fd, libc::SIGTERM).unwrap();
         let status = child.wait().unwrap();

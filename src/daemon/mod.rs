@@ -67,16 +67,24 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn new(paths: Paths, systemd: Systemd, events: UnboundedSender<Event>) -> Result<Arc<Daemon>> {
+    pub async fn new(
+        paths: Paths,
+        systemd: Systemd,
+        events: UnboundedSender<Event>,
+    ) -> Result<Arc<Daemon>> {
         let cgroup_mode = CgroupMode::detect(Path::new("/sys/fs/cgroup"))
             .map_err(|e| BerthError::failed("cannot tell the cgroup hierarchy", e))?;
         let systemd_version = systemd.version().await?;
         let flavor = Flavor::for_host(cgroup_mode == CgroupMode::Unified, systemd_version);
         info!(
-            cgroup_mode = cgroup_mode.as_str(),
-            systemd_version, ?flavor, "host detected"
+            "host: cgroup mode {}, systemd {systemd_version}, sending {flavor:?} limit names",
+            cgroup_mode.as_str()
         );
-        for dir in [paths.machines_dir(), paths.templates_dir(), paths.runtime_machines_dir()] {
+        for dir in [
+            paths.machines_dir(),
+            paths.templates_dir(),
+            paths.runtime_machines_dir(),
+        ] {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| BerthError::failed(format!("cannot create {}", dir.display()), e))?;
         }
@@ -101,7 +109,12 @@ impl Daemon {
     }
 
     pub fn machines(&self) -> Vec<Arc<Machine>> {
-        self.machines.lock().expect("machines lock").values().cloned().collect()
+        self.machines
+            .lock()
+            .expect("machines lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn machine(&self, name: &str) -> Result<Arc<Machine>> {
@@ -121,7 +134,10 @@ impl Daemon {
     /// to machines that kept running while berthd was away.
     async fn load(self: &Arc<Self>) {
         for leftover in store::list_leftovers(&self.paths.machines_dir()) {
-            warn!(path = %leftover.display(), "removing leftover of an interrupted operation");
+            warn!(
+                "removing {}, left over from an interrupted operation",
+                leftover.display()
+            );
             let _ = crate::rootfs::remove_tree(&leftover);
         }
         let dirs = match store::list_machine_dirs(&self.paths.machines_dir()) {
@@ -157,10 +173,14 @@ impl Daemon {
             && std::fs::read_to_string(format!("/proc/{}/cgroup", rt.leader))
                 .map(|c| c.contains(&format!("/{}", m.unit)))
                 .unwrap_or(false);
-        let pidfd = if alive { pidfd_open(rt.leader).ok() } else { None };
+        let pidfd = if alive {
+            pidfd_open(rt.leader).ok()
+        } else {
+            None
+        };
         match pidfd {
             Some(fd) => {
-                info!(machine = %m.name, leader = rt.leader, "re-attached to running machine");
+                info!("machine {}: re-attached, leader {}", m.name, rt.leader);
                 let fd = Arc::new(fd);
                 m.set_run(Run {
                     state: MachineState::Running,
@@ -187,15 +207,15 @@ impl Daemon {
         // Refuse limits this host can't apply now, not at the first start.
         opts.limits.systemd_properties(self.host.flavor)?;
         if let Some(h) = &opts.hostname {
-            names::validate_machine_name(h).map_err(|e| {
-                BerthError::InvalidArgument(format!("Hostname: {e}"))
-            })?;
+            names::validate_machine_name(h)
+                .map_err(|e| BerthError::InvalidArgument(format!("Hostname: {e}")))?;
         }
         let _reservation = self.reserve(name)?;
         let templates_dir = self.paths.templates_dir();
-        let template_rootfs = tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
-            .await
-            .map_err(|e| BerthError::failed("template build crashed", e))??;
+        let template_rootfs =
+            tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
+                .await
+                .map_err(|e| BerthError::failed("template build crashed", e))??;
 
         let config = MachineConfig {
             name: name.to_string(),
@@ -243,12 +263,16 @@ impl Daemon {
             .lock()
             .expect("machines lock")
             .insert(name.to_string(), m.clone());
-        info!(machine = name, template = template_name, "created");
+        info!("machine {name}: created from template {template_name}");
         Ok(m)
     }
 
     fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation> {
-        let exists = self.machines.lock().expect("machines lock").contains_key(name)
+        let exists = self
+            .machines
+            .lock()
+            .expect("machines lock")
+            .contains_key(name)
             || self.paths.machine_dir(name).exists();
         let mut reserved = self.reserved.lock().expect("reserved lock");
         if exists || !reserved.insert(name.to_string()) {
@@ -282,11 +306,11 @@ impl Daemon {
                 });
                 self.emit(Event::StateChanged(m.name.clone()));
                 self.watch_leader(m.clone(), pidfd);
-                info!(machine = name, leader, "started");
+                info!("machine {name}: started, leader {leader}");
                 Ok(())
             }
             Err(e) => {
-                warn!(machine = name, "start failed: {e:?}");
+                warn!("machine {name}: start failed: {e:?}");
                 m.set_state(MachineState::Failed);
                 self.emit(Event::StateChanged(m.name.clone()));
                 Err(e)
@@ -350,7 +374,7 @@ impl Daemon {
             leader_start_time: start_time,
         };
         if let Err(e) = store::save_runtime(&self.paths.runtime_machines_dir(), &m.name, &rt) {
-            warn!(machine = %m.name, "cannot record runtime state: {e}");
+            warn!("machine {}: cannot record runtime state: {e}", m.name);
         }
         Ok((pid, pidfd))
     }
@@ -371,14 +395,14 @@ impl Daemon {
                 Ok(afd) => {
                     let _ = afd.readable().await;
                 }
-                Err(e) => warn!(machine = %m.name, "cannot poll the leader's pidfd: {e}"),
+                Err(e) => warn!("machine {}: cannot poll the leader's pidfd: {e}", m.name),
             }
             if let Err(e) = daemon.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
-                warn!(machine = %m.name, "{e:?}");
+                warn!("machine {}: {e:?}", m.name);
             }
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
             m.set_state(MachineState::Stopped);
-            info!(machine = %m.name, "stopped");
+            info!("machine {}: stopped", m.name);
             daemon.emit(Event::StateChanged(m.name.clone()));
             m.ended.send_modify(|n| *n += 1);
         });
@@ -410,10 +434,13 @@ impl Daemon {
         if let Some(fd) = &run.pidfd {
             let _ = pidfd_send_signal(fd, signal);
         }
-        if tokio::time::timeout(stop_timeout(&cfg), ended.changed()).await.is_ok() {
+        if tokio::time::timeout(stop_timeout(&cfg), ended.changed())
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        warn!(machine = %m.name, "did not halt in time; killing it");
+        warn!("machine {}: did not halt in time; killing it", m.name);
         self.systemd.kill(&m.unit, "all", libc::SIGKILL).await?;
         match tokio::time::timeout(SCOPE_GONE_TIMEOUT, ended.changed()).await {
             Ok(_) => Ok(()),
@@ -476,7 +503,9 @@ impl Daemon {
             "leader" => match &run.pidfd {
                 Some(fd) => pidfd_send_signal(fd, signal)
                     .map_err(|e| BerthError::failed(format!("cannot signal {name}'s leader"), e)),
-                None => Err(BerthError::InvalidState(format!("machine {name} has no leader"))),
+                None => Err(BerthError::InvalidState(format!(
+                    "machine {name} has no leader"
+                ))),
             },
             "all" => self.systemd.kill(&m.unit, "all", signal).await,
             other => Err(BerthError::InvalidArgument(format!(
@@ -508,7 +537,7 @@ impl Daemon {
             .await
             .map_err(|e| BerthError::failed("removal crashed", e))?
             .map_err(|e| BerthError::failed(format!("cannot delete the files of {name}"), e))?;
-        info!(machine = name, "removed");
+        info!("machine {name}: removed");
         Ok(())
     }
 
@@ -554,7 +583,9 @@ impl Daemon {
             )));
         }
         if argv.is_empty() || argv[0].is_empty() {
-            return Err(BerthError::InvalidArgument("no command given to execute".into()));
+            return Err(BerthError::InvalidArgument(
+                "no command given to execute".into(),
+            ));
         }
         let req = spawn::protocol::ExecRequest {
             leader: run.leader,

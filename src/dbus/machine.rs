@@ -233,17 +233,17 @@ impl MachineIface {
             .collect()
     }
 
-    #[zbus(property, name = "CPUUsageNSec")]
+    #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
     async fn cpu_usage_nsec(&self) -> u64 {
         self.figures().await.cpu_usage_nsec
     }
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     async fn memory_current(&self) -> u64 {
         self.figures().await.memory_current
     }
 
-    #[zbus(property)]
+    #[zbus(property(emits_changed_signal = "false"))]
     async fn tasks_current(&self) -> u64 {
         self.figures().await.tasks_current
     }

@@ -66,7 +66,9 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                     }
                 };
                 if size == 0 {
-                    return Err(BerthError::InvalidArgument("TmpSize 0: must be positive".into()));
+                    return Err(BerthError::InvalidArgument(
+                        "TmpSize 0: must be positive".into(),
+                    ));
                 }
                 out.tmp_size = Some(size);
             }

@@ -17,7 +17,13 @@ pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
     let none: Option<&str> = None;
     mnt(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
     // pivot_root needs the new root to be a mount point.
-    mnt(Some(root), root, none, MsFlags::MS_BIND | MsFlags::MS_REC, none)?;
+    mnt(
+        Some(root),
+        root,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
     let proc = root.join("proc");
@@ -34,9 +40,12 @@ pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
     bind(&sys, &sys)?;
     bind(&sys.join("net"), &sys.join("net"))?;
     remount_ro(&sys)?;
+    // Kernels without magic SysRq have no such file.
     let sysrq = proc.join("sysrq-trigger");
-    bind(&sysrq, &sysrq)?;
-    remount_ro(&sysrq)?;
+    if sysrq.exists() {
+        bind(&sysrq, &sysrq)?;
+        remount_ro(&sysrq)?;
+    }
 
     let sysfs = root.join("sys");
     mkdir(&sysfs)?;
@@ -137,7 +146,14 @@ fn mnt<S: AsRef<Path> + ?Sized, T: AsRef<Path> + ?Sized>(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<(), String> {
-    mount(source.map(|s| s.as_ref()), target.as_ref(), fstype, flags, data).map_err(|e| {
+    mount(
+        source.map(|s| s.as_ref()),
+        target.as_ref(),
+        fstype,
+        flags,
+        data,
+    )
+    .map_err(|e| {
         format!(
             "mount {} on {} ({}): {e}",
             source.map_or("none".into(), |s| s.as_ref().display().to_string()),

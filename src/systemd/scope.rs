@@ -78,7 +78,10 @@ impl Systemd {
     /// its limits applied when this returns Ok.
     pub async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()> {
         let mut props = vec![
-            ("Description".to_string(), owned(Value::from(spec.description.as_str()))),
+            (
+                "Description".to_string(),
+                owned(Value::from(spec.description.as_str())),
+            ),
             ("Slice".to_string(), owned(Value::from("machine.slice"))),
             ("PIDs".to_string(), owned(Value::from(vec![spec.pid]))),
             ("Delegate".to_string(), owned(Value::Bool(true))),

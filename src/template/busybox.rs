@@ -17,8 +17,21 @@ pub const INFO: TemplateInfo = TemplateInfo {
 const CANDIDATES: [&str; 3] = ["/bin/busybox", "/usr/bin/busybox", "/usr/sbin/busybox"];
 
 const DIRS: [&str; 15] = [
-    "bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "dev", "proc", "sys", "tmp", "run",
-    "root", "home", "mnt", "var/log", "var/tmp",
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "etc/init.d",
+    "dev",
+    "proc",
+    "sys",
+    "tmp",
+    "run",
+    "root",
+    "home",
+    "mnt",
+    "var/log",
+    "var/tmp",
 ];
 
 const INITTAB: &str = "::sysinit:/etc/init.d/rcS\n::shutdown:/bin/sync\n";
@@ -47,7 +60,11 @@ pub fn find_busybox() -> Result<PathBuf> {
 
 /// True if the ELF64 file asks for a dynamic loader (has a PT_INTERP header).
 fn elf_has_interpreter(bytes: &[u8]) -> bool {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u64_at = |o: usize| {
         bytes
             .get(o..o + 8)

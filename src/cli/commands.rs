@@ -1,0 +1,307 @@
+//! One async function per verb, each talking to berthd over one connection.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use futures_util::future::join_all;
+use serde_json::json;
+use zbus::names::InterfaceName;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
+use zbus::{Connection, fdo};
+
+use super::args::{CreateArgs, ExecArgs, KillArgs, RemoveArgs, SetArgs};
+use super::error::{CliError, error_name};
+use super::output;
+use super::parse::{KeyValue, create_options, limits_dict};
+use crate::client::{MACHINE_INTERFACE, MachineProxy, ManagerProxy, SERVICE};
+
+pub struct Session {
+    conn: Connection,
+    json: bool,
+}
+
+impl Session {
+    pub async fn connect(address: Option<&str>, json: bool) -> Result<Self, CliError> {
+        let conn = match address {
+            None => Connection::system()
+                .await
+                .map_err(|e| CliError::SystemBus(connect_error(e)))?,
+            Some(address) => {
+                let fail = |e: zbus::Error| CliError::Bus {
+                    address: address.to_owned(),
+                    message: connect_error(e),
+                };
+                zbus::connection::Builder::address(address)
+                    .map_err(fail)?
+                    .build()
+                    .await
+                    .map_err(fail)?
+            }
+        };
+        Ok(Session { conn, json })
+    }
+
+    // A one-shot command reads each property at most once, so caching would only add a
+    // GetAll and a match rule per proxy.
+
+    async fn manager(&self) -> Result<ManagerProxy<'static>, CliError> {
+        Ok(ManagerProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
+    }
+
+    async fn machine_at(&self, path: OwnedObjectPath) -> zbus::Result<MachineProxy<'static>> {
+        MachineProxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+    }
+
+    async fn machine(&self, name: &str) -> Result<MachineProxy<'static>, CliError> {
+        let path = self.manager().await?.get_machine(name).await?;
+        Ok(self.machine_at(path).await?)
+    }
+
+    pub async fn create(&self, args: &CreateArgs) -> Result<i32, CliError> {
+        let options = create_options(args)?;
+        let path = self
+            .manager()
+            .await?
+            .create_machine(&args.name, &args.template, options)
+            .await?;
+        if self.json {
+            print_json(&json!({ "name": args.name, "path": path.as_str() }))?;
+        } else {
+            print(&format!("{}\n", args.name))?;
+        }
+        Ok(0)
+    }
+
+    pub async fn start(&self, name: &str) -> Result<i32, CliError> {
+        self.machine(name).await?.start().await?;
+        Ok(0)
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<i32, CliError> {
+        self.machine(name).await?.stop().await?;
+        Ok(0)
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<i32, CliError> {
+        self.machine(name).await?.restart().await?;
+        Ok(0)
+    }
+
+    pub async fn kill(&self, args: &KillArgs) -> Result<i32, CliError> {
+        self.machine(&args.name)
+            .await?
+            .kill(args.whom.as_dbus(), args.signal)
+            .await?;
+        Ok(0)
+    }
+
+    pub async fn remove(&self, args: &RemoveArgs) -> Result<i32, CliError> {
+        let machine = self.machine(&args.name).await?;
+        if args.force {
+            let options = HashMap::from([("Force", Value::Bool(true))]);
+            machine.remove_with_options(options).await?;
+        } else {
+            machine.remove().await?;
+        }
+        Ok(0)
+    }
+
+    pub async fn list(&self) -> Result<i32, CliError> {
+        let mut machines = self.manager().await?.list_machines().await?;
+        machines.sort_by(|a, b| a.0.cmp(&b.0));
+        let details = join_all(
+            machines
+                .iter()
+                .map(|(_, _, _, path)| self.template_and_unit(path.clone())),
+        )
+        .await;
+
+        let mut rows = Vec::new();
+        for ((name, state, leader, path), detail) in machines.into_iter().zip(details) {
+            let Some((template, unit)) = detail? else {
+                continue;
+            };
+            rows.push(Row {
+                name,
+                state,
+                leader,
+                template,
+                unit,
+                path,
+            });
+        }
+
+        if self.json {
+            let array: Vec<_> = rows.iter().map(Row::to_json).collect();
+            return print_json(&serde_json::Value::Array(array)).map(|()| 0);
+        }
+        if rows.is_empty() {
+            return print("No machines.\n").map(|()| 0);
+        }
+        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        print(&output::table(
+            &["NAME", "STATE", "LEADER", "TEMPLATE", "UNIT"],
+            &cells,
+        ))?;
+        Ok(0)
+    }
+
+    /// `None` when the machine went away between ListMachines and this call, which
+    /// should not make the whole listing fail.
+    async fn template_and_unit(
+        &self,
+        path: OwnedObjectPath,
+    ) -> Result<Option<(String, String)>, CliError> {
+        let read = async {
+            let machine = self.machine_at(path).await?;
+            let template = machine.template().await?;
+            let unit = machine.unit().await?;
+            Ok::<_, zbus::Error>((template, unit))
+        };
+        match read.await {
+            Ok(pair) => Ok(Some(pair)),
+            Err(e) if is_vanished(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn status(&self, name: &str) -> Result<i32, CliError> {
+        let path = self.manager().await?.get_machine(name).await?;
+        let properties = fdo::PropertiesProxy::builder(&self.conn)
+            .destination(SERVICE)?
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let props: HashMap<String, OwnedValue> = properties
+            .get_all(InterfaceName::from_static_str_unchecked(MACHINE_INTERFACE))
+            .await
+            .map_err(zbus::Error::from)?;
+        if self.json {
+            print_json(&output::status_json(&props))?;
+        } else {
+            print(&output::status_text(&props))?;
+        }
+        Ok(0)
+    }
+
+    pub async fn exec(&self, args: &ExecArgs) -> Result<i32, CliError> {
+        let machine = self.machine(&args.name).await?;
+        let argv: Vec<&str> = args.command.iter().map(String::as_str).collect();
+        let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
+        let env: Vec<&str> = env.iter().map(String::as_str).collect();
+        let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
+        // Whatever we buffered must reach the fd before the command writes to it too.
+        stdout.lock().flush()?;
+        let status = machine
+            .execute(
+                &argv,
+                &env,
+                stdio(stdin.as_fd(), false)?,
+                stdio(stdout.as_fd(), true)?,
+                stdio(stderr.as_fd(), true)?,
+            )
+            .await?;
+        Ok(status)
+    }
+
+    pub async fn set(&self, args: &SetArgs) -> Result<i32, CliError> {
+        let limits = limits_dict(&args.limits)?;
+        self.machine(&args.name).await?.set_limits(limits).await?;
+        Ok(0)
+    }
+}
+
+struct Row {
+    name: String,
+    state: String,
+    leader: u32,
+    template: String,
+    unit: String,
+    path: OwnedObjectPath,
+}
+
+impl Row {
+    fn cells(&self) -> Vec<String> {
+        let or_dash = |s: &str| if s.is_empty() { "-" } else { s }.to_owned();
+        vec![
+            self.name.clone(),
+            self.state.clone(),
+            match self.leader {
+                0 => "-".to_owned(),
+                pid => pid.to_string(),
+            },
+            or_dash(&self.template),
+            or_dash(&self.unit),
+        ]
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "name": self.name,
+            "state": self.state,
+            "leader": (self.leader != 0).then_some(self.leader),
+            "template": self.template,
+            "unit": self.unit,
+            "path": self.path.as_str(),
+        })
+    }
+}
+
+/// One of our stdio fds for Execute. A closed one is replaced by /dev/null, since a
+/// closed descriptor cannot be sent and the command should see EOF, not an error.
+fn stdio(fd: BorrowedFd<'_>, write: bool) -> Result<Fd<'_>, CliError> {
+    // SAFETY: F_GETFD only inspects the descriptor table; it touches no memory.
+    let open = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } != -1;
+    if open {
+        return Ok(Fd::from(fd));
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?;
+    Ok(Fd::from(OwnedFd::from(null)))
+}
+
+/// The cause of a failed connection without zbus repeating the address we already name.
+fn connect_error(err: zbus::Error) -> String {
+    match err {
+        zbus::Error::Connection(io, _) => io.to_string(),
+        zbus::Error::InputOutput(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn print(text: &str) -> Result<(), CliError> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    text.push('\n');
+    print(&text)
+}
+
+/// Errors meaning the object is gone, which a listing treats as "skip it".
+fn is_vanished(err: &zbus::Error) -> bool {
+    error_name(err).is_some_and(|name| {
+        matches!(
+            name.as_str(),
+            "org.freedesktop.DBus.Error.UnknownObject"
+                | "org.freedesktop.DBus.Error.UnknownInterface"
+                | "org.berth.Berth1.Error.NoSuchMachine"
+        )
+    })
+}

@@ -1,0 +1,60 @@
+//! `berthctl`: the command-line client of berthd.
+
+mod args;
+mod commands;
+mod error;
+mod output;
+mod parse;
+
+use std::io;
+
+use clap::Parser;
+
+pub use args::{Cli, Command};
+pub use error::CliError;
+
+use commands::Session;
+
+/// Entry point of the `berthctl` binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        // The reader went away (`berthctl list | head -1`); nothing is left to tell anyone.
+        Err(CliError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("berthctl: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Runs one parsed command line; `Ok` carries the exit code (exec passes the command's on).
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    let address = cli.bus_address.clone().or_else(|| {
+        std::env::var("BERTH_BUS_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    // One connection and a handful of calls: a multi-threaded runtime would only add
+    // start-up cost.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let json = cli.json || cli.command.json();
+        let session = Session::connect(address.as_deref(), json).await?;
+        match &cli.command {
+            Command::Create(args) => session.create(args).await,
+            Command::Start(m) => session.start(&m.name).await,
+            Command::Stop(m) => session.stop(&m.name).await,
+            Command::Restart(m) => session.restart(&m.name).await,
+            Command::Kill(args) => session.kill(args).await,
+            Command::Remove(args) => session.remove(args).await,
+            Command::List(_) => session.list().await,
+            Command::Status(args) => session.status(&args.name).await,
+            Command::Exec(args) => session.exec(args).await,
+            Command::Set(args) => session.set(args).await,
+        }
+    })
+}

@@ -1,0 +1,596 @@
+//! Rendering of what berthd reports: tables, sizes, durations, times and JSON.
+
+use std::collections::HashMap;
+
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::{Map, Value as Json, json};
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::client::UNKNOWN_FIGURE;
+
+/// A header row and data rows in columns separated by two spaces, with no borders, so the
+/// output reads like `machinectl list` and stays easy to cut up with awk.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut table = Table::new();
+    table.load_style(NOTHING).force_no_tty();
+    table.set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row.clone());
+    }
+    let last = header.len().saturating_sub(1);
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
+    }
+    let mut out = String::new();
+    for line in table.lines() {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `Key: value` lines with the values lined up in one column.
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let label = format!("{key}:");
+        out.push_str(format!("{label:<width$} {value}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+const UNITS: [&str; 7] = ["B", "K", "M", "G", "T", "P", "E"];
+
+/// A byte count in the largest binary unit that divides it exactly ("64M", "1536K"), so the
+/// text can be given back to `--memory` and mean the same number.
+pub fn size_exact(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        return "infinity".into();
+    }
+    if bytes == 0 {
+        return "0".into();
+    }
+    let mut value = bytes;
+    let mut unit = 0;
+    while value % 1024 == 0 && unit < UNITS.len() - 1 {
+        value /= 1024;
+        unit += 1;
+    }
+    if unit == 0 {
+        value.to_string()
+    } else {
+        format!("{value}{}", UNITS[unit])
+    }
+}
+
+/// A byte count rounded for reading ("12.3M", "512B").
+pub fn size_human(bytes: u64) -> String {
+    let mut unit = 0;
+    let mut scaled = bytes as f64;
+    while scaled >= 1024.0 && unit < UNITS.len() - 1 {
+        scaled /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else if scaled < 10.0 {
+        // One decimal only where it carries information, as `systemctl status` does.
+        format!("{scaled:.1}{}", UNITS[unit])
+    } else {
+        format!("{scaled:.0}{}", UNITS[unit])
+    }
+}
+
+/// CPU time in the style of `systemctl status` ("2.345s", "3min 4.567s", "1h 2min 3s").
+pub fn duration_ns(ns: u64) -> String {
+    const US: u64 = 1_000;
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+    const MIN: u64 = 60 * S;
+    const H: u64 = 60 * MIN;
+    const D: u64 = 24 * H;
+    match ns {
+        0 => "0".into(),
+        n if n < US => format!("{n}ns"),
+        n if n < MS => format!("{}us", n / US),
+        n if n < S => format!("{}ms", n / MS),
+        n if n < MIN => format!("{}.{:03}s", n / S, n % S / MS),
+        n if n < H => format!("{}min {}.{:03}s", n / MIN, n % MIN / S, n % S / MS),
+        n if n < D => format!("{}h {}min {}s", n / H, n % H / MIN, n % MIN / S),
+        n => format!("{}d {}h {}min", n / D, n % D / H, n % H / MIN),
+    }
+}
+
+/// Microseconds since the epoch as "YYYY-MM-DD HH:MM:SS UTC".
+pub fn timestamp_usec(usec: u64) -> String {
+    let secs = usec / 1_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`),
+/// which spares a date-time dependency for one line of output.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Limits in a fixed order, memory first, then unknown keys alphabetically.
+const LIMIT_ORDER: [&str; 9] = [
+    "MemoryMax",
+    "MemoryLimit",
+    "CPUShares",
+    "CPUWeight",
+    "CPUQuota",
+    "AllowedCPUs",
+    "TasksMax",
+    "IOWeight",
+    "BlockIOWeight",
+];
+
+/// "MemoryMax=64M CPUShares=256 TasksMax=32", or "-" when nothing is limited.
+pub fn limits_line(mut limits: Vec<(&str, &Value<'_>)>) -> String {
+    limits.sort_by_key(|(key, _)| {
+        let rank = LIMIT_ORDER
+            .iter()
+            .position(|known| known == key)
+            .unwrap_or(LIMIT_ORDER.len());
+        (rank, *key)
+    });
+    let parts: Vec<String> = limits
+        .into_iter()
+        .map(|(key, value)| format!("{key}={}", limit_value(key, value)))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// The entries of an `a{sv}` whose keys are strings.
+pub fn dict_entries<'a, 'v>(value: &'a Value<'v>) -> Vec<(&'a str, &'a Value<'v>)> {
+    match unwrap_variant(value) {
+        Value::Dict(dict) => dict
+            .iter()
+            .filter_map(|(k, v)| match unwrap_variant(k) {
+                Value::Str(k) => Some((k.as_str(), v)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn limit_value(key: &str, value: &Value<'_>) -> String {
+    match (key, as_u64(value)) {
+        (_, Some(u64::MAX)) => "infinity".into(),
+        ("MemoryMax" | "MemoryLimit", Some(n)) => size_exact(n),
+        ("CPUQuota", Some(n)) => format!("{n}%"),
+        (_, Some(n)) => n.to_string(),
+        (_, None) => match unwrap_variant(value) {
+            Value::Str(s) => s.as_str().to_owned(),
+            other => other.to_string(),
+        },
+    }
+}
+
+fn unwrap_variant<'a, 'v>(value: &'a Value<'v>) -> &'a Value<'v> {
+    match value {
+        Value::Value(inner) => unwrap_variant(inner),
+        other => other,
+    }
+}
+
+/// Any unsigned integer, or a non-negative signed one; the daemon may pick `u` or `t`.
+pub fn as_u64(value: &Value<'_>) -> Option<u64> {
+    match unwrap_variant(value) {
+        Value::U8(n) => Some(u64::from(*n)),
+        Value::U16(n) => Some(u64::from(*n)),
+        Value::U32(n) => Some(u64::from(*n)),
+        Value::U64(n) => Some(*n),
+        Value::I16(n) => u64::try_from(*n).ok(),
+        Value::I32(n) => u64::try_from(*n).ok(),
+        Value::I64(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// A D-Bus value as JSON: dictionaries become objects, structs and arrays become arrays.
+pub fn to_json(value: &Value<'_>) -> Json {
+    #[allow(unreachable_patterns)] // Maybe exists only when another crate enables gvariant.
+    match value {
+        Value::U8(n) => json!(n),
+        Value::Bool(b) => json!(b),
+        Value::I16(n) => json!(n),
+        Value::U16(n) => json!(n),
+        Value::I32(n) => json!(n),
+        Value::U32(n) => json!(n),
+        Value::I64(n) => json!(n),
+        Value::U64(n) => json!(n),
+        Value::F64(n) => json!(n),
+        Value::Str(s) => json!(s.as_str()),
+        Value::Signature(s) => json!(s.to_string()),
+        Value::ObjectPath(p) => json!(p.as_str()),
+        Value::Value(inner) => to_json(inner),
+        Value::Array(array) => Json::Array(array.iter().map(to_json).collect()),
+        Value::Dict(dict) => Json::Object(
+            dict.iter()
+                .map(|(k, v)| {
+                    let key = match unwrap_variant(k) {
+                        Value::Str(s) => s.as_str().to_owned(),
+                        other => other.to_string(),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Value::Structure(s) => Json::Array(s.fields().iter().map(to_json).collect()),
+        Value::Fd(fd) => json!(fd.to_string()),
+        other => json!(other.to_string()),
+    }
+}
+
+/// `CPUUsageNSec` → `cpu_usage_nsec`; other names split before each capitalised word
+/// (`IOReadBytes` → `io_read_bytes`).
+pub fn json_key(property: &str) -> String {
+    if let Some(known) = KNOWN_KEYS.iter().find(|(p, _)| *p == property) {
+        return known.1.to_owned();
+    }
+    let chars: Vec<char> = property.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+const KNOWN_KEYS: [(&str, &str); 2] = [
+    ("CPUUsageNSec", "cpu_usage_nsec"),
+    ("RootDirectory", "root_directory"),
+];
+
+/// Properties whose `u64::MAX` means "not known" rather than a real number.
+const LIVE_FIGURES: [&str; 7] = [
+    "CPUUsageNSec",
+    "MemoryCurrent",
+    "TasksCurrent",
+    "IOReadBytes",
+    "IOWriteBytes",
+    "RxBytes",
+    "TxBytes",
+];
+
+/// Every property of a machine as one JSON object with snake_case keys. Unknown live
+/// figures and a stopped machine's leader become null, and `Limits` keeps its D-Bus key
+/// names, since those are what `--limit KEY=VALUE` takes.
+pub fn status_json(props: &HashMap<String, OwnedValue>) -> Json {
+    let mut names: Vec<&String> = props.keys().collect();
+    names.sort();
+    let mut object = Map::new();
+    for name in names {
+        let value: &Value<'_> = &props[name];
+        let json = match (name.as_str(), as_u64(value)) {
+            ("Leader", Some(0)) => Json::Null,
+            (n, Some(UNKNOWN_FIGURE)) if LIVE_FIGURES.contains(&n) => Json::Null,
+            _ => to_json(value),
+        };
+        object.insert(json_key(name), json);
+    }
+    Json::Object(object)
+}
+
+/// The human `status` view: identity first, then limits and live figures that are known.
+pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
+    let text = |key: &str| match props.get(key).map(|v| unwrap_variant(v)) {
+        Some(Value::Str(s)) if !s.is_empty() => s.as_str().to_owned(),
+        Some(Value::Str(_)) | None => "-".to_owned(),
+        Some(other) => other.to_string(),
+    };
+    let number = |key: &str| props.get(key).and_then(|v| as_u64(v));
+    let flag = |key: &str| match props.get(key).map(|v| unwrap_variant(v)) {
+        Some(Value::Bool(true)) => Some(true),
+        Some(Value::Bool(false)) => Some(false),
+        _ => None,
+    };
+    let live = |key: &str| number(key).filter(|n| *n != UNKNOWN_FIGURE);
+
+    let mut state = text("State");
+    for (key, word) in [("Autostart", "autostart"), ("Ephemeral", "ephemeral")] {
+        if flag(key) == Some(true) {
+            state.push_str(&format!(", {word}"));
+        }
+    }
+    let mut lines: Vec<(&str, String)> = vec![
+        ("Name", text("Name")),
+        ("State", state),
+        (
+            "Leader",
+            match number("Leader") {
+                Some(0) | None => "-".into(),
+                Some(pid) => pid.to_string(),
+            },
+        ),
+        ("Unit", text("Unit")),
+        ("Template", text("Template")),
+        ("Hostname", text("Hostname")),
+        ("Root", text("RootDirectory")),
+        (
+            "Created",
+            match number("CreatedAt") {
+                Some(0) | None => "-".into(),
+                Some(usec) => timestamp_usec(usec),
+            },
+        ),
+    ];
+    if let Some(Value::Array(addresses)) = props.get("Addresses").map(|v| unwrap_variant(v)) {
+        let list: Vec<String> = addresses
+            .iter()
+            .map(|a| match a {
+                Value::Str(s) => s.as_str().to_owned(),
+                other => other.to_string(),
+            })
+            .collect();
+        if !list.is_empty() {
+            lines.push(("Addresses", list.join(" ")));
+        }
+    }
+    let limits = props
+        .get("Limits")
+        .map_or_else(|| "-".to_owned(), |v| limits_line(dict_entries(v)));
+    lines.push(("Limits", limits));
+    if let Some(ns) = live("CPUUsageNSec") {
+        lines.push(("CPU usage", duration_ns(ns)));
+    }
+    if let Some(bytes) = live("MemoryCurrent") {
+        lines.push(("Memory current", size_human(bytes)));
+    }
+    if let Some(tasks) = live("TasksCurrent") {
+        lines.push(("Tasks current", tasks.to_string()));
+    }
+    if let (Some(read), Some(written)) = (live("IOReadBytes"), live("IOWriteBytes")) {
+        lines.push((
+            "IO",
+            format!("{} read, {} written", size_human(read), size_human(written)),
+        ));
+    }
+    if let (Some(rx), Some(tx)) = (live("RxBytes"), live("TxBytes")) {
+        lines.push((
+            "Network",
+            format!("{} received, {} sent", size_human(rx), size_human(tx)),
+        ));
+    }
+    key_values(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::zvariant::Dict;
+
+    #[test]
+    fn table_columns_line_up_without_borders() {
+        let out = table(
+            &["NAME", "STATE", "LEADER"],
+            &[
+                vec!["web".into(), "running".into(), "4242".into()],
+                vec!["database".into(), "stopped".into(), "-".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "NAME      STATE    LEADER\n\
+             web       running  4242\n\
+             database  stopped  -\n"
+        );
+    }
+
+    #[test]
+    fn table_with_no_rows_is_just_the_header() {
+        assert_eq!(table(&["A", "B"], &[]), "A  B\n");
+    }
+
+    #[test]
+    fn key_value_alignment() {
+        let out = key_values(&[("Name", "web".into()), ("Memory current", "1.0M".into())]);
+        assert_eq!(out, "Name:           web\nMemory current: 1.0M\n");
+    }
+
+    #[test]
+    fn exact_sizes() {
+        assert_eq!(size_exact(0), "0");
+        assert_eq!(size_exact(1000), "1000");
+        assert_eq!(size_exact(1024), "1K");
+        assert_eq!(size_exact(64 << 20), "64M");
+        assert_eq!(size_exact(1536 << 10), "1536K");
+        assert_eq!(size_exact(3 << 30), "3G");
+        assert_eq!(size_exact(1 << 40), "1T");
+        assert_eq!(size_exact(u64::MAX), "infinity");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(size_human(0), "0B");
+        assert_eq!(size_human(512), "512B");
+        assert_eq!(size_human(1024), "1.0K");
+        assert_eq!(size_human(1536), "1.5K");
+        assert_eq!(size_human(12_900_000), "12M");
+        assert_eq!(size_human(5 << 30), "5.0G");
+        assert_eq!(size_human(700 << 20), "700M");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_ns(0), "0");
+        assert_eq!(duration_ns(999), "999ns");
+        assert_eq!(duration_ns(45_000), "45us");
+        assert_eq!(duration_ns(12_345_678), "12ms");
+        assert_eq!(duration_ns(2_345_000_000), "2.345s");
+        assert_eq!(duration_ns(184_567_000_000), "3min 4.567s");
+        assert_eq!(duration_ns(3_723_000_000_000), "1h 2min 3s");
+        assert_eq!(duration_ns(90_061_000_000_000), "1d 1h 1min");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp_usec(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            timestamp_usec(951_782_400_000_000),
+            "2000-02-29 00:00:00 UTC"
+        );
+        assert_eq!(
+            timestamp_usec(1_700_000_000_123_456),
+            "2023-11-14 22:13:20 UTC"
+        );
+        assert_eq!(
+            timestamp_usec(4_102_444_799_000_000),
+            "2099-12-31 23:59:59 UTC"
+        );
+    }
+
+    fn owned(v: Value<'static>) -> OwnedValue {
+        OwnedValue::try_from(v).unwrap()
+    }
+
+    #[test]
+    fn limits_in_fixed_order_with_compact_sizes() {
+        let (tasks, shares, memory) = (Value::U64(32), Value::U64(256), Value::U64(64 << 20));
+        assert_eq!(
+            limits_line(vec![
+                ("TasksMax", &tasks),
+                ("CPUShares", &shares),
+                ("MemoryMax", &memory)
+            ]),
+            "MemoryMax=64M CPUShares=256 TasksMax=32"
+        );
+        let (one, cpus, quota, inf) = (
+            Value::U64(1),
+            Value::from("0-1"),
+            Value::U32(25),
+            Value::U64(u64::MAX),
+        );
+        assert_eq!(
+            limits_line(vec![
+                ("Zeta", &one),
+                ("AllowedCPUs", &cpus),
+                ("CPUQuota", &quota),
+                ("MemoryLimit", &inf)
+            ]),
+            "MemoryLimit=infinity CPUQuota=25% AllowedCPUs=0-1 Zeta=1"
+        );
+        assert_eq!(limits_line(Vec::new()), "-");
+    }
+
+    #[test]
+    fn json_keys() {
+        assert_eq!(json_key("Name"), "name");
+        assert_eq!(json_key("CPUUsageNSec"), "cpu_usage_nsec");
+        assert_eq!(json_key("RootDirectory"), "root_directory");
+        assert_eq!(json_key("IOReadBytes"), "io_read_bytes");
+        assert_eq!(json_key("CreatedAt"), "created_at");
+        assert_eq!(json_key("RxBytes"), "rx_bytes");
+        assert_eq!(json_key("HostInterface"), "host_interface");
+    }
+
+    fn machine_props() -> HashMap<String, OwnedValue> {
+        let mut dict = Dict::new(
+            &zbus::zvariant::Signature::Str,
+            &zbus::zvariant::Signature::Variant,
+        );
+        for (k, v) in [("MemoryMax", 64u64 << 20), ("TasksMax", 32)] {
+            dict.append(Value::from(k), Value::Value(Box::new(Value::U64(v))))
+                .unwrap();
+        }
+        dict.append(
+            Value::from("AllowedCPUs"),
+            Value::Value(Box::new(Value::from("0-1"))),
+        )
+        .unwrap();
+        HashMap::from([
+            ("Name".to_owned(), owned(Value::from("web"))),
+            ("State".to_owned(), owned(Value::from("running"))),
+            ("Leader".to_owned(), owned(Value::U32(4242))),
+            ("Unit".to_owned(), owned(Value::from("machine-web.scope"))),
+            ("Template".to_owned(), owned(Value::from("debian"))),
+            ("Hostname".to_owned(), owned(Value::from("web"))),
+            (
+                "RootDirectory".to_owned(),
+                owned(Value::from("/var/lib/berth/machines/web")),
+            ),
+            ("Limits".to_owned(), owned(Value::Dict(dict))),
+            (
+                "CreatedAt".to_owned(),
+                owned(Value::U64(1_700_000_000_000_000)),
+            ),
+            ("Autostart".to_owned(), owned(Value::Bool(true))),
+            ("Ephemeral".to_owned(), owned(Value::Bool(false))),
+            ("CPUUsageNSec".to_owned(), owned(Value::U64(2_345_000_000))),
+            ("MemoryCurrent".to_owned(), owned(Value::U64(u64::MAX))),
+            ("TasksCurrent".to_owned(), owned(Value::U64(3))),
+        ])
+    }
+
+    #[test]
+    fn status_text_lines() {
+        assert_eq!(
+            status_text(&machine_props()),
+            "Name:          web\n\
+             State:         running, autostart\n\
+             Leader:        4242\n\
+             Unit:          machine-web.scope\n\
+             Template:      debian\n\
+             Hostname:      web\n\
+             Root:          /var/lib/berth/machines/web\n\
+             Created:       2023-11-14 22:13:20 UTC\n\
+             Limits:        MemoryMax=64M AllowedCPUs=0-1 TasksMax=32\n\
+             CPU usage:     2.345s\n\
+             Tasks current: 3\n"
+        );
+    }
+
+    #[test]
+    fn status_json_object() {
+        let json = status_json(&machine_props());
+        assert_eq!(json["name"], "web");
+        assert_eq!(json["leader"], 4242);
+        assert_eq!(json["root_directory"], "/var/lib/berth/machines/web");
+        assert_eq!(json["limits"]["MemoryMax"], 64u64 << 20);
+        assert_eq!(json["limits"]["AllowedCPUs"], "0-1");
+        assert_eq!(json["cpu_usage_nsec"], 2_345_000_000u64);
+        assert_eq!(json["memory_current"], Json::Null);
+        assert_eq!(json["autostart"], true);
+        assert_eq!(json.as_object().unwrap().len(), 14);
+
+        let mut stopped = machine_props();
+        stopped.insert("Leader".into(), owned(Value::U32(0)));
+        assert_eq!(status_json(&stopped)["leader"], Json::Null);
+        assert!(status_text(&stopped).contains("\nLeader:        -\n"));
+    }
+}

@@ -1,0 +1,440 @@
+//! Turning command-line words into what the D-Bus calls take.
+
+use std::collections::HashMap;
+
+use zbus::zvariant::{Array, Value};
+
+use super::args::{CreateArgs, LimitArgs};
+use super::error::CliError;
+
+/// One `KEY=VALUE` word, split at the first `=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl KeyValue {
+    /// The `KEY=VALUE` form an environment block wants.
+    pub fn joined(&self) -> String {
+        format!("{}={}", self.key, self.value)
+    }
+}
+
+pub fn parse_key_value(word: &str) -> Result<KeyValue, String> {
+    match word.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok(KeyValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }),
+        Some(_) => Err("the key before '=' is empty".into()),
+        None => Err("expected KEY=VALUE".into()),
+    }
+}
+
+pub fn parse_env(word: &str) -> Result<KeyValue, String> {
+    let kv = parse_key_value(word)?;
+    // A NUL could not survive the trip into the machine's environ.
+    if word.contains('\0') {
+        return Err("environment entries cannot contain NUL".into());
+    }
+    Ok(kv)
+}
+
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("ILL", libc::SIGILL),
+    ("TRAP", libc::SIGTRAP),
+    ("ABRT", libc::SIGABRT),
+    ("IOT", libc::SIGIOT),
+    ("BUS", libc::SIGBUS),
+    ("FPE", libc::SIGFPE),
+    ("KILL", libc::SIGKILL),
+    ("USR1", libc::SIGUSR1),
+    ("SEGV", libc::SIGSEGV),
+    ("USR2", libc::SIGUSR2),
+    ("PIPE", libc::SIGPIPE),
+    ("ALRM", libc::SIGALRM),
+    ("TERM", libc::SIGTERM),
+    ("STKFLT", libc::SIGSTKFLT),
+    ("CHLD", libc::SIGCHLD),
+    ("CONT", libc::SIGCONT),
+    ("STOP", libc::SIGSTOP),
+    ("TSTP", libc::SIGTSTP),
+    ("TTIN", libc::SIGTTIN),
+    ("TTOU", libc::SIGTTOU),
+    ("URG", libc::SIGURG),
+    ("XCPU", libc::SIGXCPU),
+    ("XFSZ", libc::SIGXFSZ),
+    ("VTALRM", libc::SIGVTALRM),
+    ("PROF", libc::SIGPROF),
+    ("WINCH", libc::SIGWINCH),
+    ("IO", libc::SIGIO),
+    ("POLL", libc::SIGPOLL),
+    ("PWR", libc::SIGPWR),
+    ("SYS", libc::SIGSYS),
+];
+
+/// Parses a signal as `kill(1)` and `systemctl kill` spell it: TERM, SIGTERM, sigterm,
+/// RTMIN+3, SIGRTMAX-1 or a plain number.
+pub fn parse_signal(word: &str) -> Result<i32, String> {
+    let rtmin = libc::SIGRTMIN();
+    let rtmax = libc::SIGRTMAX();
+    let bad = || format!("'{word}' is not a signal name (TERM, SIGKILL, RTMIN+3) or number");
+
+    if let Ok(n) = word.parse::<i32>() {
+        return if (1..=rtmax).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("signal number {n} is out of range 1-{rtmax}"))
+        };
+    }
+
+    let upper = word.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(&(_, n)) = SIGNALS.iter().find(|(known, _)| *known == name) {
+        return Ok(n);
+    }
+
+    let (base, rest, sign) = if let Some(rest) = name.strip_prefix("RTMIN") {
+        (rtmin, rest, 1)
+    } else if let Some(rest) = name.strip_prefix("RTMAX") {
+        (rtmax, rest, -1)
+    } else {
+        return Err(bad());
+    };
+    let offset = match rest {
+        "" => 0,
+        _ => {
+            let digits = if sign > 0 {
+                rest.strip_prefix('+')
+            } else {
+                rest.strip_prefix('-')
+            };
+            digits
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<i32>().ok())
+                .ok_or_else(bad)?
+        }
+    };
+    let n = base + sign * offset;
+    if (rtmin..=rtmax).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "'{word}' is outside the real-time signals ({} of them)",
+            rtmax - rtmin + 1
+        ))
+    }
+}
+
+/// Pairs each given limit flag with its D-Bus key, in flag order then `--limit` order.
+///
+/// A key given twice is refused rather than silently letting one win, since
+/// `--memory 1G --limit MemoryMax=2G` is almost certainly a mistake.
+pub fn limit_pairs(limits: &LimitArgs) -> Result<Vec<(&str, &str)>, CliError> {
+    let flags = [
+        ("MemoryMax", &limits.memory),
+        ("CPUShares", &limits.cpu_shares),
+        ("CPUWeight", &limits.cpu_weight),
+        ("TasksMax", &limits.tasks_max),
+        ("CPUQuota", &limits.cpu_quota),
+        ("AllowedCPUs", &limits.cpus),
+        ("IOWeight", &limits.io_weight),
+        ("BlockIOWeight", &limits.blkio_weight),
+    ];
+    let mut pairs: Vec<(&str, &str)> = flags
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+        .collect();
+    for kv in &limits.limit {
+        if pairs.iter().any(|(key, _)| *key == kv.key) {
+            return Err(CliError::Usage(format!("limit {} is given twice", kv.key)));
+        }
+        pairs.push((kv.key.as_str(), kv.value.as_str()));
+    }
+    Ok(pairs)
+}
+
+/// The `a{sv}` for SetLimits: every value a string, exactly as typed.
+pub fn limits_dict(limits: &LimitArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
+    Ok(limit_pairs(limits)?
+        .into_iter()
+        .map(|(key, value)| (key, Value::from(value)))
+        .collect())
+}
+
+/// The `a{sv}` for CreateMachine: Hostname, Command, Environment and the limits.
+pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
+    let mut options = HashMap::new();
+    if let Some(hostname) = &args.hostname {
+        options.insert("Hostname", Value::from(hostname.as_str()));
+    }
+    if !args.command.is_empty() {
+        options.insert(
+            "Command",
+            string_array(args.command.iter().map(String::as_str)),
+        );
+    }
+    if !args.env.is_empty() {
+        let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
+        options.insert("Environment", Value::from(env));
+    }
+    for (key, value) in limit_pairs(&args.limits)? {
+        if options.contains_key(key) {
+            return Err(CliError::Usage(format!(
+                "--limit {key}=... clashes with another option"
+            )));
+        }
+        options.insert(key, Value::from(value));
+    }
+    Ok(options)
+}
+
+fn string_array<'a>(items: impl Iterator<Item = &'a str>) -> Value<'a> {
+    Value::Array(Array::from(items.collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn key_value_splits_at_first_equals() {
+        assert_eq!(parse_key_value("A=b=c"), Ok(kv("A", "b=c")));
+        assert_eq!(parse_key_value("MemoryMax="), Ok(kv("MemoryMax", "")));
+        assert!(parse_key_value("=x").is_err());
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_env("PATH=/bin").is_ok());
+        assert_eq!(kv("X", "1").joined(), "X=1");
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(parse_signal("TERM"), Ok(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGKILL"), Ok(libc::SIGKILL));
+        assert_eq!(parse_signal("sighup"), Ok(libc::SIGHUP));
+        assert_eq!(parse_signal("usr1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert_eq!(parse_signal("RTMIN"), Ok(libc::SIGRTMIN()));
+        assert_eq!(parse_signal("RTMIN+3"), Ok(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Ok(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("RTMAX-1"), Ok(libc::SIGRTMAX() - 1));
+        assert_eq!(parse_signal("RTMAX"), Ok(libc::SIGRTMAX()));
+    }
+
+    #[test]
+    fn bad_signals() {
+        for word in [
+            "",
+            "0",
+            "-1",
+            "65",
+            "TERMINATE",
+            "RTMIN-1",
+            "RTMAX+1",
+            "RTMIN+",
+            "RTMIN+x",
+            "RTMIN+99",
+            "SIG",
+        ] {
+            assert!(parse_signal(word).is_err(), "{word:?} should be refused");
+        }
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("berthctl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .command
+    }
+
+    #[test]
+    fn create_options_carry_strings_as_typed() {
+        let Command::Create(args) = parse(&[
+            "create",
+            "web",
+            "--template",
+            "debian",
+            "--hostname",
+            "www",
+            "--memory",
+            "64M",
+            "--cpu-shares",
+            "256",
+            "--cpu-quota",
+            "25%",
+            "--cpus",
+            "0-1",
+            "--tasks-max",
+            "32",
+            "--cpu-weight",
+            "100",
+            "--io-weight",
+            "200",
+            "--blkio-weight",
+            "300",
+            "--limit",
+            "MemoryLimit=1G",
+            "--env",
+            "A=1",
+            "-e",
+            "B=x=y",
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 1",
+        ]) else {
+            panic!("not create")
+        };
+        assert_eq!(args.name, "web");
+        assert_eq!(args.template, "debian");
+        let options = create_options(&args).unwrap();
+        let expect_str = |key: &str, value: &str| {
+            assert_eq!(options.get(key), Some(&Value::from(value)), "{key}");
+        };
+        expect_str("Hostname", "www");
+        expect_str("MemoryMax", "64M");
+        expect_str("CPUShares", "256");
+        expect_str("CPUQuota", "25%");
+        expect_str("AllowedCPUs", "0-1");
+        expect_str("TasksMax", "32");
+        expect_str("CPUWeight", "100");
+        expect_str("IOWeight", "200");
+        expect_str("BlockIOWeight", "300");
+        expect_str("MemoryLimit", "1G");
+        assert_eq!(
+            options.get("Command"),
+            Some(&Value::from(vec!["/bin/sh", "-c", "sleep 1"]))
+        );
+        assert_eq!(
+            options.get("Environment"),
+            Some(&Value::from(vec!["A=1", "B=x=y"]))
+        );
+        assert_eq!(options.len(), 12);
+        assert_eq!(
+            options["Command"].value_signature().to_string(),
+            "as",
+            "Command must be an array of strings"
+        );
+    }
+
+    #[test]
+    fn create_options_omit_what_was_not_given() {
+        let Command::Create(args) = parse(&["create", "web", "-t", "busybox"]) else {
+            panic!("not create")
+        };
+        assert!(create_options(&args).unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_limits_are_refused() {
+        let Command::Set(args) =
+            parse(&["set", "web", "--memory", "1G", "--limit", "MemoryMax=2G"])
+        else {
+            panic!("not set")
+        };
+        let err = limits_dict(&args.limits).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+
+        let Command::Create(args) = parse(&[
+            "create",
+            "web",
+            "-t",
+            "debian",
+            "--hostname",
+            "a",
+            "--limit",
+            "Hostname=b",
+        ]) else {
+            panic!("not create")
+        };
+        assert!(create_options(&args).is_err());
+    }
+
+    #[test]
+    fn set_limits_dict() {
+        let Command::Set(args) = parse(&["set", "web", "--tasks-max", "infinity", "--cpus", "2"])
+        else {
+            panic!("not set")
+        };
+        let dict = limits_dict(&args.limits).unwrap();
+        assert_eq!(dict.len(), 2);
+        assert_eq!(dict["TasksMax"], Value::from("infinity"));
+        assert_eq!(dict["AllowedCPUs"], Value::from("2"));
+    }
+
+    #[test]
+    fn limit_values_may_look_like_flags() {
+        let Command::Set(args) = parse(&["set", "web", "--memory", "-5", "--limit", "-x=1"]) else {
+            panic!("not set")
+        };
+        assert_eq!(args.limits.memory.as_deref(), Some("-5"));
+        assert_eq!(args.limits.limit, [kv("-x", "1")]);
+    }
+
+    #[test]
+    fn set_needs_a_limit() {
+        let err = Cli::try_parse_from(["berthctl", "set", "web"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn exec_takes_the_command_verbatim() {
+        for words in [
+            &["exec", "web", "--", "ls", "-l", "--all"][..],
+            &["exec", "web", "ls", "-l", "--all"][..],
+        ] {
+            let Command::Exec(args) = parse(words) else {
+                panic!("not exec")
+            };
+            assert_eq!(args.command, ["ls", "-l", "--all"]);
+        }
+        let Command::Exec(args) = parse(&["exec", "-e", "A=1", "web", "--", "env"]) else {
+            panic!("not exec")
+        };
+        assert_eq!(args.env, [kv("A", "1")]);
+        assert!(Cli::try_parse_from(["berthctl", "exec", "web"]).is_err());
+    }
+
+    #[test]
+    fn kill_defaults() {
+        let Command::Kill(args) = parse(&["kill", "web"]) else {
+            panic!("not kill")
+        };
+        assert_eq!(args.signal, libc::SIGTERM);
+        assert_eq!(args.whom.as_dbus(), "all");
+        let Command::Kill(args) = parse(&["kill", "web", "-s", "KILL", "--whom", "leader"]) else {
+            panic!("not kill")
+        };
+        assert_eq!(args.signal, libc::SIGKILL);
+        assert_eq!(args.whom.as_dbus(), "leader");
+    }
+
+    #[test]
+    fn json_goes_before_or_after_the_verb() {
+        let cli = Cli::try_parse_from(["berthctl", "list", "--json"]).unwrap();
+        assert!(cli.command.json());
+        let cli = Cli::try_parse_from(["berthctl", "status", "web", "--json"]).unwrap();
+        assert!(cli.command.json());
+        let cli = Cli::try_parse_from(["berthctl", "--json", "status", "web"]).unwrap();
+        assert!(cli.json && !cli.command.json());
+        assert!(Cli::try_parse_from(["berthctl", "start", "web", "--json"]).is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,146 @@
+//! Client-side proxies for the `org.berth.Berth1` D-Bus API.
+//!
+//! `berthctl` and the integration tests share these, so the contract in
+//! `design/api.md` is spelled out in exactly one place on the client side. The macro
+//! also generates `*ProxyBlocking` twins for callers without a runtime.
+
+use std::collections::HashMap;
+
+use zbus::proxy;
+use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
+
+/// Well-known bus name owned by `berthd`.
+pub const SERVICE: &str = "org.berth.Berth1";
+/// Object carrying the ObjectManager interface for frontends.
+pub const ROOT_PATH: &str = "/org/berth/Berth1";
+pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
+pub const MANAGER_INTERFACE: &str = "org.berth.Berth1.Manager";
+pub const MACHINE_INTERFACE: &str = "org.berth.Berth1.Machine";
+
+/// Sentinel the daemon uses for live figures it cannot read (machine stopped, accounting off).
+pub const UNKNOWN_FIGURE: u64 = u64::MAX;
+
+// Mutating methods carry ALLOW_INTERACTIVE_AUTHORIZATION so that a polkit agent on the
+// caller's session can prompt instead of the call failing outright with AccessDenied.
+
+#[proxy(
+    interface = "org.berth.Berth1.Manager",
+    default_service = "org.berth.Berth1",
+    default_path = "/org/berth/Berth1/Manager"
+)]
+pub trait Manager {
+    #[zbus(allow_interactive_auth)]
+    fn create_machine(
+        &self,
+        name: &str,
+        template: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// (name, state, leader pid or 0 when stopped, object path)
+    fn list_machines(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
+
+    #[zbus(signal)]
+    fn machine_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn machine_removed(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> zbus::Result<String>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn cgroup_mode(&self) -> zbus::Result<String>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn systemd_version(&self) -> zbus::Result<u32>;
+}
+
+#[proxy(
+    interface = "org.berth.Berth1.Machine",
+    default_service = "org.berth.Berth1"
+)]
+pub trait Machine {
+    #[zbus(allow_interactive_auth)]
+    fn start(&self) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn stop(&self) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn restart(&self) -> zbus::Result<()>;
+
+    /// `whom` is "leader" or "all".
+    #[zbus(allow_interactive_auth)]
+    fn kill(&self, whom: &str, signal: i32) -> zbus::Result<()>;
+
+    /// Refuses a running machine; see `remove_with_options`.
+    #[zbus(allow_interactive_auth)]
+    fn remove(&self) -> zbus::Result<()>;
+
+    /// Option `Force b` stops a running machine before removing it.
+    #[zbus(allow_interactive_auth)]
+    fn remove_with_options(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn set_limits(&self, limits: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
+    /// Runs `argv` inside the machine with the given fds as its stdio and returns its
+    /// exit status (128+N when killed by signal N).
+    #[zbus(allow_interactive_auth)]
+    fn execute(
+        &self,
+        argv: &[&str],
+        environment: &[&str],
+        stdin: Fd<'_>,
+        stdout: Fd<'_>,
+        stderr: Fd<'_>,
+    ) -> zbus::Result<i32>;
+
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn leader(&self) -> zbus::Result<u32>;
+
+    #[zbus(property)]
+    fn unit(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn template(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn hostname(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn root_directory(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn limits(&self) -> zbus::Result<HashMap<String, OwnedValue>>;
+
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn created_at(&self) -> zbus::Result<u64>;
+
+    #[zbus(property)]
+    fn autostart(&self) -> zbus::Result<bool>;
+
+    #[zbus(property)]
+    fn ephemeral(&self) -> zbus::Result<bool>;
+
+    // Live figures are read from systemd on every Get and never signalled, so they must
+    // bypass the proxy's property cache.
+
+    #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
+    fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn memory_current(&self) -> zbus::Result<u64>;
+
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn tasks_current(&self) -> zbus::Result<u64>;
+}
