@@ -1,0 +1,30 @@
+#!/bin/bash
+# Installs the Debian packages berth needs at run and test time, only those missing:
+#   systemd, dbus      what berth drives, and what the test hosts boot
+#   util-linux         unshare, nsenter, mount (test hosts, machine setup)
+#   busybox-static     the one-file userland of the busybox template
+#   iproute2           veth pairs and bridges for machine networking
+#   procps, kmod       ps/pkill and modprobe, expected by systemd units and the tests
+# Quick when everything is there: no apt-get update unless something must be installed.
+set -euo pipefail
+
+packages=(systemd dbus util-linux busybox-static iproute2 procps kmod)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ $status == installed ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "deps.sh: all present (${packages[*]})"
+    exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || { echo "deps.sh: missing ${missing[*]}; run as root to install them" >&2; exit 1; }
+command -v apt-get >/dev/null || { echo "deps.sh: missing ${missing[*]} and no apt-get; install them by hand" >&2; exit 1; }
+
+echo "deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends "${missing[@]}"
