@@ -3,89 +3,56 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost};
-use std::path::Path;
+use common::{CgroupMode, boot_with_berth};
 
 #[test]
 fn limits_map_to_unified_properties() {
-    if !common::is_root() {
-        eprintln!("skipped: integration tests boot a systemd host and need root");
+    let Some(host) = boot_with_berth(CgroupMode::Unified, "limits_map_to_unified") else {
         return;
-    }
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_berthd")).parent().unwrap();
-    let host = TestHost::boot(CgroupMode::Unified, bin_dir).expect("test host boots");
-    host.ok(&[
-        "berthctl",
-        "create",
-        "box",
-        "--template",
-        "busybox",
-        "--memory",
-        "64M",
-        "--cpu-shares",
-        "256",
-        "--tasks-max",
-        "32",
-        "--cpus",
-        "0",
-    ]);
-    host.ok(&["berthctl", "start", "box"]);
-    let show = host.ok(&[
-        "systemctl",
-        "show",
-        "machine-box.scope",
-        "-p",
-        "MemoryMax",
-        "-p",
-        "CPUWeight",
-        "-p",
-        "TasksMax",
-        "-p",
-        "AllowedCPUs",
-        "-p",
-        "Slice",
-        "-p",
-        "Delegate",
-    ]);
+    };
+    host.okw(
+        "berthctl create box --template busybox --memory 64M --cpu-shares 256 --tasks-max 32 \
+         --cpus 0 --blkio-weight 300",
+    );
+    host.okw("berthctl start box");
+    let show = host.okw(
+        "systemctl show machine-box.scope -p MemoryMax -p CPUWeight -p TasksMax \
+         -p AllowedCPUs -p IOWeight -p Slice -p Delegate -p IOAccounting",
+    );
     for want in [
         "MemoryMax=67108864",
         // runc's mapping: 1 + (256 - 2) * 9999 / 262142
         "CPUWeight=10",
         "TasksMax=32",
         "AllowedCPUs=0",
+        // systemd's mapping: 300 * 100 / 500
+        "IOWeight=60",
         "Slice=machine.slice",
         "Delegate=yes",
+        "IOAccounting=yes",
     ] {
         assert!(show.contains(want), "missing {want} in:\n{show}");
     }
-    let mode = host.ok(&[
-        "busctl",
-        "get-property",
-        "org.berth.Berth1",
-        "/org/berth/Berth1/Manager",
-        "org.berth.Berth1.Manager",
-        "CgroupMode",
-    ]);
+    let mode = host.okw(
+        "busctl get-property org.berth.Berth1 /org/berth/Berth1/Manager \
+         org.berth.Berth1.Manager CgroupMode",
+    );
     assert_eq!(mode.trim(), "s \"unified\"");
-    let cgroup = host.ok(&["berthctl", "exec", "box", "--", "cat", "/proc/self/cgroup"]);
+    let cgroup = host.okw("berthctl exec box -- cat /proc/self/cgroup");
     assert!(
         cgroup.lines().any(|l| l == "0::/"),
         "exec joins the machine's cgroup namespace: {cgroup}"
     );
+    let procs = host.okw("cat /sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.procs");
+    assert_eq!(procs.lines().count(), 1, "only PID 1 is left: {procs}");
 
-    host.ok(&["berthctl", "set", "box", "--cpu-weight", "50"]);
-    let show = host.ok(&["systemctl", "show", "machine-box.scope", "-p", "CPUWeight"]);
+    host.okw("berthctl set box --cpu-weight 50");
+    let show = host.okw("systemctl show machine-box.scope -p CPUWeight");
     assert_eq!(show.trim(), "CPUWeight=50");
 
-    host.ok(&["berthctl", "stop", "box"]);
-    host.ok(&["berthctl", "remove", "box"]);
-    let units = host.ok(&[
-        "systemctl",
-        "list-units",
-        "--all",
-        "--no-legend",
-        "machine-*",
-    ]);
+    host.okw("berthctl stop box");
+    host.okw("berthctl remove box");
+    let units = host.okw("systemctl list-units --all --no-legend machine-*");
     assert!(units.trim().is_empty(), "{units}");
     assert!(
         !host

@@ -29,8 +29,12 @@ fn main() {
     // The helpers must stay single-threaded: dispatch before any runtime exists.
     let mut argv = std::env::args();
     match argv.nth(1).as_deref() {
-        Some(SPAWN_HELPER_ARG) => std::process::exit(berth::spawn::helper::main()),
+        Some(SPAWN_HELPER_ARG) => {
+            berth::spawn::close_inherited_fds();
+            std::process::exit(berth::spawn::helper::main())
+        }
         Some(EXEC_HELPER_ARG) => {
+            berth::spawn::close_inherited_fds();
             std::process::exit(berth::spawn::exec::main(argv.next().as_deref()))
         }
         _ => {}

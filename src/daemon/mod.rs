@@ -573,6 +573,7 @@ impl Daemon {
         argv: Vec<String>,
         environment: Vec<String>,
         stdio: [OwnedFd; 3],
+        caller_gone: impl std::future::Future<Output = ()>,
     ) -> Result<i32> {
         let m = self.machine(name)?;
         let run = m.run();
@@ -593,15 +594,25 @@ impl Daemon {
             environment,
         };
         let [stdin, stdout, stderr] = stdio;
-        let status = tokio::process::Command::new(spawn::self_exe())
+        let mut child = tokio::process::Command::new(spawn::self_exe())
             .arg(spawn::EXEC_HELPER_ARG)
             .arg(serde_json::to_string(&req).expect("serializable"))
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
-            .status()
-            .await
+            .kill_on_drop(true)
+            .spawn()
             .map_err(|e| BerthError::failed("cannot start the exec helper", e))?;
+        // Killing the helper kills the command too (it dies with its parent).
+        let status = tokio::select! {
+            status = child.wait() => status
+                .map_err(|e| BerthError::failed("cannot wait for the exec helper", e))?,
+            () = caller_gone => {
+                let _ = child.kill().await;
+                info!("machine {name}: caller of Execute left; command killed");
+                return Err(BerthError::Failed("the caller went away".into()));
+            }
+        };
         use std::os::unix::process::ExitStatusExt;
         Ok(status
             .code()

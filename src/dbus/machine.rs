@@ -141,13 +141,19 @@ impl MachineIface {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<i32> {
+        // Received descriptors are inheritable; don't let them leak into other children.
+        for fd in [&stdin, &stdout, &stderr] {
+            set_cloexec(fd)?;
+        }
         require_root(conn, &hdr, "executing in a machine").await?;
+        let gone = super::caller_gone(conn, &hdr).await?;
         self.daemon
             .execute(
                 &self.name,
                 argv,
                 environment,
                 [stdin.into(), stdout.into(), stderr.into()],
+                gone,
             )
             .await
     }
@@ -247,6 +253,16 @@ impl MachineIface {
     async fn tasks_current(&self) -> u64 {
         self.figures().await.tasks_current
     }
+}
+
+fn set_cloexec(fd: &OwnedFd) -> Result<()> {
+    use std::os::fd::AsFd;
+    nix::fcntl::fcntl(
+        fd.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| crate::error::BerthError::failed("cannot take the caller's descriptors", e))?;
+    Ok(())
 }
 
 impl MachineIface {

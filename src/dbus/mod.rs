@@ -56,6 +56,38 @@ pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>)
     }
 }
 
+/// Resolves when the caller of a method leaves the bus (it exited or was killed), so
+/// work done on its behalf, like an Execute()d command, can be ended.
+pub async fn caller_gone(
+    conn: &Connection,
+    hdr: &Header<'_>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use futures_util::StreamExt;
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| BerthError::AccessDenied("caller unknown".into()))?
+        .to_owned();
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    // Subscribe first, then check: the caller may have left in between.
+    let mut changes = dbus
+        .receive_name_owner_changed_with_args(&[(0, sender.as_str())])
+        .await?;
+    let present = dbus.name_has_owner(sender.clone().into()).await?;
+    Ok(async move {
+        if !present {
+            return;
+        }
+        while let Some(change) = changes.next().await {
+            if let Ok(args) = change.args()
+                && args.new_owner.is_none()
+            {
+                return;
+            }
+        }
+        // The bus connection itself is gone: nobody is left to answer either.
+    })
+}
+
 /// Mutating calls are for root. The bus policy says so too; checking here keeps the
 /// rule when someone loosens the policy. polkit comes later.
 pub async fn require_root(conn: &Connection, hdr: &Header<'_>, action: &str) -> Result<()> {

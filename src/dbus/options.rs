@@ -35,7 +35,14 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.environment = env;
             }
-            "Autostart" => out.autostart = boolean(&key, v)?,
+            "Autostart" => {
+                if boolean(&key, v)? {
+                    return Err(BerthError::NotSupported(
+                        "Autostart is not supported yet; start the machine with berthctl start"
+                            .into(),
+                    ));
+                }
+            }
             "Ephemeral" => {
                 if boolean(&key, v)? {
                     return Err(BerthError::NotSupported(

@@ -57,6 +57,15 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
     // SAFETY: the exec helper is single-threaded.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
+            // If berthd kills this helper (its caller left), the command goes too.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // The helper lives outside the machine's PID namespace, so its PID reads as
+            // 0 here; anything else means it died before the line above took effect.
+            if nix::unistd::getppid().as_raw() != 0 {
+                // SAFETY: leave without running the parent's exit handlers.
+                unsafe { libc::_exit(EXIT_CANNOT_EXEC) }
+            }
             let msg = exec_in_root(&req.argv, &env);
             eprintln!("berth: {msg}");
             // SAFETY: leave without running the parent's exit handlers.

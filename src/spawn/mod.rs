@@ -24,6 +24,17 @@ pub const SPAWN_HELPER_ARG: &str = "__spawn-helper";
 /// argv[1] that turns berthd into the exec helper.
 pub const EXEC_HELPER_ARG: &str = "__exec-helper";
 
+/// Closes every descriptor above stderr. The helpers call it first thing: berthd
+/// may hold descriptors received from D-Bus clients (Execute's stdio) that a concurrently
+/// spawned helper inherits, and nothing of that kind may reach a machine or keep a
+/// client's pipe open.
+pub fn close_inherited_fds() {
+    // SAFETY: close_range only closes descriptors; the helpers own none above 2 yet.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+}
+
 /// The binary to re-execute: our own, even if the file was replaced by an upgrade.
 pub fn self_exe() -> &'static str {
     "/proc/self/exe"

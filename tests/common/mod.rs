@@ -80,6 +80,18 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
+/// Boots a host of `mode` with this build's berth installed, or None (after saying why)
+/// when not root.
+pub fn boot_with_berth(mode: CgroupMode, test: &str) -> Option<TestHost> {
+    if skip_unless_root(test) {
+        return None;
+    }
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_berthd"))
+        .parent()
+        .expect("binaries live in a directory");
+    Some(TestHost::boot(mode, bin_dir).unwrap_or_else(|e| panic!("test host boots: {e}")))
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -175,7 +187,8 @@ impl TestHost {
         assert!(!argv.is_empty(), "TestHost::run needs a command");
         let pid = self.pid.to_string();
         let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", pid.as_str(), "-a", "--"])
+        // A hung command fails its test with exit 124 instead of stalling the suite.
+        cmd.args(["-t", pid.as_str(), "-a", "--", "timeout", "-k", "5", "120"])
             .args(argv)
             .env_clear()
             .env("PATH", HOST_PATH)
@@ -204,6 +217,16 @@ impl TestHost {
                 self.pid
             ),
         }
+    }
+
+    /// `run` for a command line whose words need no quoting.
+    pub fn runw(&self, cmdline: &str) -> Output {
+        self.run(&cmdline.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// `ok` for a command line whose words need no quoting.
+    pub fn okw(&self, cmdline: &str) -> String {
+        self.ok(&cmdline.split_whitespace().collect::<Vec<_>>())
     }
 
     pub fn sh(&self, script: &str) -> Output {
