@@ -1,6 +1,7 @@
 #!/bin/bash
 # Installs the Debian packages berth needs at run and test time, only those missing:
 #   systemd, dbus      what berth drives, and what the test hosts boot
+#   systemd-container  systemd-machined, with which berth registers machines (machinectl)
 #   util-linux         unshare, nsenter, mount (test hosts, machine setup)
 #   busybox-static     the one-file userland of the busybox template
 #   iproute2           veth pairs and bridges for machine networking
@@ -8,7 +9,7 @@
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
-packages=(systemd dbus util-linux busybox-static iproute2 procps kmod)
+packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -60,6 +60,15 @@ fn machine_lifecycle() {
         assert!(show.contains(want), "missing {want} in:\n{show}");
     }
 
+    // systemd-machined knows the machine too.
+    let machines = host.okw("machinectl list --no-legend");
+    assert!(
+        machines
+            .lines()
+            .any(|l| l.starts_with("box ") && l.contains("container") && l.contains("berth")),
+        "{machines}"
+    );
+
     // berthctl's table and JSON agree with what systemd says.
     let listed = host.okw("berthctl list");
     let header = listed.lines().next().unwrap();
@@ -192,6 +201,11 @@ fn machine_lifecycle() {
 fn assert_no_leftovers(host: &TestHost) {
     let units = host.okw("systemctl list-units --all --no-legend machine-*");
     assert!(units.trim().is_empty(), "units left: {units}");
+    let registered = host.okw("machinectl list --no-legend");
+    assert!(
+        registered.trim().is_empty(),
+        "machined still lists: {registered}"
+    );
     for ctrl in ["memory", "pids", "cpu", "systemd"] {
         let slice = host.path(&format!("/sys/fs/cgroup/{ctrl}/machine.slice"));
         if let Ok(entries) = std::fs::read_dir(&slice) {

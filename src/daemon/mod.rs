@@ -369,6 +369,13 @@ impl Daemon {
                 }
             )));
         }
+        crate::systemd::machined::register(
+            self.systemd.connection(),
+            &m.name,
+            pid,
+            &m.rootfs().to_string_lossy(),
+        )
+        .await;
         let rt = RuntimeState {
             leader: pid,
             leader_start_time: start_time,

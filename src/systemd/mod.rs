@@ -1,6 +1,7 @@
 //! Everything berth asks of systemd, over its D-Bus API: the machine's transient scope
 //! under machine.slice, its limits and accounting, stop and kill, live figures.
 
+pub mod machined;
 pub mod scope;
 
 use crate::error::{BerthError, Result};

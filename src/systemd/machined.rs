@@ -1,0 +1,37 @@
+//! Registration with systemd-machined, so `machinectl list` and other machined clients
+//! see berth's machines. Optional: a host without systemd-container still runs machines.
+
+use tracing::{info, warn};
+use zbus::Connection;
+use zbus_systemd::machine1::ManagerProxy;
+
+/// Registers a running machine by its leader; machined finds the scope from the PID and
+/// forgets the machine by itself when that scope goes away.
+pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory: &str) {
+    let result = async {
+        let machined = ManagerProxy::new(conn).await?;
+        machined
+            .register_machine(
+                name.to_string(),
+                Vec::new(),
+                "berth".into(),
+                "container".into(),
+                leader,
+                root_directory.to_string(),
+            )
+            .await
+    }
+    .await;
+    match result {
+        Ok(_) => info!("machine {name}: registered with systemd-machined"),
+        Err(zbus::Error::MethodError(err, _, _))
+            if err.as_str() == "org.freedesktop.DBus.Error.ServiceUnknown" =>
+        {
+            info!("machine {name}: systemd-machined is not installed; machinectl won't list it")
+        }
+        Err(e) => warn!(
+            "machine {name}: systemd-machined refused the registration: {}",
+            super::scope::dbus_message(&e)
+        ),
+    }
+}
