@@ -30,8 +30,13 @@ const SCOPE_GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// State and leader of the machine changed.
-    StateChanged(String),
+    /// State and leader of the machine changed; the values are those of the moment, so
+    /// a quick succession (starting, running) is told as it happened.
+    StateChanged {
+        name: String,
+        state: MachineState,
+        leader: u32,
+    },
     LimitsChanged(String),
 }
 
@@ -106,6 +111,15 @@ impl Daemon {
 
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+
+    fn emit_state(&self, m: &Machine) {
+        let run = m.run();
+        self.emit(Event::StateChanged {
+            name: m.name.clone(),
+            state: run.state,
+            leader: run.leader,
+        });
     }
 
     pub fn machines(&self) -> Vec<Arc<Machine>> {
@@ -296,7 +310,7 @@ impl Daemon {
             )));
         }
         m.set_state(MachineState::Starting);
-        self.emit(Event::StateChanged(m.name.clone()));
+        self.emit_state(&m);
         match self.start_locked(&m).await {
             Ok((leader, pidfd)) => {
                 m.set_run(Run {
@@ -304,7 +318,7 @@ impl Daemon {
                     leader,
                     pidfd: Some(pidfd.clone()),
                 });
-                self.emit(Event::StateChanged(m.name.clone()));
+                self.emit_state(&m);
                 self.watch_leader(m.clone(), pidfd);
                 info!("machine {name}: started, leader {leader}");
                 Ok(())
@@ -312,7 +326,7 @@ impl Daemon {
             Err(e) => {
                 warn!("machine {name}: start failed: {e:?}");
                 m.set_state(MachineState::Failed);
-                self.emit(Event::StateChanged(m.name.clone()));
+                self.emit_state(&m);
                 Err(e)
             }
         }
@@ -410,7 +424,7 @@ impl Daemon {
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
             m.set_state(MachineState::Stopped);
             info!("machine {}: stopped", m.name);
-            daemon.emit(Event::StateChanged(m.name.clone()));
+            daemon.emit_state(&m);
             m.ended.send_modify(|n| *n += 1);
         });
     }
@@ -436,7 +450,7 @@ impl Daemon {
             state: MachineState::Stopping,
             ..run.clone()
         });
-        self.emit(Event::StateChanged(m.name.clone()));
+        self.emit_state(m);
         let signal = self.halt_signal(m, &cfg);
         if let Some(fd) = &run.pidfd {
             let _ = pidfd_send_signal(fd, signal);

@@ -3,14 +3,18 @@
 use super::manager::{ManagerIface, machine_path};
 use super::{options, require_root};
 use crate::daemon::Daemon;
+use crate::daemon::machine::MachineState;
 use crate::error::Result;
 use crate::limits::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedFd, OwnedValue, Value};
 use zbus::{Connection, interface};
+
+pub const INTERFACE: &str = "org.berth.Berth1.Machine";
 
 pub struct MachineIface {
     daemon: Arc<Daemon>,
@@ -39,11 +43,26 @@ async fn iface_ref(
         .await
 }
 
-pub async fn emit_state(conn: &Connection, name: &str) -> zbus::Result<()> {
+/// PropertiesChanged with the given values rather than the current ones: by the time
+/// this runs the machine may have moved on, and clients must see every step.
+pub async fn emit_state(
+    conn: &Connection,
+    name: &str,
+    state: MachineState,
+    leader: u32,
+) -> zbus::Result<()> {
     let r = iface_ref(conn, name).await?;
-    let iface = r.get().await;
-    iface.state_changed(r.signal_emitter()).await?;
-    iface.leader_changed(r.signal_emitter()).await
+    let changed = HashMap::from([
+        ("State", Value::from(state.as_str())),
+        ("Leader", Value::U32(leader)),
+    ]);
+    zbus::fdo::Properties::properties_changed(
+        r.signal_emitter(),
+        INTERFACE.try_into()?,
+        changed,
+        Cow::Borrowed(&[]),
+    )
+    .await
 }
 
 pub async fn emit_limits(conn: &Connection, name: &str) -> zbus::Result<()> {

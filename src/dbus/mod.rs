@@ -46,7 +46,11 @@ pub async fn serve(conn: &Connection, daemon: Arc<Daemon>) -> Result<()> {
 pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>) {
     while let Some(event) = events.recv().await {
         let result = match &event {
-            Event::StateChanged(name) => machine::emit_state(&conn, name).await,
+            Event::StateChanged {
+                name,
+                state,
+                leader,
+            } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
         };
         if let Err(e) = result {

@@ -1,0 +1,108 @@
+//! What a frontend relies on, seen from a D-Bus client outside the host (berth's own
+//! proxies): MachineNew/MachineRemoved, ObjectManager, and a PropertiesChanged for every
+//! State change.
+
+mod common;
+
+use berth::client::{MachineProxy, ManagerProxy};
+use common::{CgroupMode, boot_with_berth};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::Duration;
+
+async fn next_within<S: futures_util::Stream + Unpin>(stream: &mut S) -> S::Item {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("signal within 20 s")
+        .expect("stream open")
+}
+
+#[test]
+fn state_changes_and_lifecycle_are_signalled() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "signals") else {
+        return;
+    };
+    // Activate berthd first so the client sees a running service.
+    host.okw("berthctl list");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the host's system bus");
+        let manager = ManagerProxy::new(&conn).await.unwrap();
+        let objects = zbus::fdo::ObjectManagerProxy::builder(&conn)
+            .destination("org.berth.Berth1")
+            .unwrap()
+            .path("/org/berth/Berth1")
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let mut added = objects.receive_interfaces_added().await.unwrap();
+        let mut new = manager.receive_machine_new().await.unwrap();
+        let path = manager
+            .create_machine("sig", "busybox", HashMap::new())
+            .await
+            .expect("CreateMachine");
+        let announced = next_within(&mut new).await;
+        assert_eq!(announced.args().unwrap().name, "sig");
+        let added = next_within(&mut added).await;
+        assert_eq!(added.args().unwrap().object_path.as_str(), path.as_str());
+
+        let machine = MachineProxy::builder(&conn)
+            .path(path.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(machine.state().await.unwrap(), "stopped");
+        // Raw signals: a caching proxy would fold quick changes into the last value.
+        let props = zbus::fdo::PropertiesProxy::builder(&conn)
+            .destination("org.berth.Berth1")
+            .unwrap()
+            .path(path.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let mut changes = props.receive_properties_changed().await.unwrap();
+        let mut next_state = async || loop {
+            let signal = next_within(&mut changes).await;
+            let args = signal.args().unwrap();
+            if let Some(v) = args.changed_properties.get("State") {
+                return String::try_from(v.try_clone().unwrap()).unwrap();
+            }
+        };
+        machine.start().await.expect("Start");
+        let mut seen = Vec::new();
+        while seen.last().map(String::as_str) != Some("running") {
+            seen.push(next_state().await);
+        }
+        assert_eq!(seen, ["starting", "running"]);
+        assert!(machine.leader().await.unwrap() > 1);
+
+        machine.stop().await.expect("Stop");
+        let mut seen = Vec::new();
+        while seen.last().map(String::as_str) != Some("stopped") {
+            seen.push(next_state().await);
+        }
+        assert_eq!(seen, ["stopping", "stopped"]);
+        assert_eq!(machine.leader().await.unwrap(), 0);
+
+        let mut removed = manager.receive_machine_removed().await.unwrap();
+        machine.remove().await.expect("Remove");
+        assert_eq!(next_within(&mut removed).await.args().unwrap().name, "sig");
+        let err = manager.get_machine("sig").await.unwrap_err();
+        match err {
+            zbus::Error::MethodError(name, _, _) => {
+                assert_eq!(name.as_str(), "org.berth.Berth1.Error.NoSuchMachine")
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
