@@ -29,6 +29,17 @@ fn assert_running(host: &TestHost) {
     );
 }
 
+/// Drops the host and checks that nothing of it remains.
+fn drop_and_assert_gone(host: TestHost) {
+    let (pid, cgroup, statedir) = (
+        host.pid(),
+        host.cgroup().to_string(),
+        host.statedir().to_path_buf(),
+    );
+    drop(host);
+    assert_gone(pid, &cgroup, &statedir);
+}
+
 /// Every place where something of the host could remain on the machine after Drop.
 fn assert_gone(pid: u32, cgroup: &str, statedir: &Path) {
     assert!(
@@ -101,13 +112,7 @@ fn hybrid_host_boots_and_applies_v1_limits() {
         "32"
     );
 
-    let (pid, cgroup, statedir) = (
-        host.pid(),
-        host.cgroup().to_string(),
-        host.statedir().to_path_buf(),
-    );
-    drop(host);
-    assert_gone(pid, &cgroup, &statedir);
+    drop_and_assert_gone(host);
 }
 
 #[test]
@@ -156,13 +161,7 @@ fn unified_host_boots_and_maps_properties() {
         "1"
     );
 
-    let (pid, cgroup, statedir) = (
-        host.pid(),
-        host.cgroup().to_string(),
-        host.statedir().to_path_buf(),
-    );
-    drop(host);
-    assert_gone(pid, &cgroup, &statedir);
+    drop_and_assert_gone(host);
 }
 
 #[test]
