@@ -443,5 +443,19 @@ fn dbus_api_matches_the_contract() {
         "busctl call org.berth.Berth1 {} org.berth.Berth1.Machine Remove",
         machine.0
     ));
+
+    // A PID 1 that ignores the halt signal (sleep has no handler, and PID 1 of a
+    // namespace only gets handled signals) is killed once StopTimeoutUSec has passed.
+    host.okw(&format!(
+        "{create} stubborn busybox 2 Command as 2 /bin/sleep 1000 StopTimeoutUSec t 1000000"
+    ));
+    host.okw("berthctl start stubborn");
+    let started = std::time::Instant::now();
+    host.okw("berthctl stop stubborn");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    assert!(host.journal("berthd").contains("did not halt in time"));
+    host.okw("berthctl remove stubborn");
     assert_no_leftovers(&host);
 }
