@@ -422,6 +422,14 @@ fn dbus_api_matches_the_contract() {
         assert_eq!(live, file, "dbus/{iface}.xml differs from the live daemon");
     }
 
+    // install.sh put berthctl's completion and manual page where bash and man look.
+    let completion = host
+        .read("/usr/local/share/bash-completion/completions/berthctl")
+        .unwrap();
+    assert!(completion.contains("complete -F _berthctl"), "{completion}");
+    let man = host.read("/usr/local/share/man/man1/berthctl.1").unwrap();
+    assert!(man.contains(".TH berthctl 1"), "{man}");
+
     // Mutating calls are root's: another user is refused by the bus policy.
     let out = host.runw(&format!(
         "setpriv --reuid=65534 --regid=65534 --clear-groups {create} other busybox 0"

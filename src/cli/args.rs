@@ -54,6 +54,19 @@ pub enum Command {
     /// Change a machine's resource limits (applied live and kept)
     #[command(after_help = "Example:\n  berthctl set web --memory 1G --cpu-quota 50%")]
     Set(SetArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(
+        after_help = "Example:\n  berthctl completions bash > /etc/bash_completion.d/berthctl"
+    )]
+    Completions(CompletionsArgs),
+    /// Print the berthctl(1) manual page (roff)
+    #[command(after_help = "Example:\n  berthctl manpage | man -l -")]
+    Manpage,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,21 @@ pub fn main() -> i32 {
 
 /// Runs one parsed command line; `Ok` carries the exit code (exec passes the command's on).
 pub fn run(cli: Cli) -> Result<i32, CliError> {
+    // These two describe berthctl itself and need no daemon.
+    match &cli.command {
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(args.shell, &mut cmd, "berthctl", &mut io::stdout());
+            return Ok(0);
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut io::stdout())?;
+            return Ok(0);
+        }
+        _ => {}
+    }
     let address = cli.bus_address.clone().or_else(|| {
         std::env::var("BERTH_BUS_ADDRESS")
             .ok()
@@ -55,6 +70,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Status(args) => session.status(&args.name).await,
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
+            Command::Completions(_) | Command::Manpage => unreachable!("answered above"),
         }
     })
 }

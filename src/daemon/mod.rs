@@ -371,8 +371,27 @@ impl Daemon {
             let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
             return Err(e);
         }
-        let start_time = store::process_start_time(pid).unwrap_or(0);
+        // Recorded before PID 1 runs anything: a berthd that dies from here on still finds
+        // the machine again after its restart.
+        let rt = RuntimeState {
+            leader: pid,
+            leader_start_time: store::process_start_time(pid).unwrap_or(0),
+        };
+        let rt_dir = self.paths.runtime_machines_dir();
+        if let Err(e) = store::save_runtime(&rt_dir, &m.name, &rt) {
+            pending.abort().await;
+            let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
+            return Err(BerthError::failed(
+                format!(
+                    "cannot record the runtime state of {} in {}",
+                    m.name,
+                    rt_dir.display()
+                ),
+                e,
+            ));
+        }
         if let Err(e) = pending.go().await {
+            store::remove_runtime(&rt_dir, &m.name);
             let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
             return Err(BerthError::Failed(format!(
                 "machine {} did not start: {}",
@@ -390,13 +409,6 @@ impl Daemon {
             &m.rootfs().to_string_lossy(),
         )
         .await;
-        let rt = RuntimeState {
-            leader: pid,
-            leader_start_time: start_time,
-        };
-        if let Err(e) = store::save_runtime(&self.paths.runtime_machines_dir(), &m.name, &rt) {
-            warn!("machine {}: cannot record runtime state: {e}", m.name);
-        }
         Ok((pid, pidfd))
     }
 
