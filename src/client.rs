@@ -66,6 +66,13 @@ pub trait Machine {
     #[zbus(allow_interactive_auth)]
     fn start(&self) -> zbus::Result<()>;
 
+    /// Freeze every process of the machine (unified cgroup hierarchy only).
+    #[zbus(allow_interactive_auth)]
+    fn freeze(&self) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn thaw(&self) -> zbus::Result<()>;
+
     #[zbus(allow_interactive_auth)]
     fn stop(&self) -> zbus::Result<()>;
 

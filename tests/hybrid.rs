@@ -300,6 +300,8 @@ fn bad_input_is_refused_and_leaves_nothing() {
     fails(&["berthctl", "start", "x"], "already running");
     fails(&["berthctl", "remove", "x"], "running");
     fails(&["berthctl", "exec", "x", "--", ""], "no command");
+    fails(&["berthctl", "freeze", "x"], "unified cgroup hierarchy");
+    fails(&["berthctl", "thaw", "x"], "only a frozen machine");
     let out = host.runw(
         "busctl call org.berth.Berth1 /org/berth/Berth1/machine/x org.berth.Berth1.Machine \
          Kill si everyone 15",

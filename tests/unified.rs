@@ -46,6 +46,29 @@ fn limits_map_to_unified_properties() {
     let procs = host.okw("cat /sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.procs");
     assert_eq!(procs.lines().count(), 1, "only PID 1 is left: {procs}");
 
+    // Freezing goes through systemd's FreezeUnit and shows in the scope's cgroup.
+    host.okw("berthctl freeze box");
+    let frozen = host.okw("systemctl show machine-box.scope -p FreezerState");
+    assert_eq!(frozen.trim(), "FreezerState=frozen");
+    assert_eq!(
+        host.read("/sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.freeze")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    assert!(host.okw("berthctl list").contains("frozen"));
+    let out = host.runw("berthctl exec box -- true");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("frozen"),
+        "{out:?}"
+    );
+    host.okw("berthctl thaw box");
+    let thawed = host.okw("systemctl show machine-box.scope -p FreezerState");
+    assert_eq!(thawed.trim(), "FreezerState=running");
+    assert_eq!(host.okw("berthctl exec box -- echo alive").trim(), "alive");
+    // A frozen machine still stops: berth thaws it so init can act on its halt signal.
+    host.okw("berthctl freeze box");
+
     host.okw("berthctl set box --cpu-weight 50");
     let show = host.okw("systemctl show machine-box.scope -p CPUWeight");
     assert_eq!(show.trim(), "CPUWeight=50");

@@ -37,6 +37,10 @@ pub enum Command {
     Stop(NameArg),
     /// Stop a machine and start it again
     Restart(NameArg),
+    /// Freeze all processes of a running machine (needs the unified cgroup hierarchy)
+    Freeze(NameArg),
+    /// Thaw a frozen machine
+    Thaw(NameArg),
     /// Send a signal to a machine's processes
     Kill(KillArgs),
     /// Remove a stopped machine and its root filesystem

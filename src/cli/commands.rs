@@ -91,6 +91,16 @@ impl Session {
         Ok(0)
     }
 
+    pub async fn freeze(&self, name: &str, freeze: bool) -> Result<i32, CliError> {
+        let machine = self.machine(name).await?;
+        if freeze {
+            machine.freeze().await?;
+        } else {
+            machine.thaw().await?;
+        }
+        Ok(0)
+    }
+
     pub async fn restart(&self, name: &str) -> Result<i32, CliError> {
         self.machine(name).await?.restart().await?;
         Ok(0)

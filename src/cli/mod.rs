@@ -64,6 +64,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Start(m) => session.start(&m.name).await,
             Command::Stop(m) => session.stop(&m.name).await,
             Command::Restart(m) => session.restart(&m.name).await,
+            Command::Freeze(m) => session.freeze(&m.name, true).await,
+            Command::Thaw(m) => session.freeze(&m.name, false).await,
             Command::Kill(args) => session.kill(args).await,
             Command::Remove(args) => session.remove(args).await,
             Command::List(_) => session.list().await,

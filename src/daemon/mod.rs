@@ -456,6 +456,10 @@ impl Daemon {
                 run.state.as_str()
             )));
         }
+        if run.state == MachineState::Frozen {
+            // A frozen init cannot act on its halt signal.
+            self.systemd.freeze(&m.unit, false).await?;
+        }
         let cfg = m.config();
         let mut ended = m.ended.subscribe();
         m.set_run(Run {
@@ -506,6 +510,38 @@ impl Daemon {
             Ok(t) if cfg.command.is_empty() => t.halt_signal,
             _ => libc::SIGTERM,
         }
+    }
+
+    /// Freezes (or thaws) every process of the machine through systemd.
+    pub async fn freeze(self: &Arc<Self>, name: &str, freeze: bool) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        let (from, to) = if freeze {
+            (MachineState::Running, MachineState::Frozen)
+        } else {
+            (MachineState::Frozen, MachineState::Running)
+        };
+        let run = m.run();
+        if run.state != from {
+            return Err(BerthError::InvalidState(format!(
+                "machine {name} is {}; only a {} machine can be {}",
+                run.state.as_str(),
+                from.as_str(),
+                if freeze { "frozen" } else { "thawed" }
+            )));
+        }
+        if self.host.cgroup_mode != CgroupMode::Unified {
+            return Err(BerthError::NotSupported(format!(
+                "freezing needs the unified cgroup hierarchy (cgroup v2); this host runs {}, \
+                 where systemd cannot freeze units",
+                self.host.cgroup_mode.as_str()
+            )));
+        }
+        self.systemd.freeze(&m.unit, freeze).await?;
+        m.set_run(Run { state: to, ..run });
+        self.emit_state(&m);
+        info!("machine {name}: {}", to.as_str());
+        Ok(())
     }
 
     pub async fn restart(self: &Arc<Self>, name: &str) -> Result<()> {

@@ -105,6 +105,24 @@ impl MachineIface {
         self.daemon.restart(&self.name).await
     }
 
+    async fn freeze(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "freezing a machine").await?;
+        self.daemon.freeze(&self.name, true).await
+    }
+
+    async fn thaw(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "thawing a machine").await?;
+        self.daemon.freeze(&self.name, false).await
+    }
+
     async fn kill(
         &self,
         #[zbus(connection)] conn: &Connection,
@@ -271,6 +289,16 @@ impl MachineIface {
     #[zbus(property(emits_changed_signal = "false"))]
     async fn tasks_current(&self) -> u64 {
         self.figures().await.tasks_current
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "IOReadBytes")]
+    async fn io_read_bytes(&self) -> u64 {
+        self.figures().await.io_read_bytes
+    }
+
+    #[zbus(property(emits_changed_signal = "false"), name = "IOWriteBytes")]
+    async fn io_write_bytes(&self) -> u64 {
+        self.figures().await.io_write_bytes
     }
 }
 

@@ -29,6 +29,8 @@ pub struct ScopeFigures {
     pub cpu_usage_nsec: u64,
     pub memory_current: u64,
     pub tasks_current: u64,
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
 }
 
 impl ScopeFigures {
@@ -36,6 +38,8 @@ impl ScopeFigures {
         cpu_usage_nsec: u64::MAX,
         memory_current: u64::MAX,
         tasks_current: u64::MAX,
+        io_read_bytes: u64::MAX,
+        io_write_bytes: u64::MAX,
     };
 }
 
@@ -152,6 +156,23 @@ impl Systemd {
             })
     }
 
+    /// FreezeUnit/ThawUnit: systemd answers once the cgroup is (un)frozen. Only the
+    /// unified hierarchy can freeze; callers check the host first for a clear message.
+    pub async fn freeze(&self, unit: &str, freeze: bool) -> Result<()> {
+        let result = if freeze {
+            self.manager().freeze_unit(unit.to_string()).await
+        } else {
+            self.manager().thaw_unit(unit.to_string()).await
+        };
+        result.map_err(|e| {
+            BerthError::Failed(format!(
+                "systemd could not {} {unit}: {}",
+                if freeze { "freeze" } else { "thaw" },
+                dbus_message(&e)
+            ))
+        })
+    }
+
     pub async fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<()> {
         self.manager()
             .kill_unit(unit.to_string(), whom.to_string(), signal)
@@ -225,6 +246,8 @@ impl Systemd {
             cpu_usage_nsec: scope.cpu_usage_n_sec().await.unwrap_or(u64::MAX),
             memory_current: scope.memory_current().await.unwrap_or(u64::MAX),
             tasks_current: scope.tasks_current().await.unwrap_or(u64::MAX),
+            io_read_bytes: scope.io_read_bytes().await.unwrap_or(u64::MAX),
+            io_write_bytes: scope.io_write_bytes().await.unwrap_or(u64::MAX),
         }
     }
 
