@@ -44,6 +44,16 @@ fn machine_lifecycle() {
     assert_eq!(scope_file(&host, "pids", "pids.max"), "32");
     assert_eq!(scope_file(&host, "cpu", "cpu.cfs_quota_us"), "25000");
     assert_eq!(scope_file(&host, "cpu", "cpu.cfs_period_us"), "100000");
+    // systemd writes the weight to blkio.weight, or with BFQ to blkio.bfq.weight on
+    // BFQ's own scale (300 becomes 118 there); either way not the default 100/500.
+    let blkio = host.path("/sys/fs/cgroup/blkio/machine.slice/machine-box.scope");
+    if let Some(f) = ["blkio.bfq.weight", "blkio.weight"]
+        .into_iter()
+        .find(|f| blkio.join(f).exists())
+    {
+        let weight = scope_file(&host, "blkio", f);
+        assert!(weight != "100" && weight != "500", "{f} = {weight}");
+    }
     let show = host.okw(
         "systemctl show machine-box.scope -p Slice -p ActiveState -p BlockIOWeight \
          -p MemoryAccounting -p TasksAccounting -p CPUAccounting",
@@ -51,7 +61,6 @@ fn machine_lifecycle() {
     for want in [
         "Slice=machine.slice",
         "ActiveState=active",
-        // This kernel has no blkio weight file; systemd still records the property.
         "BlockIOWeight=300",
         "MemoryAccounting=yes",
         "TasksAccounting=yes",
@@ -453,6 +462,27 @@ fn dbus_api_matches_the_contract() {
         "busctl call org.berth.Berth1 {} org.berth.Berth1.Machine Remove",
         machine.0
     ));
+
+    // Names with dashes get systemd's unit escaping and bus label escaping.
+    host.okw("berthctl create my-box --template busybox");
+    host.okw("berthctl start my-box");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status my-box")).unwrap();
+    assert_eq!(status["unit"], "machine-my\\x2dbox.scope");
+    assert_eq!(
+        host.ok(&["systemctl", "is-active", "machine-my\\x2dbox.scope"])
+            .trim(),
+        "active"
+    );
+    assert_eq!(
+        get("/org/berth/Berth1/machine/my_2dbox", machine.1, "Name"),
+        "s \"my-box\""
+    );
+    assert_eq!(
+        host.okw("berthctl exec my-box -- hostname").trim(),
+        "my-box"
+    );
+    host.okw("berthctl remove --force my-box");
 
     // A PID 1 that ignores the halt signal (sleep has no handler, and PID 1 of a
     // namespace only gets handled signals) is killed once StopTimeoutUSec has passed.
