@@ -74,6 +74,9 @@ pub trait Machine {
     fn thaw(&self) -> zbus::Result<()>;
 
     #[zbus(allow_interactive_auth)]
+    fn set_autostart(&self, enabled: bool) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
     fn stop(&self) -> zbus::Result<()>;
 
     #[zbus(allow_interactive_auth)]

@@ -499,3 +499,45 @@ fn dbus_api_matches_the_contract() {
     host.okw("berthctl remove stubborn");
     assert_no_leftovers(&host);
 }
+
+#[test]
+fn autostart_starts_machines_once_per_boot() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "autostart") else {
+        return;
+    };
+    host.okw("berthctl create auto --template busybox --autostart");
+    host.okw("berthctl create manual --template busybox");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status auto")).unwrap();
+    assert_eq!(status["autostart"], true);
+
+    // A restart of berthd is not a boot: machines stay as they were.
+    host.okw("systemctl restart berthd");
+    assert_eq!(list_json(&host)[0]["state"], "stopped");
+
+    // A boot empties /run, and with it berth's marker.
+    host.okw("rm /run/berth/autostart-done");
+    host.okw("systemctl restart berthd");
+    wait_for_state(&host, "auto", "running");
+    let json = list_json(&host);
+    let manual = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "manual");
+    assert_eq!(manual.unwrap()["state"], "stopped");
+
+    host.okw("berthctl disable auto");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status auto")).unwrap();
+    assert_eq!(status["autostart"], false);
+    host.okw("berthctl enable manual");
+    let config = host
+        .read("/var/lib/berth/machines/manual/config.toml")
+        .unwrap();
+    assert!(config.contains("autostart = true"), "{config}");
+
+    host.okw("berthctl remove --force auto");
+    host.okw("berthctl remove manual");
+    assert_no_leftovers(&host);
+}

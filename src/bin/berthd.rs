@@ -79,9 +79,10 @@ async fn run(paths: Paths) -> Result<(), String> {
         .await
         .map_err(|e| format!("{e:?}"))?;
     tokio::spawn(berth::dbus::pump_events(conn.clone(), rx));
-    berth::dbus::serve(&conn, daemon)
+    berth::dbus::serve(&conn, daemon.clone())
         .await
         .map_err(|e| format!("{e:?}"))?;
+    daemon.autostart_once_per_boot();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!("berthd ready on {}", berth::dbus::BUS_NAME);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -41,6 +41,10 @@ pub enum Command {
     Freeze(NameArg),
     /// Thaw a frozen machine
     Thaw(NameArg),
+    /// Start a machine whenever the host boots (berthd.service must be enabled)
+    Enable(NameArg),
+    /// Stop starting a machine at boot
+    Disable(NameArg),
     /// Send a signal to a machine's processes
     Kill(KillArgs),
     /// Remove a stopped machine and its root filesystem
@@ -123,6 +127,10 @@ pub struct CreateArgs {
     /// Environment variable for the machine's init (repeatable)
     #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<KeyValue>,
+
+    /// Start the machine whenever the host boots (see `berthctl enable`)
+    #[arg(long)]
+    pub autostart: bool,
 
     #[command(flatten)]
     pub json: JsonArg,

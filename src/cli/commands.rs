@@ -101,6 +101,11 @@ impl Session {
         Ok(0)
     }
 
+    pub async fn autostart(&self, name: &str, enabled: bool) -> Result<i32, CliError> {
+        self.machine(name).await?.set_autostart(enabled).await?;
+        Ok(0)
+    }
+
     pub async fn restart(&self, name: &str) -> Result<i32, CliError> {
         self.machine(name).await?.restart().await?;
         Ok(0)

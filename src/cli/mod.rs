@@ -66,6 +66,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Restart(m) => session.restart(&m.name).await,
             Command::Freeze(m) => session.freeze(&m.name, true).await,
             Command::Thaw(m) => session.freeze(&m.name, false).await,
+            Command::Enable(m) => session.autostart(&m.name, true).await,
+            Command::Disable(m) => session.autostart(&m.name, false).await,
             Command::Kill(args) => session.kill(args).await,
             Command::Remove(args) => session.remove(args).await,
             Command::List(_) => session.list().await,

@@ -182,6 +182,9 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
         let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
         options.insert("Environment", Value::from(env));
     }
+    if args.autostart {
+        options.insert("Autostart", Value::Bool(true));
+    }
     for (key, value) in limit_pairs(&args.limits)? {
         if options.contains_key(key) {
             return Err(CliError::Usage(format!(

@@ -38,6 +38,7 @@ pub enum Event {
         leader: u32,
     },
     LimitsChanged(String),
+    AutostartChanged(String),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -633,6 +634,43 @@ impl Daemon {
         m.set_config(cfg);
         self.emit(Event::LimitsChanged(name.to_string()));
         Ok(())
+    }
+
+    pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        let mut cfg = m.config();
+        cfg.autostart = enabled;
+        store::save_config(&m.dir, &cfg)
+            .map_err(|e| BerthError::failed(format!("cannot save the settings of {name}"), e))?;
+        m.set_config(cfg);
+        self.emit(Event::AutostartChanged(name.to_string()));
+        Ok(())
+    }
+
+    /// Starts the machines marked autostart, once per boot of the host: the marker lives
+    /// in /run, so a restart of berthd leaves machines stopped by hand alone.
+    pub fn autostart_once_per_boot(self: &Arc<Self>) {
+        let marker = self.paths.runtime_dir.join("autostart-done");
+        if marker.exists() {
+            return;
+        }
+        if let Err(e) = std::fs::write(&marker, b"") {
+            warn!("cannot write {}: {e}; not autostarting", marker.display());
+            return;
+        }
+        for m in self.machines() {
+            if !m.config().autostart || m.state().is_active() {
+                continue;
+            }
+            let daemon = self.clone();
+            tokio::spawn(async move {
+                info!("machine {}: autostart", m.name);
+                if let Err(e) = daemon.start(&m.name).await {
+                    warn!("machine {}: autostart failed: {e:?}", m.name);
+                }
+            });
+        }
     }
 
     /// Runs argv inside the machine with the caller's stdio; returns its exit status.

@@ -70,6 +70,11 @@ pub async fn emit_limits(conn: &Connection, name: &str) -> zbus::Result<()> {
     r.get().await.limits_changed(r.signal_emitter()).await
 }
 
+pub async fn emit_autostart(conn: &Connection, name: &str) -> zbus::Result<()> {
+    let r = iface_ref(conn, name).await?;
+    r.get().await.autostart_changed(r.signal_emitter()).await
+}
+
 impl MachineIface {
     fn config(&self) -> Option<crate::store::MachineConfig> {
         self.daemon.machine(&self.name).ok().map(|m| m.config())
@@ -164,6 +169,17 @@ impl MachineIface {
         require_root(conn, &hdr, "changing a machine's limits").await?;
         let changes = options::limits(limits)?;
         self.daemon.set_limits(&self.name, changes).await
+    }
+
+    /// Start the machine when berthd starts after a boot of the host.
+    async fn set_autostart(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        enabled: bool,
+    ) -> Result<()> {
+        require_root(conn, &hdr, "changing a machine's autostart").await?;
+        self.daemon.set_autostart(&self.name, enabled).await
     }
 
     // The D-Bus signature fixes the argument list.

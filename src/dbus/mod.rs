@@ -52,6 +52,7 @@ pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>)
                 leader,
             } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
+            Event::AutostartChanged(name) => machine::emit_autostart(&conn, name).await,
         };
         if let Err(e) = result {
             // The object may be gone already (removed machine); nothing to tell then.

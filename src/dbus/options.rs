@@ -35,14 +35,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.environment = env;
             }
-            "Autostart" => {
-                if boolean(&key, v)? {
-                    return Err(BerthError::NotSupported(
-                        "Autostart is not supported yet; start the machine with berthctl start"
-                            .into(),
-                    ));
-                }
-            }
+            "Autostart" => out.autostart = boolean(&key, v)?,
             "Ephemeral" => {
                 if boolean(&key, v)? {
                     return Err(BerthError::NotSupported(
