@@ -139,6 +139,12 @@ fn machine_lifecycle() {
     ]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "err");
+    let out = host.sh("echo hello | berthctl exec box --env FOO=bar -- sh -c 'cat; echo $FOO'");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello\nbar\n",
+        "{out:?}"
+    );
     let out = host.runw("berthctl exec box -- no-such-command");
     assert_eq!(out.status.code(), Some(127));
     // The exec'd command counts against the machine's limits.
