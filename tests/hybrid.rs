@@ -128,15 +128,7 @@ fn machine_lifecycle() {
         cgroup.lines().any(|l| l.ends_with(":/")),
         "cgroup namespace: {cgroup}"
     );
-    let out = host.run(&[
-        "berthctl",
-        "exec",
-        "box",
-        "--",
-        "sh",
-        "-c",
-        "echo err >&2; exit 7",
-    ]);
+    let out = host.sh("berthctl exec box -- sh -c 'echo err >&2; exit 7'");
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "err");
     let out = host.sh("echo hello | berthctl exec box --env FOO=bar -- sh -c 'cat; echo $FOO'");
@@ -148,15 +140,7 @@ fn machine_lifecycle() {
     let out = host.runw("berthctl exec box -- no-such-command");
     assert_eq!(out.status.code(), Some(127));
     // The exec'd command counts against the machine's limits.
-    let out = host.run(&[
-        "berthctl",
-        "exec",
-        "box",
-        "--",
-        "sh",
-        "-c",
-        "for i in $(seq 40); do sleep 1 & done; wait",
-    ]);
+    let out = host.sh("berthctl exec box -- sh -c 'for i in $(seq 40); do sleep 1 & done; wait'");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("can't fork"),
