@@ -1,6 +1,6 @@
 //! What a frontend relies on, seen from a D-Bus client outside the host (berth's own
-//! proxies): MachineNew/MachineRemoved, ObjectManager, and a PropertiesChanged for every
-//! State change.
+//! proxies): MachineNew/MachineRemoved, ObjectManager, a PropertiesChanged for every
+//! State change, and the org.berth.Berth1.Error name of each kind of refusal.
 
 mod common;
 
@@ -93,6 +93,73 @@ fn state_changes_and_lifecycle_are_signalled() {
         }
         assert_eq!(seen, ["stopping", "stopped"]);
         assert_eq!(machine.leader().await.unwrap(), 0);
+
+        // Every refusal carries its org.berth.Berth1.Error name.
+        let error_name = |r: zbus::Result<zbus::zvariant::OwnedObjectPath>| match r {
+            Err(zbus::Error::MethodError(name, Some(msg), _)) => {
+                assert!(!msg.is_empty());
+                name.as_str().to_string()
+            }
+            other => panic!("expected a D-Bus error, got {other:?}"),
+        };
+        let opts = |k: &'static str, v: zbus::zvariant::Value<'static>| HashMap::from([(k, v)]);
+        let cases = [
+            ("a..b", "busybox", HashMap::new(), "InvalidName"),
+            ("ok", "nope", HashMap::new(), "NoSuchTemplate"),
+            ("sig", "busybox", HashMap::new(), "AlreadyExists"),
+            (
+                "ok",
+                "busybox",
+                opts("MemoryMax", "64Q".into()),
+                "InvalidArgument",
+            ),
+            (
+                "ok",
+                "busybox",
+                opts("TasksMax", 0u64.into()),
+                "InvalidArgument",
+            ),
+            (
+                "ok",
+                "busybox",
+                opts("CPUShares", (-5i64).into()),
+                "InvalidArgument",
+            ),
+            (
+                "ok",
+                "busybox",
+                opts("AllowedCPUs", "0".into()),
+                "NotSupported",
+            ),
+            (
+                "ok",
+                "busybox",
+                opts("Bogus", true.into()),
+                "InvalidArgument",
+            ),
+        ];
+        for (name, template, options, want) in cases {
+            let got = error_name(manager.create_machine(name, template, options).await);
+            assert_eq!(
+                got,
+                format!("org.berth.Berth1.Error.{want}"),
+                "{name} {template}"
+            );
+        }
+        machine.start().await.unwrap();
+        match machine.start().await {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_eq!(name.as_str(), "org.berth.Berth1.Error.InvalidState")
+            }
+            other => panic!("{other:?}"),
+        }
+        machine.stop().await.unwrap();
+        let listed = manager.list_machines().await.unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "refused creations left nothing: {listed:?}"
+        );
 
         let mut removed = manager.receive_machine_removed().await.unwrap();
         machine.remove().await.expect("Remove");
