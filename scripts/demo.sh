@@ -34,6 +34,8 @@ demo() {
     "${in[@]}" berthctl exec demo -- sh -c 'hostname; ps; cat /proc/1/cgroup'
     say systemctl status machine-demo.scope
     "${in[@]}" systemctl status machine-demo.scope --no-pager || true
+    say machinectl list
+    "${in[@]}" machinectl list --no-pager || true
     say busctl call org.berth.Berth1 /org/berth/Berth1/Manager org.berth.Berth1.Manager ListMachines
     "${in[@]}" busctl call org.berth.Berth1 /org/berth/Berth1/Manager org.berth.Berth1.Manager ListMachines
 }
