@@ -495,6 +495,16 @@ fn autostart_starts_machines_once_per_boot() {
     let Some(host) = boot_with_berth(CgroupMode::Hybrid, "autostart") else {
         return;
     };
+    // Concurrent creations on a fresh host share the one template build.
+    let out = host.sh(
+        "pids=; for i in 1 2 3 4; do berthctl create c$i --template busybox & pids=\"$pids $!\"; done; \
+         rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc",
+    );
+    assert!(out.status.success(), "{out:?}");
+    for i in 1..=4 {
+        host.okw(&format!("berthctl remove c{i}"));
+    }
+
     host.okw("berthctl create auto --template busybox --autostart");
     host.okw("berthctl create manual --template busybox");
     let status: serde_json::Value =

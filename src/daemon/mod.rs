@@ -69,6 +69,9 @@ pub struct Daemon {
     machines: Mutex<BTreeMap<String, Arc<Machine>>>,
     /// Names whose creation is under way, so two CreateMachine calls can't race.
     reserved: Mutex<HashSet<String>>,
+    /// One template build at a time: concurrent creations wait for the first build
+    /// instead of racing it in the same staging directory.
+    template_builds: tokio::sync::Mutex<()>,
     events: UnboundedSender<Event>,
 }
 
@@ -104,6 +107,7 @@ impl Daemon {
             },
             machines: Mutex::new(BTreeMap::new()),
             reserved: Mutex::new(HashSet::new()),
+            template_builds: tokio::sync::Mutex::new(()),
             events,
         });
         daemon.load().await;
@@ -227,10 +231,12 @@ impl Daemon {
         }
         let _reservation = self.reserve(name)?;
         let templates_dir = self.paths.templates_dir();
-        let template_rootfs =
+        let template_rootfs = {
+            let _build = self.template_builds.lock().await;
             tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
                 .await
-                .map_err(|e| BerthError::failed("template build crashed", e))??;
+                .map_err(|e| BerthError::failed("template build crashed", e))??
+        };
 
         let config = MachineConfig {
             name: name.to_string(),

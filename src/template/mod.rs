@@ -57,7 +57,12 @@ pub fn ensure(templates_dir: &Path, name: &str) -> Result<PathBuf> {
     })();
     if let Err(e) = built {
         let _ = crate::rootfs::remove_tree(&staging);
-        return Err(e);
+        return Err(match e {
+            BerthError::Failed(m) => {
+                BerthError::Failed(format!("cannot build template {}: {m}", info.name))
+            }
+            other => other,
+        });
     }
     Ok(rootfs)
 }
