@@ -103,7 +103,8 @@ pub fn list_machine_dirs(machines_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Leftovers of creations or removals that a crash interrupted.
+/// Leftovers (dot-entries) of creations, removals or template builds that a crash
+/// interrupted.
 pub fn list_leftovers(machines_dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(machines_dir)
         .into_iter()

@@ -152,7 +152,10 @@ impl Daemon {
     /// Loads every stored machine, clears leftovers of interrupted work and re-attaches
     /// to machines that kept running while berthd was away.
     async fn load(self: &Arc<Self>) {
-        for leftover in store::list_leftovers(&self.paths.machines_dir()) {
+        let leftovers = store::list_leftovers(&self.paths.machines_dir())
+            .into_iter()
+            .chain(store::list_leftovers(&self.paths.templates_dir()));
+        for leftover in leftovers {
             warn!(
                 "removing {}, left over from an interrupted operation",
                 leftover.display()
