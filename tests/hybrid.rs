@@ -511,8 +511,28 @@ fn autostart_starts_machines_once_per_boot() {
         serde_json::from_str(&host.okw("berthctl --json status auto")).unwrap();
     assert_eq!(status["autostart"], true);
 
+    // What a crash mid-create or mid-build would leave is cleared when berthd starts.
+    host.okw(
+        "mkdir -p /var/lib/berth/machines/.ghost.create-1/rootfs \
+         /var/lib/berth/templates/.busybox.build-1/rootfs",
+    );
+
     // A restart of berthd is not a boot: machines stay as they were.
     host.okw("systemctl restart berthd");
+    assert!(
+        !host
+            .path("/var/lib/berth/machines/.ghost.create-1")
+            .exists()
+    );
+    assert!(
+        !host
+            .path("/var/lib/berth/templates/.busybox.build-1")
+            .exists()
+    );
+    assert!(
+        host.path("/var/lib/berth/templates/busybox/rootfs/bin/busybox")
+            .exists()
+    );
     assert_eq!(list_json(&host)[0]["state"], "stopped");
 
     // A boot empties /run, and with it berth's marker.
