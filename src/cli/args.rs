@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a machine from a template (it is left stopped)
     #[command(after_help = "Examples:\n  \
-        berthctl create web --template debian --memory 512M --cpu-shares 256\n  \
+        berthctl create web --template busybox --memory 512M --cpu-shares 256\n  \
         berthctl create box -t busybox --hostname box -- /bin/sh -c 'exec sleep infinity'")]
     Create(CreateArgs),
     /// Start a machine
