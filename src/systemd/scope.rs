@@ -272,10 +272,7 @@ fn is_no_such_unit(e: &zbus::Error) -> bool {
 /// The human part of a D-Bus error, without the error name.
 pub fn dbus_message(e: &zbus::Error) -> String {
     match e {
-        zbus::Error::MethodError(name, Some(msg), _) if !msg.is_empty() => {
-            let _ = name;
-            msg.clone()
-        }
+        zbus::Error::MethodError(_, Some(msg), _) if !msg.is_empty() => msg.clone(),
         other => other.to_string(),
     }
 }
