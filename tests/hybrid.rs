@@ -561,3 +561,48 @@ fn autostart_starts_machines_once_per_boot() {
     host.okw("berthctl remove manual");
     assert_no_leftovers(&host);
 }
+
+#[test]
+fn ephemeral_machines_go_away_when_they_stop() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "ephemeral") else {
+        return;
+    };
+    let gone = |name: &str| {
+        eventually(|| {
+            !host.okw("berthctl list").contains(name)
+                && !host
+                    .path(&format!("/var/lib/berth/machines/{name}"))
+                    .exists()
+        })
+    };
+    host.okw("berthctl create eph --template busybox --ephemeral");
+    host.okw("berthctl start eph");
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status eph")).unwrap();
+    assert_eq!(status["ephemeral"], true);
+    let out = host.runw("berthctl restart eph");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ephemeral"),
+        "{out:?}"
+    );
+    host.okw("berthctl stop eph");
+    assert!(gone("eph"), "stopped ephemeral machine still there");
+
+    // One whose PID 1 just exits goes away by itself.
+    host.okw("berthctl create once --template busybox --ephemeral -- /bin/true");
+    host.okw("berthctl start once");
+    assert!(gone("once"), "exited ephemeral machine still there");
+
+    // A kept machine with the same name can come right after.
+    host.okw("berthctl create eph --template busybox");
+    host.okw("berthctl start eph");
+    host.okw("berthctl stop eph");
+    assert!(host.okw("berthctl list").contains("eph"));
+    let path = host.okw(
+        "busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/eph \
+         org.berth.Berth1.Machine Name",
+    );
+    assert_eq!(path.trim(), "s \"eph\"");
+    host.okw("berthctl remove eph");
+    assert_no_leftovers(&host);
+}

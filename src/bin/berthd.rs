@@ -78,7 +78,7 @@ async fn run(paths: Paths) -> Result<(), String> {
     let daemon = Daemon::new(paths, systemd, tx)
         .await
         .map_err(|e| format!("{e:?}"))?;
-    tokio::spawn(berth::dbus::pump_events(conn.clone(), rx));
+    tokio::spawn(berth::dbus::pump_events(conn.clone(), daemon.clone(), rx));
     berth::dbus::serve(&conn, daemon.clone())
         .await
         .map_err(|e| format!("{e:?}"))?;

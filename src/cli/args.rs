@@ -132,6 +132,10 @@ pub struct CreateArgs {
     #[arg(long)]
     pub autostart: bool,
 
+    /// Remove the machine, files and all, as soon as it stops
+    #[arg(long)]
+    pub ephemeral: bool,
+
     #[command(flatten)]
     pub json: JsonArg,
 

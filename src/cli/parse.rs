@@ -185,6 +185,9 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
     if args.autostart {
         options.insert("Autostart", Value::Bool(true));
     }
+    if args.ephemeral {
+        options.insert("Ephemeral", Value::Bool(true));
+    }
     for (key, value) in limit_pairs(&args.limits)? {
         if options.contains_key(key) {
             return Err(CliError::Usage(format!(

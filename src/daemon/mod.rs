@@ -39,6 +39,8 @@ pub enum Event {
     },
     LimitsChanged(String),
     AutostartChanged(String),
+    /// The daemon removed a machine on its own (an ephemeral one that stopped).
+    Removed(String),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -177,12 +179,20 @@ impl Daemon {
                     continue;
                 }
             };
+            let ephemeral = config.ephemeral;
             let m = Arc::new(Machine::new(dir, config));
             self.machines
                 .lock()
                 .expect("machines lock")
                 .insert(m.name.clone(), m.clone());
             self.reattach(&m).await;
+            // It stopped while berthd was away (or the host rebooted): its end is due.
+            if ephemeral && !m.state().is_active() {
+                info!("machine {}: ephemeral and stopped; removing it", m.name);
+                if let Err(e) = self.remove(&m.name, false).await {
+                    warn!("machine {}: cannot remove ephemeral machine: {e:?}", m.name);
+                }
+            }
         }
     }
 
@@ -400,6 +410,15 @@ impl Daemon {
                 e,
             ));
         }
+        // Registered while PID 1 still waits in its scope: were it to exit at once,
+        // machined would otherwise keep a machine whose scope is already gone.
+        crate::systemd::machined::register(
+            self.systemd.connection(),
+            &m.name,
+            pid,
+            &m.rootfs().to_string_lossy(),
+        )
+        .await;
         if let Err(e) = pending.go().await {
             store::remove_runtime(&rt_dir, &m.name);
             let _ = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await;
@@ -412,13 +431,6 @@ impl Daemon {
                 }
             )));
         }
-        crate::systemd::machined::register(
-            self.systemd.connection(),
-            &m.name,
-            pid,
-            &m.rootfs().to_string_lossy(),
-        )
-        .await;
         Ok((pid, pidfd))
     }
 
@@ -448,7 +460,20 @@ impl Daemon {
             info!("machine {}: stopped", m.name);
             daemon.emit_state(&m);
             m.ended.send_modify(|n| *n += 1);
+            if m.config().ephemeral {
+                daemon.remove_ephemeral(&m.name).await;
+            }
         });
+    }
+
+    /// An ephemeral machine goes away when it stops. This waits for whoever stopped it to
+    /// let go of the machine; if it was started again meanwhile, it stays.
+    async fn remove_ephemeral(self: &Arc<Self>, name: &str) {
+        match self.remove(name, false).await {
+            Ok(()) => self.emit(Event::Removed(name.to_string())),
+            Err(BerthError::NoSuchMachine(_)) => {}
+            Err(e) => info!("machine {name}: ephemeral machine kept: {e:?}"),
+        }
     }
 
     pub async fn stop(self: &Arc<Self>, name: &str) -> Result<()> {
@@ -556,6 +581,11 @@ impl Daemon {
 
     pub async fn restart(self: &Arc<Self>, name: &str) -> Result<()> {
         let m = self.machine(name)?;
+        if m.config().ephemeral && m.state().is_active() {
+            return Err(BerthError::InvalidState(format!(
+                "machine {name} is ephemeral: stopping it removes it, so it cannot be restarted"
+            )));
+        }
         {
             let _op = m.op.lock().await;
             if m.state().is_active() {

@@ -21,6 +21,16 @@ pub struct MachineIface {
     name: String,
 }
 
+/// Drops the machine's object (InterfacesRemoved) and says MachineRemoved.
+pub async fn unregister(conn: &Connection, name: &str) -> zbus::Result<()> {
+    let path = machine_path(name);
+    conn.object_server()
+        .remove::<MachineIface, _>(&path)
+        .await?;
+    let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
+    ManagerIface::machine_removed(&emitter, name, &path.as_ref()).await
+}
+
 pub async fn register(conn: &Connection, daemon: &Arc<Daemon>, name: &str) -> Result<()> {
     conn.object_server()
         .at(
@@ -338,12 +348,7 @@ impl MachineIface {
 
     async fn remove_machine(&self, conn: &Connection, force: bool) -> Result<()> {
         self.daemon.remove(&self.name, force).await?;
-        let path = machine_path(&self.name);
-        conn.object_server()
-            .remove::<MachineIface, _>(&path)
-            .await?;
-        let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
-        ManagerIface::machine_removed(&emitter, &self.name, &path.as_ref()).await?;
+        unregister(conn, &self.name).await?;
         Ok(())
     }
 }

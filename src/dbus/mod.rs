@@ -43,7 +43,11 @@ pub async fn serve(conn: &Connection, daemon: Arc<Daemon>) -> Result<()> {
 }
 
 /// Forwards daemon events as property changes until the daemon goes away.
-pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>) {
+pub async fn pump_events(
+    conn: Connection,
+    daemon: Arc<Daemon>,
+    mut events: UnboundedReceiver<Event>,
+) {
     while let Some(event) = events.recv().await {
         let result = match &event {
             Event::StateChanged {
@@ -53,6 +57,11 @@ pub async fn pump_events(conn: Connection, mut events: UnboundedReceiver<Event>)
             } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
             Event::AutostartChanged(name) => machine::emit_autostart(&conn, name).await,
+            // Unless a new machine of that name exists already and owns the path now.
+            Event::Removed(name) if daemon.machine(name).is_err() => {
+                machine::unregister(&conn, name).await
+            }
+            Event::Removed(_) => Ok(()),
         };
         if let Err(e) = result {
             // The object may be gone already (removed machine); nothing to tell then.

@@ -36,13 +36,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 out.environment = env;
             }
             "Autostart" => out.autostart = boolean(&key, v)?,
-            "Ephemeral" => {
-                if boolean(&key, v)? {
-                    return Err(BerthError::NotSupported(
-                        "Ephemeral machines are not supported yet".into(),
-                    ));
-                }
-            }
+            "Ephemeral" => out.ephemeral = boolean(&key, v)?,
             "HaltSignal" => {
                 let s = unsigned(&key, v)?;
                 if s == 0 || s > libc::SIGRTMAX() as u64 {
