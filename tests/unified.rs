@@ -43,6 +43,10 @@ fn limits_map_to_unified_properties() {
         cgroup.lines().any(|l| l == "0::/"),
         "exec joins the machine's cgroup namespace: {cgroup}"
     );
+    // Live figures come from the scope; cgroup2 counts CPU time even with no controllers.
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status box")).unwrap();
+    assert!(status["cpu_usage_nsec"].as_u64().unwrap() > 0, "{status}");
     let procs = host.okw("cat /sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.procs");
     assert_eq!(procs.lines().count(), 1, "only PID 1 is left: {procs}");
 

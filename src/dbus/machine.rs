@@ -6,6 +6,7 @@ use crate::daemon::Daemon;
 use crate::daemon::machine::MachineState;
 use crate::error::Result;
 use crate::limits::RawValue;
+use crate::systemd::{Figure, UNKNOWN_FIGURE};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -304,27 +305,27 @@ impl MachineIface {
 
     #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
     async fn cpu_usage_nsec(&self) -> u64 {
-        self.figures().await.cpu_usage_nsec
+        self.figure(Figure::CpuUsageNSec).await
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
     async fn memory_current(&self) -> u64 {
-        self.figures().await.memory_current
+        self.figure(Figure::MemoryCurrent).await
     }
 
     #[zbus(property(emits_changed_signal = "false"))]
     async fn tasks_current(&self) -> u64 {
-        self.figures().await.tasks_current
+        self.figure(Figure::TasksCurrent).await
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "IOReadBytes")]
     async fn io_read_bytes(&self) -> u64 {
-        self.figures().await.io_read_bytes
+        self.figure(Figure::IoReadBytes).await
     }
 
     #[zbus(property(emits_changed_signal = "false"), name = "IOWriteBytes")]
     async fn io_write_bytes(&self) -> u64 {
-        self.figures().await.io_write_bytes
+        self.figure(Figure::IoWriteBytes).await
     }
 }
 
@@ -339,10 +340,10 @@ fn set_cloexec(fd: &OwnedFd) -> Result<()> {
 }
 
 impl MachineIface {
-    async fn figures(&self) -> crate::systemd::ScopeFigures {
+    async fn figure(&self, figure: Figure) -> u64 {
         match self.daemon.machine(&self.name) {
-            Ok(m) if m.state().is_active() => self.daemon.systemd.figures(&m.unit).await,
-            _ => crate::systemd::ScopeFigures::UNKNOWN,
+            Ok(m) if m.state().is_active() => self.daemon.systemd.figure(&m.unit, figure).await,
+            _ => UNKNOWN_FIGURE,
         }
     }
 

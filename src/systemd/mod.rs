@@ -8,7 +8,7 @@ use crate::error::{BerthError, Result};
 use zbus::Connection;
 use zbus_systemd::systemd1::ManagerProxy;
 
-pub use scope::{ScopeFigures, ScopeSpec};
+pub use scope::{Figure, ScopeSpec, UNKNOWN_FIGURE};
 
 /// A handle on PID 1's manager object.
 #[derive(Clone)]

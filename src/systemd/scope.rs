@@ -23,24 +23,17 @@ pub struct ScopeSpec<'a> {
     pub stop_timeout_usec: u64,
 }
 
-/// Live figures; u64::MAX where systemd does not know (as systemd itself reports).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScopeFigures {
-    pub cpu_usage_nsec: u64,
-    pub memory_current: u64,
-    pub tasks_current: u64,
-    pub io_read_bytes: u64,
-    pub io_write_bytes: u64,
-}
+/// What a live figure reads when systemd does not know it (as systemd itself reports).
+pub const UNKNOWN_FIGURE: u64 = u64::MAX;
 
-impl ScopeFigures {
-    pub const UNKNOWN: ScopeFigures = ScopeFigures {
-        cpu_usage_nsec: u64::MAX,
-        memory_current: u64::MAX,
-        tasks_current: u64::MAX,
-        io_read_bytes: u64::MAX,
-        io_write_bytes: u64::MAX,
-    };
+/// The accounting figures of a scope that berth passes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Figure {
+    CpuUsageNSec,
+    MemoryCurrent,
+    TasksCurrent,
+    IoReadBytes,
+    IoWriteBytes,
 }
 
 fn owned(v: Value<'_>) -> OwnedValue {
@@ -228,27 +221,25 @@ impl Systemd {
         Ok(())
     }
 
-    pub async fn figures(&self, unit: &str) -> ScopeFigures {
-        let Ok(path) = self.manager().get_unit(unit.to_string()).await else {
-            return ScopeFigures::UNKNOWN;
-        };
-        let scope = async {
-            zbus_systemd::systemd1::ScopeProxy::builder(self.connection())
+    /// One live figure of the scope. Each Machine property read asks systemd for its own
+    /// figure only, so a GetAll of the five figures reads five values, not twenty-five.
+    pub async fn figure(&self, unit: &str, figure: Figure) -> u64 {
+        let read = async {
+            let path = self.manager().get_unit(unit.to_string()).await?;
+            let scope = zbus_systemd::systemd1::ScopeProxy::builder(self.connection())
                 .path(path)?
                 .cache_properties(CacheProperties::No)
                 .build()
-                .await
+                .await?;
+            match figure {
+                Figure::CpuUsageNSec => scope.cpu_usage_n_sec().await,
+                Figure::MemoryCurrent => scope.memory_current().await,
+                Figure::TasksCurrent => scope.tasks_current().await,
+                Figure::IoReadBytes => scope.io_read_bytes().await,
+                Figure::IoWriteBytes => scope.io_write_bytes().await,
+            }
         };
-        let Ok(scope) = scope.await else {
-            return ScopeFigures::UNKNOWN;
-        };
-        ScopeFigures {
-            cpu_usage_nsec: scope.cpu_usage_n_sec().await.unwrap_or(u64::MAX),
-            memory_current: scope.memory_current().await.unwrap_or(u64::MAX),
-            tasks_current: scope.tasks_current().await.unwrap_or(u64::MAX),
-            io_read_bytes: scope.io_read_bytes().await.unwrap_or(u64::MAX),
-            io_write_bytes: scope.io_write_bytes().await.unwrap_or(u64::MAX),
-        }
+        read.await.unwrap_or(UNKNOWN_FIGURE)
     }
 
     pub async fn active_state(&self, unit: &str) -> Option<String> {
