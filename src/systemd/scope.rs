@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use std::time::Duration;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
-use zbus_systemd::systemd1::UnitProxy;
 
 /// How long systemd may take to run a scope job before berth gives up on it.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -240,18 +239,6 @@ impl Systemd {
             }
         };
         read.await.unwrap_or(UNKNOWN_FIGURE)
-    }
-
-    pub async fn active_state(&self, unit: &str) -> Option<String> {
-        let path = self.manager().get_unit(unit.to_string()).await.ok()?;
-        let proxy = UnitProxy::builder(self.connection())
-            .path(path)
-            .ok()?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .ok()?;
-        proxy.active_state().await.ok()
     }
 }
 
