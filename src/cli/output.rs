@@ -49,20 +49,7 @@ pub fn size_exact(bytes: u64) -> String {
     if bytes == u64::MAX {
         return "infinity".into();
     }
-    if bytes == 0 {
-        return "0".into();
-    }
-    let mut value = bytes;
-    let mut unit = 0;
-    while value % 1024 == 0 && unit < UNITS.len() - 1 {
-        value /= 1024;
-        unit += 1;
-    }
-    if unit == 0 {
-        value.to_string()
-    } else {
-        format!("{value}{}", UNITS[unit])
-    }
+    crate::limits::format_size(bytes)
 }
 
 /// A byte count rounded for reading ("12.3M", "512B").
@@ -433,6 +420,8 @@ mod tests {
         assert_eq!(size_exact(3 << 30), "3G");
         assert_eq!(size_exact(1 << 40), "1T");
         assert_eq!(size_exact(u64::MAX), "infinity");
+        // Never a unit berthd's parser lacks: P and E would not go back into --memory.
+        assert_eq!(size_exact(1 << 50), "1024T");
     }
 
     #[test]
