@@ -668,9 +668,7 @@ impl Daemon {
                 .set_limits(&m.unit, &cfg.limits, self.host.flavor)
                 .await?;
         }
-        store::save_config(&m.dir, &cfg)
-            .map_err(|e| BerthError::failed(format!("cannot save the limits of {name}"), e))?;
-        m.set_config(cfg);
+        commit_config(&m, cfg, "limits")?;
         self.emit(Event::LimitsChanged(name.to_string()));
         Ok(())
     }
@@ -680,9 +678,7 @@ impl Daemon {
         let _op = m.op.lock().await;
         let mut cfg = m.config();
         cfg.autostart = enabled;
-        store::save_config(&m.dir, &cfg)
-            .map_err(|e| BerthError::failed(format!("cannot save the settings of {name}"), e))?;
-        m.set_config(cfg);
+        commit_config(&m, cfg, "settings")?;
         self.emit(Event::AutostartChanged(name.to_string()));
         Ok(())
     }
@@ -773,6 +769,15 @@ impl std::os::fd::AsRawFd for RawPidFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.0.as_raw_fd()
     }
+}
+
+/// Writes `cfg` to disk first and only then makes it the machine's, so memory never
+/// holds a setting that a restart of berthd would lose.
+fn commit_config(m: &Machine, cfg: MachineConfig, what: &str) -> Result<()> {
+    store::save_config(&m.dir, &cfg)
+        .map_err(|e| BerthError::failed(format!("cannot save the {what} of {}", m.name), e))?;
+    m.set_config(cfg);
+    Ok(())
 }
 
 fn stop_timeout(cfg: &MachineConfig) -> Duration {
