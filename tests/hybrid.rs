@@ -332,9 +332,9 @@ fn bad_input_is_refused_and_leaves_nothing() {
     assert_no_leftovers(&host);
 }
 
-/// Polls `check` for up to five seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    for _ in 0..50 {
+/// Polls `check` every 100 ms for up to `tries` times.
+fn poll(tries: u32, check: impl Fn() -> bool) -> bool {
+    for _ in 0..tries {
         if check() {
             return true;
         }
@@ -343,21 +343,24 @@ fn eventually(check: impl Fn() -> bool) -> bool {
     false
 }
 
+/// Polls `check` for up to five seconds.
+fn eventually(check: impl Fn() -> bool) -> bool {
+    poll(50, check)
+}
+
+/// The machine's state as `berthctl list --json` tells it.
+fn state_of(host: &TestHost, name: &str) -> Option<String> {
+    list_json(host)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["state"].as_str().unwrap().to_string())
+}
+
 fn wait_for_state(host: &TestHost, name: &str, want: &str) {
-    for _ in 0..100 {
-        let json = list_json(host);
-        let state = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["name"] == name)
-            .map(|m| m["state"].as_str().unwrap().to_string());
-        if state.as_deref() == Some(want) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!(
+    assert!(
+        poll(100, || state_of(host, name).as_deref() == Some(want)),
         "machine {name} never became {want}: {}",
         host.okw("berthctl list")
     );
@@ -539,13 +542,7 @@ fn autostart_starts_machines_once_per_boot() {
     host.okw("rm /run/berth/autostart-done");
     host.okw("systemctl restart berthd");
     wait_for_state(&host, "auto", "running");
-    let json = list_json(&host);
-    let manual = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "manual");
-    assert_eq!(manual.unwrap()["state"], "stopped");
+    assert_eq!(state_of(&host, "manual").as_deref(), Some("stopped"));
 
     host.okw("berthctl disable auto");
     let status: serde_json::Value =
