@@ -9,16 +9,10 @@ use std::collections::HashMap;
 use zbus::proxy;
 use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
 
-/// Well-known bus name owned by `berthd`.
-pub const SERVICE: &str = "org.berth.Berth1";
-/// Object carrying the ObjectManager interface for frontends.
-pub const ROOT_PATH: &str = "/org/berth/Berth1";
-pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
-pub const MANAGER_INTERFACE: &str = "org.berth.Berth1.Manager";
-pub const MACHINE_INTERFACE: &str = "org.berth.Berth1.Machine";
-
-/// Sentinel the daemon uses for live figures it cannot read (machine stopped, accounting off).
-pub const UNKNOWN_FIGURE: u64 = u64::MAX;
+pub use crate::api::{
+    BUS_NAME as SERVICE, MACHINE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, ROOT_PATH,
+    UNKNOWN_FIGURE,
+};
 
 // Mutating methods carry ALLOW_INTERACTIVE_AUTHORIZATION so that a polkit agent on the
 // caller's session can prompt instead of the call failing outright with AccessDenied.

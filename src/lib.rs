@@ -7,6 +7,7 @@
 //! is [`cli`] on top of the proxies in [`client`]. ARCHITECTURE.md follows one request
 //! through these layers.
 
+pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod client;

@@ -12,7 +12,7 @@ const NAME_MAX: usize = 64;
 const NAME_RULES: &str = "machine names are 1–64 characters of letters, digits, '-' and '.', \
      with no '.' or '-' at the start or end and no '..', '.-' or '-.'";
 
-pub const MACHINE_PATH_PREFIX: &str = "/org/berth/Berth1/machine";
+pub use crate::api::MACHINE_PATH_PREFIX;
 
 /// Checks a machine name against the rules systemd-machined enforces.
 ///

@@ -36,9 +36,9 @@ fn state_changes_and_lifecycle_are_signalled() {
             .expect("connect to the host's system bus");
         let manager = ManagerProxy::new(&conn).await.unwrap();
         let objects = zbus::fdo::ObjectManagerProxy::builder(&conn)
-            .destination("org.berth.Berth1")
+            .destination(berth::api::BUS_NAME)
             .unwrap()
-            .path("/org/berth/Berth1")
+            .path(berth::api::ROOT_PATH)
             .unwrap()
             .build()
             .await
@@ -63,7 +63,7 @@ fn state_changes_and_lifecycle_are_signalled() {
         assert_eq!(machine.state().await.unwrap(), "stopped");
         // Raw signals: a caching proxy would fold quick changes into the last value.
         let props = zbus::fdo::PropertiesProxy::builder(&conn)
-            .destination("org.berth.Berth1")
+            .destination(berth::api::BUS_NAME)
             .unwrap()
             .path(path.clone())
             .unwrap()

@@ -1,4 +1,6 @@
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::api::KillWho;
 
 use super::parse::{KeyValue, parse_env, parse_key_value, parse_signal};
 
@@ -206,21 +208,6 @@ impl LimitArgs {
     ];
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Whom {
-    Leader,
-    All,
-}
-
-impl Whom {
-    pub fn as_dbus(self) -> &'static str {
-        match self {
-            Whom::Leader => "leader",
-            Whom::All => "all",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct KillArgs {
     /// Machine name
@@ -231,8 +218,8 @@ pub struct KillArgs {
     pub signal: i32,
 
     /// Signal only the machine's init (leader) or every process in it (all)
-    #[arg(long, value_enum, default_value_t = Whom::All)]
-    pub whom: Whom,
+    #[arg(long, value_enum, default_value_t = KillWho::All)]
+    pub whom: KillWho,
 }
 
 #[derive(Debug, Args)]

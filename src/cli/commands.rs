@@ -114,7 +114,7 @@ impl Session {
     pub async fn kill(&self, args: &KillArgs) -> Result<i32, CliError> {
         self.machine(&args.name)
             .await?
-            .kill(args.whom.as_dbus(), args.signal)
+            .kill(args.whom.as_str(), args.signal)
             .await?;
         Ok(0)
     }

@@ -419,12 +419,12 @@ mod tests {
             panic!("not kill")
         };
         assert_eq!(args.signal, libc::SIGTERM);
-        assert_eq!(args.whom.as_dbus(), "all");
+        assert_eq!(args.whom.as_str(), "all");
         let Command::Kill(args) = parse(&["kill", "web", "-s", "KILL", "--whom", "leader"]) else {
             panic!("not kill")
         };
         assert_eq!(args.signal, libc::SIGKILL);
-        assert_eq!(args.whom.as_dbus(), "leader");
+        assert_eq!(args.whom.as_str(), "leader");
     }
 
     #[test]

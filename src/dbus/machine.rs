@@ -15,7 +15,7 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::{OwnedFd, OwnedValue, Value};
 use zbus::{Connection, interface};
 
-pub const INTERFACE: &str = "org.berth.Berth1.Machine";
+pub use crate::api::MACHINE_INTERFACE as INTERFACE;
 
 pub struct MachineIface {
     daemon: Arc<Daemon>,

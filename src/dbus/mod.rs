@@ -14,9 +14,7 @@ use tracing::warn;
 use zbus::Connection;
 use zbus::message::Header;
 
-pub const BUS_NAME: &str = "org.berth.Berth1";
-pub const ROOT_PATH: &str = "/org/berth/Berth1";
-pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
+pub use crate::api::{BUS_NAME, MANAGER_PATH, ROOT_PATH};
 
 /// Puts every object on the connection, then takes the bus name: a client that sees
 /// the name can rely on the objects being there.

@@ -8,7 +8,8 @@ use crate::error::{BerthError, Result};
 use zbus::Connection;
 use zbus_systemd::systemd1::ManagerProxy;
 
-pub use scope::{Figure, ScopeSpec, UNKNOWN_FIGURE};
+pub use crate::api::UNKNOWN_FIGURE;
+pub use scope::{Figure, ScopeSpec};
 
 /// A handle on PID 1's manager object.
 #[derive(Clone)]

@@ -2,6 +2,7 @@
 //! live limit changes, stop, kill and the accounting figures.
 
 use super::Systemd;
+use crate::api::UNKNOWN_FIGURE;
 use crate::error::{BerthError, Result};
 use crate::limits::{Flavor, Limits, SdValue};
 use futures_util::StreamExt;
@@ -21,9 +22,6 @@ pub struct ScopeSpec<'a> {
     /// What systemd waits, on StopUnit, between SIGTERM and SIGKILL.
     pub stop_timeout_usec: u64,
 }
-
-/// What a live figure reads when systemd does not know it (as systemd itself reports).
-pub const UNKNOWN_FIGURE: u64 = u64::MAX;
 
 /// The accounting figures of a scope that berth passes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
