@@ -2,31 +2,34 @@
 //! timestamps are kept (a rootfs is a system image, not user files); device nodes and
 //! sockets are skipped since /dev is built fresh at every start.
 
+use crate::error::{IoContext, Result};
 use std::fs;
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(src)?;
+/// Copies `src` to the new path `dst`; an error names the file that could not be copied.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(src).at("cannot copy", src)?;
     let ft = meta.file_type();
     if ft.is_dir() {
-        fs::create_dir(dst)?;
-        for entry in fs::read_dir(src)? {
-            let entry = entry?;
+        fs::create_dir(dst).at("cannot create", dst)?;
+        for entry in fs::read_dir(src).at("cannot copy", src)? {
+            let entry = entry.at("cannot copy", src)?;
             copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
         }
     } else if ft.is_symlink() {
-        symlink(fs::read_link(src)?, dst)?;
+        symlink(fs::read_link(src).at("cannot copy", src)?, dst).at("cannot create", dst)?;
     } else if ft.is_file() {
-        fs::copy(src, dst)?;
+        fs::copy(src, dst).at("cannot copy", src)?;
     } else {
         return Ok(());
     }
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).at("cannot chown", dst)?;
     if !ft.is_symlink() {
         // After chown: chown clears setuid bits.
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .at("cannot chmod", dst)?;
     }
     Ok(())
 }
@@ -72,10 +75,10 @@ mod tests {
         );
 
         let err = copy_tree(&src, &dst).unwrap_err();
-        assert_eq!(
-            err.kind(),
-            io::ErrorKind::AlreadyExists,
-            "never merges into a tree"
+        assert!(
+            matches!(&err, crate::error::Error::Io { source, path, .. }
+                if source.kind() == io::ErrorKind::AlreadyExists && path == &dst),
+            "never merges into a tree, and names where: {err}"
         );
         remove_tree(&base).unwrap();
         remove_tree(&base).unwrap();

@@ -3,6 +3,7 @@
 //! reboot. Writes are atomic (temp file, fsync, rename, fsync dir): a crash never leaves
 //! a torn config.
 
+use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -48,7 +49,11 @@ pub struct RuntimeState {
     pub leader_start_time: u64,
 }
 
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_io(path, data).at("cannot write", path)
+}
+
+fn write_atomic_io(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -71,27 +76,29 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     result
 }
 
-pub fn save_config(machine_dir: &Path, config: &MachineConfig) -> std::io::Result<()> {
-    let text = toml::to_string(config).map_err(std::io::Error::other)?;
-    write_atomic(&machine_dir.join(CONFIG_FILE), text.as_bytes())
+pub fn save_config(machine_dir: &Path, config: &MachineConfig) -> Result<()> {
+    let path = machine_dir.join(CONFIG_FILE);
+    let text = toml::to_string(config)
+        .map_err(|e| Error::failed(format!("cannot write {}", path.display()), e))?;
+    write_atomic(&path, text.as_bytes())
 }
 
-pub fn load_config(machine_dir: &Path) -> Result<MachineConfig, String> {
+pub fn load_config(machine_dir: &Path) -> Result<MachineConfig> {
     let path = machine_dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).at("cannot read", &path)?;
+    toml::from_str(&text).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
 }
 
 /// Machine directories that hold a config; dot-entries are berth's in-progress work.
-pub fn list_machine_dirs(machines_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn list_machine_dirs(machines_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let entries = match std::fs::read_dir(machines_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
-        Err(e) => return Err(e),
+        Err(e) => return Err(Error::io("cannot list", machines_dir, e)),
     };
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.at("cannot list", machines_dir)?;
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
@@ -119,9 +126,9 @@ pub fn runtime_file(runtime_machines_dir: &Path, name: &str) -> PathBuf {
     runtime_machines_dir.join(format!("{name}.json"))
 }
 
-pub fn save_runtime(dir: &Path, name: &str, state: &RuntimeState) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let data = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+pub fn save_runtime(dir: &Path, name: &str, state: &RuntimeState) -> Result<()> {
+    std::fs::create_dir_all(dir).at("cannot create", dir)?;
+    let data = serde_json::to_vec(state).expect("runtime state serializes");
     write_atomic(&runtime_file(dir, name), &data)
 }
 
@@ -132,14 +139,6 @@ pub fn load_runtime(dir: &Path, name: &str) -> Option<RuntimeState> {
 
 pub fn remove_runtime(dir: &Path, name: &str) {
     let _ = std::fs::remove_file(runtime_file(dir, name));
-}
-
-/// Start time of a process in clock ticks since boot, or None if it is gone.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // comm may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -186,7 +185,7 @@ mod tests {
     fn broken_config_names_the_file() {
         let dir = tempdir("broken");
         std::fs::write(dir.join(CONFIG_FILE), "name = [").unwrap();
-        let err = load_config(&dir).unwrap_err();
+        let err = load_config(&dir).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -203,11 +202,5 @@ mod tests {
         assert_eq!(found, vec![dir.join("a")]);
         assert_eq!(list_leftovers(&dir), vec![dir.join(".b.tmp")]);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn own_start_time_is_readable() {
-        assert!(process_start_time(std::process::id()).is_some());
-        assert!(process_start_time(u32::MAX).is_none());
     }
 }

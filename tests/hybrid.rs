@@ -153,9 +153,39 @@ fn machine_lifecycle() {
 
     // A command whose caller dies is not left running in the machine.
     let sleeping = || host.okw("berthctl exec box -- ps").contains("sleep 1000");
-    let caller = host.sh("berthctl exec box -- sleep 1000 </dev/null >/dev/null 2>&1 & echo $!");
+    let caller = host.sh(
+        "SECRET=exec-secret-417 berthctl exec box --env SECRET --env TOKEN=exec-token-9 \
+         -- sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
+    );
     let caller = String::from_utf8_lossy(&caller.stdout).trim().to_string();
     assert!(eventually(sleeping), "the command never started");
+    // The request (environment and all) reaches the helper off its command line: the
+    // only command line with a value is the one the user typed, and a bare --env KEY
+    // keeps even that clean.
+    let everyone = host.okw("ps -eo args");
+    assert!(everyone.contains("__exec-helper"), "{everyone}");
+    assert!(!everyone.contains("exec-secret-417"), "{everyone}");
+    let with_token: Vec<_> = everyone
+        .lines()
+        .filter(|l| l.contains("exec-token-9"))
+        .collect();
+    assert!(
+        with_token.len() == 1 && with_token[0].starts_with("berthctl exec"),
+        "{everyone}"
+    );
+    let env = host.ok(&[
+        "berthctl",
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "tr '\\0' '\\n' < /proc/$(pidof sleep)/environ",
+    ]);
+    assert!(
+        env.contains("SECRET=exec-secret-417") && env.contains("TOKEN=exec-token-9"),
+        "{env}"
+    );
     host.ok(&["kill", "-9", &caller]);
     assert!(eventually(|| !sleeping()), "command outlived its caller");
 

@@ -1,11 +1,13 @@
 //! berthd: the berth system service. Also the spawn and exec helpers when re-executed
 //! with their hidden first argument, so one installed binary is all berth needs.
 
-use berth::daemon::Daemon;
+use berth::daemon::{Daemon, Host};
 use berth::paths::{DEFAULT_CONFIG, Paths};
-use berth::spawn::{EXEC_HELPER_ARG, SPAWN_HELPER_ARG};
+use berth::spawn::{EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG};
+use berth::sys::process::close_fds_from;
 use clap::Parser;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -27,15 +29,14 @@ struct Args {
 
 fn main() {
     // The helpers must stay single-threaded: dispatch before any runtime exists.
-    let mut argv = std::env::args();
-    match argv.nth(1).as_deref() {
+    match std::env::args().nth(1).as_deref() {
         Some(SPAWN_HELPER_ARG) => {
-            berth::spawn::close_inherited_fds();
+            close_fds_from(3);
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
-            berth::spawn::close_inherited_fds();
-            std::process::exit(berth::spawn::exec::main(argv.next().as_deref()))
+            close_fds_from(EXEC_REQUEST_FD as u32 + 1);
+            std::process::exit(berth::spawn::exec::main())
         }
         _ => {}
     }
@@ -71,17 +72,21 @@ async fn run(paths: Paths) -> Result<(), String> {
         .build()
         .await
         .map_err(|e| format!("cannot connect to the system bus: {e}"))?;
-    let systemd = berth::systemd::Systemd::new(&conn)
+    let systemd = Arc::new(
+        berth::systemd::Bus::new(&conn)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let host = Host::detect(systemd.as_ref())
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let daemon = Daemon::new(paths, systemd, tx)
+    let daemon = Daemon::new(paths, host, systemd, Arc::new(berth::spawn::Helpers), tx)
         .await
-        .map_err(|e| format!("{e:?}"))?;
-    tokio::spawn(berth::dbus::pump_events(conn.clone(), daemon.clone(), rx));
-    berth::dbus::serve(&conn, daemon.clone())
+        .map_err(|e| e.to_string())?;
+    berth::dbus::serve(&conn, daemon.clone(), rx)
         .await
-        .map_err(|e| format!("{e:?}"))?;
+        .map_err(|e| e.to_string())?;
     daemon.autostart_once_per_boot();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!("berthd ready on {}", berth::dbus::BUS_NAME);

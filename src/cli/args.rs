@@ -126,8 +126,9 @@ pub struct CreateArgs {
     #[arg(long, value_name = "HOSTNAME")]
     pub hostname: Option<String>,
 
-    /// Environment variable for the machine's init (repeatable)
-    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    /// Environment variable for the machine's init (repeatable); a bare KEY passes on
+    /// this shell's value
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
     pub env: Vec<KeyValue>,
 
     /// Start the machine whenever the host boots (see `berthctl enable`)
@@ -237,8 +238,9 @@ pub struct ExecArgs {
     /// Machine name
     pub name: String,
 
-    /// Environment variable for the command (repeatable)
-    #[arg(short, long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    /// Environment variable for the command (repeatable); a bare KEY passes on this
+    /// shell's value without putting it on the command line
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
     pub env: Vec<KeyValue>,
 
     /// Command and its arguments (put them after `--`)

@@ -265,14 +265,12 @@ const KNOWN_KEYS: [(&str, &str); 2] = [
 ];
 
 /// Properties whose `u64::MAX` means "not known" rather than a real number.
-const LIVE_FIGURES: [&str; 7] = [
+const LIVE_FIGURES: [&str; 5] = [
     "CPUUsageNSec",
     "MemoryCurrent",
     "TasksCurrent",
     "IOReadBytes",
     "IOWriteBytes",
-    "RxBytes",
-    "TxBytes",
 ];
 
 /// Every property of a machine as one JSON object with snake_case keys. Unknown live
@@ -366,12 +364,6 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
         lines.push((
             "IO",
             format!("{} read, {} written", size_human(read), size_human(written)),
-        ));
-    }
-    if let (Some(rx), Some(tx)) = (live("RxBytes"), live("TxBytes")) {
-        lines.push((
-            "Network",
-            format!("{} received, {} sent", size_human(rx), size_human(tx)),
         ));
     }
     key_values(&lines)
@@ -504,7 +496,6 @@ mod tests {
         assert_eq!(json_key("RootDirectory"), "root_directory");
         assert_eq!(json_key("IOReadBytes"), "io_read_bytes");
         assert_eq!(json_key("CreatedAt"), "created_at");
-        assert_eq!(json_key("RxBytes"), "rx_bytes");
         assert_eq!(json_key("HostInterface"), "host_interface");
     }
 

@@ -32,10 +32,24 @@ pub fn parse_key_value(word: &str) -> Result<KeyValue, String> {
     }
 }
 
+/// `KEY=VALUE`, or a bare `KEY` whose value comes from berthctl's own environment (as
+/// `docker run -e KEY` does), so a secret need not be on any command line.
 pub fn parse_env(word: &str) -> Result<KeyValue, String> {
-    let kv = parse_key_value(word)?;
+    let kv = if word.contains('=') {
+        parse_key_value(word)?
+    } else if word.is_empty() {
+        return Err("expected KEY=VALUE or the name of a variable to pass on".into());
+    } else {
+        let value = std::env::var(word).map_err(|_| {
+            format!("{word} is not set in berthctl's environment (give KEY=VALUE, or set it)")
+        })?;
+        KeyValue {
+            key: word.to_owned(),
+            value,
+        }
+    };
     // A NUL could not survive the trip into the machine's environ.
-    if word.contains('\0') {
+    if kv.value.contains('\0') || kv.key.contains('\0') {
         return Err("environment entries cannot contain NUL".into());
     }
     Ok(kv)
@@ -223,6 +237,14 @@ mod tests {
         assert!(parse_key_value("=x").is_err());
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_env("PATH=/bin").is_ok());
+        // A bare name passes on berthctl's own value; HOME is set wherever tests run.
+        let home = parse_env("HOME").unwrap();
+        assert_eq!(home.value, std::env::var("HOME").unwrap());
+        assert!(
+            parse_env("BERTH_SURELY_UNSET_VARIABLE")
+                .unwrap_err()
+                .contains("not set")
+        );
         assert_eq!(kv("X", "1").joined(), "X=1");
     }
 

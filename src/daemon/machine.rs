@@ -2,9 +2,9 @@
 //! it runs (state, leader, a pidfd on the leader to notice its exit).
 
 use crate::store::MachineConfig;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use crate::sys::PidFd;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MachineState {
@@ -44,7 +44,7 @@ impl MachineState {
 pub struct Run {
     pub state: MachineState,
     pub leader: u32,
-    pub pidfd: Option<Arc<OwnedFd>>,
+    pub pidfd: Option<PidFd>,
 }
 
 pub struct Machine {
@@ -110,52 +110,9 @@ impl Machine {
     }
 }
 
-/// A pidfd lets berth signal and watch the leader without racing PID reuse.
-pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; on success the kernel hands us a new descriptor we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor returned by the kernel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-pub fn pidfd_send_signal(fd: &OwnedFd, signal: i32) -> std::io::Result<()> {
-    // SAFETY: fd is a valid pidfd; info may be NULL.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pidfd_signals_and_reports_exit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let fd = pidfd_open(child.id()).unwrap();
-        pidfd_send_signal(&fd, libc::SIGTERM).unwrap();
-        let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGTERM));
-        let err = pidfd_send_signal(&fd, libc::SIGTERM).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ESRCH));
-    }
 
     #[test]
     fn inactive_states_drop_the_leader() {

@@ -1,12 +1,14 @@
 //! org.berth.Berth1.Machine, one object per machine at /org/berth/Berth1/machine/NAME.
 
+use super::error::Result;
 use super::manager::{ManagerIface, machine_path};
 use super::{options, require_root};
+use crate::api::KillWho;
 use crate::daemon::Daemon;
 use crate::daemon::machine::MachineState;
-use crate::error::Result;
+use crate::error::Error;
 use crate::limits::RawValue;
-use crate::systemd::{Figure, UNKNOWN_FIGURE};
+use crate::systemd::Figure;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,17 +34,20 @@ pub async fn unregister(conn: &Connection, name: &str) -> zbus::Result<()> {
     ManagerIface::machine_removed(&emitter, name, &path.as_ref()).await
 }
 
-pub async fn register(conn: &Connection, daemon: &Arc<Daemon>, name: &str) -> Result<()> {
+/// Puts the machine's object up (InterfacesAdded) and says MachineNew.
+pub async fn register(conn: &Connection, daemon: &Arc<Daemon>, name: &str) -> zbus::Result<()> {
+    let path = machine_path(name);
     conn.object_server()
         .at(
-            machine_path(name),
+            &path,
             MachineIface {
                 daemon: daemon.clone(),
                 name: name.to_string(),
             },
         )
         .await?;
-    Ok(())
+    let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
+    ManagerIface::machine_new(&emitter, name, &path.as_ref()).await
 }
 
 async fn iface_ref(
@@ -100,7 +105,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "starting a machine").await?;
-        self.daemon.start(&self.name).await
+        Ok(self.daemon.start(&self.name).await?)
     }
 
     async fn stop(
@@ -109,7 +114,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "stopping a machine").await?;
-        self.daemon.stop(&self.name).await
+        Ok(self.daemon.stop(&self.name).await?)
     }
 
     async fn restart(
@@ -118,7 +123,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "restarting a machine").await?;
-        self.daemon.restart(&self.name).await
+        Ok(self.daemon.restart(&self.name).await?)
     }
 
     async fn freeze(
@@ -127,7 +132,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "freezing a machine").await?;
-        self.daemon.freeze(&self.name, true).await
+        Ok(self.daemon.freeze(&self.name, true).await?)
     }
 
     async fn thaw(
@@ -136,7 +141,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "thawing a machine").await?;
-        self.daemon.freeze(&self.name, false).await
+        Ok(self.daemon.freeze(&self.name, false).await?)
     }
 
     async fn kill(
@@ -147,7 +152,8 @@ impl MachineIface {
         signal: i32,
     ) -> Result<()> {
         require_root(conn, &hdr, "signalling a machine").await?;
-        self.daemon.kill(&self.name, &whom, signal).await
+        let who: KillWho = whom.parse().map_err(Error::InvalidArgument)?;
+        Ok(self.daemon.kill(&self.name, who, signal).await?)
     }
 
     async fn remove(
@@ -156,7 +162,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
         require_root(conn, &hdr, "removing a machine").await?;
-        self.remove_machine(conn, false).await
+        Ok(self.remove_machine(false).await?)
     }
 
     /// Extension of Remove(): option `Force b` stops a running machine first.
@@ -168,7 +174,7 @@ impl MachineIface {
     ) -> Result<()> {
         require_root(conn, &hdr, "removing a machine").await?;
         let force = options::remove_force(options)?;
-        self.remove_machine(conn, force).await
+        Ok(self.remove_machine(force).await?)
     }
 
     async fn set_limits(
@@ -179,7 +185,7 @@ impl MachineIface {
     ) -> Result<()> {
         require_root(conn, &hdr, "changing a machine's limits").await?;
         let changes = options::limits(limits)?;
-        self.daemon.set_limits(&self.name, changes).await
+        Ok(self.daemon.set_limits(&self.name, changes).await?)
     }
 
     /// Start the machine when berthd starts after a boot of the host.
@@ -190,7 +196,7 @@ impl MachineIface {
         enabled: bool,
     ) -> Result<()> {
         require_root(conn, &hdr, "changing a machine's autostart").await?;
-        self.daemon.set_autostart(&self.name, enabled).await
+        Ok(self.daemon.set_autostart(&self.name, enabled).await?)
     }
 
     // The D-Bus signature fixes the argument list.
@@ -211,7 +217,8 @@ impl MachineIface {
         }
         require_root(conn, &hdr, "executing in a machine").await?;
         let gone = super::caller_gone(conn, &hdr).await?;
-        self.daemon
+        Ok(self
+            .daemon
             .execute(
                 &self.name,
                 argv,
@@ -219,7 +226,7 @@ impl MachineIface {
                 [stdin.into(), stdout.into(), stderr.into()],
                 gone,
             )
-            .await
+            .await?)
     }
 
     #[zbus(property)]
@@ -335,21 +342,19 @@ fn set_cloexec(fd: &OwnedFd) -> Result<()> {
         fd.as_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
-    .map_err(|e| crate::error::BerthError::failed("cannot take the caller's descriptors", e))?;
+    .map_err(|e| Error::failed("cannot take the caller's descriptors", e))?;
     Ok(())
 }
 
 impl MachineIface {
     async fn figure(&self, figure: Figure) -> u64 {
-        match self.daemon.machine(&self.name) {
-            Ok(m) if m.state().is_active() => self.daemon.systemd.figure(&m.unit, figure).await,
-            _ => UNKNOWN_FIGURE,
-        }
+        self.daemon.figure(&self.name, figure).await
     }
 
-    async fn remove_machine(&self, conn: &Connection, force: bool) -> Result<()> {
+    /// Replies once the machine's object is gone, so a client can re-create the name.
+    async fn remove_machine(&self, force: bool) -> crate::error::Result<()> {
         self.daemon.remove(&self.name, force).await?;
-        unregister(conn, &self.name).await?;
+        self.daemon.events_flushed().await;
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! org.berth.Berth1.Manager at /org/berth/Berth1/Manager.
 
-use super::{machine, options, require_root};
+use super::error::Result;
+use super::{options, require_root};
 use crate::daemon::Daemon;
-use crate::error::{BerthError, Result};
 use crate::names;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +32,9 @@ impl ManagerIface {
         require_root(conn, &hdr, "creating a machine").await?;
         let opts = options::create_options(options)?;
         let m = self.daemon.create(&name, &template, opts).await?;
-        machine::register(conn, &self.daemon, &m.name).await?;
-        let path = machine_path(&m.name);
-        let emitter = SignalEmitter::new(conn, super::MANAGER_PATH)?;
-        Self::machine_new(&emitter, &m.name, &path.as_ref()).await?;
-        Ok(path)
+        // The reply promises an object the caller can use at once.
+        self.daemon.events_flushed().await;
+        Ok(machine_path(&m.name))
     }
 
     async fn get_machine(&self, name: String) -> Result<OwnedObjectPath> {
@@ -88,10 +86,4 @@ impl ManagerIface {
         name: &str,
         path: &ObjectPath<'_>,
     ) -> zbus::Result<()>;
-}
-
-impl From<zbus::fdo::Error> for BerthError {
-    fn from(e: zbus::fdo::Error) -> Self {
-        BerthError::Failed(e.to_string())
-    }
 }

@@ -2,12 +2,14 @@
 //! Manager object, and one object per machine. Methods translate arguments, check the
 //! caller, call the [`crate::daemon`] and turn its [`Event`]s into PropertiesChanged.
 
+pub mod error;
 pub mod machine;
 pub mod manager;
 pub mod options;
 
 use crate::daemon::{Daemon, Event};
-use crate::error::{BerthError, Result};
+use crate::error::{Error, Result};
+use crate::spawn::CallerGone;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
@@ -16,11 +18,20 @@ use zbus::message::Header;
 
 pub use crate::api::{BUS_NAME, MANAGER_PATH, ROOT_PATH};
 
-/// Puts every object on the connection, then takes the bus name: a client that sees
-/// the name can rely on the objects being there.
-pub async fn serve(conn: &Connection, daemon: Arc<Daemon>) -> Result<()> {
+/// Starts the event pump, puts the root and Manager objects on the connection, waits
+/// until the pump has made the objects of every machine berthd found, then takes the bus
+/// name: a client that sees the name can rely on the objects being there.
+pub async fn serve(
+    conn: &Connection,
+    daemon: Arc<Daemon>,
+    events: UnboundedReceiver<Event>,
+) -> Result<()> {
+    let bus = |e: zbus::Error| Error::bus("cannot serve berth's objects", e);
     let server = conn.object_server();
-    server.at(ROOT_PATH, zbus::fdo::ObjectManager).await?;
+    server
+        .at(ROOT_PATH, zbus::fdo::ObjectManager)
+        .await
+        .map_err(bus)?;
     server
         .at(
             MANAGER_PATH,
@@ -28,26 +39,28 @@ pub async fn serve(conn: &Connection, daemon: Arc<Daemon>) -> Result<()> {
                 daemon: daemon.clone(),
             },
         )
-        .await?;
-    for m in daemon.machines() {
-        machine::register(conn, &daemon, &m.name).await?;
-    }
+        .await
+        .map_err(bus)?;
+    tokio::spawn(pump_events(conn.clone(), daemon.clone(), events));
+    daemon.events_flushed().await;
     conn.request_name(BUS_NAME).await.map_err(|e| {
-        BerthError::Failed(format!(
-            "cannot own {BUS_NAME} on the bus (is another berthd running, or the bus policy missing?): {e}"
-        ))
+        Error::bus(
+            format!(
+                "cannot own {BUS_NAME} on the bus (is another berthd running, or the bus policy missing?)"
+            ),
+            e,
+        )
     })?;
     Ok(())
 }
 
-/// Forwards daemon events as property changes until the daemon goes away.
-pub async fn pump_events(
-    conn: Connection,
-    daemon: Arc<Daemon>,
-    mut events: UnboundedReceiver<Event>,
-) {
+/// The one place where machine objects come and go and signals leave: daemon events,
+/// in the order the daemon made them, until the daemon goes away.
+async fn pump_events(conn: Connection, daemon: Arc<Daemon>, mut events: UnboundedReceiver<Event>) {
     while let Some(event) = events.recv().await {
         let result = match &event {
+            Event::Added(name) => machine::register(&conn, &daemon, name).await,
+            Event::Removed(name) => machine::unregister(&conn, name).await,
             Event::StateChanged {
                 name,
                 state,
@@ -55,13 +68,11 @@ pub async fn pump_events(
             } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
             Event::AutostartChanged(name) => machine::emit_autostart(&conn, name).await,
-            // Unless a new machine of that name exists already and owns the path now.
-            Event::Removed(name) if daemon.machine(name).is_err() => {
-                machine::unregister(&conn, name).await
-            }
-            Event::Removed(_) => Ok(()),
+            Event::Flush(_) => Ok(()),
         };
-        if let Err(e) = result {
+        if let Event::Flush(done) = event {
+            let _ = done.send(());
+        } else if let Err(e) = result {
             // The object may be gone already (removed machine); nothing to tell then.
             tracing::debug!(?event, "not announced: {e}");
         }
@@ -70,22 +81,24 @@ pub async fn pump_events(
 
 /// Resolves when the caller of a method leaves the bus (it exited or was killed), so
 /// work done on its behalf, like an Execute()d command, can be ended.
-pub async fn caller_gone(
-    conn: &Connection,
-    hdr: &Header<'_>,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
+pub async fn caller_gone(conn: &Connection, hdr: &Header<'_>) -> Result<CallerGone> {
     use futures_util::StreamExt;
     let sender = hdr
         .sender()
-        .ok_or_else(|| BerthError::AccessDenied("caller unknown".into()))?
+        .ok_or_else(|| Error::AccessDenied("caller unknown".into()))?
         .to_owned();
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let bus = |e| Error::bus("cannot watch the caller on the bus", e);
+    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(bus)?;
     // Subscribe first, then check: the caller may have left in between.
     let mut changes = dbus
         .receive_name_owner_changed_with_args(&[(0, sender.as_str())])
-        .await?;
-    let present = dbus.name_has_owner(sender.clone().into()).await?;
-    Ok(async move {
+        .await
+        .map_err(bus)?;
+    let present = dbus
+        .name_has_owner(sender.clone().into())
+        .await
+        .map_err(|e| bus(e.into()))?;
+    Ok(Box::pin(async move {
         if !present {
             return;
         }
@@ -97,25 +110,27 @@ pub async fn caller_gone(
             }
         }
         // The bus connection itself is gone: nobody is left to answer either.
-    })
+    }))
 }
 
 /// Mutating calls are for root. The bus policy says so too; checking here keeps the
 /// rule when someone loosens the policy. polkit comes later.
 pub async fn require_root(conn: &Connection, hdr: &Header<'_>, action: &str) -> Result<()> {
     let Some(sender) = hdr.sender() else {
-        return Err(BerthError::AccessDenied("caller unknown".into()));
+        return Err(Error::AccessDenied("caller unknown".into()));
     };
-    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    let dbus = zbus::fdo::DBusProxy::new(conn)
+        .await
+        .map_err(|e| Error::bus("cannot ask the bus who called", e))?;
     let uid = dbus
         .get_connection_unix_user(sender.clone().into())
         .await
-        .map_err(|e| BerthError::AccessDenied(format!("cannot identify the caller: {e}")))?;
+        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
     if uid == 0 {
         Ok(())
     } else {
         warn!(uid, action, "refused a caller that is not root");
-        Err(BerthError::AccessDenied(format!(
+        Err(Error::AccessDenied(format!(
             "{action} needs root (uid {uid} called); run it with sudo"
         )))
     }

@@ -2,7 +2,7 @@
 //! unknown key or a wrong type is an error that names it, never silently ignored.
 
 use crate::daemon::CreateOptions;
-use crate::error::{BerthError, Result};
+use crate::error::{Error, Result};
 use crate::limits::{self, Limits, RawValue};
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
@@ -29,7 +29,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             "Environment" => {
                 let env = strings(&key, v)?;
                 if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
-                    return Err(BerthError::InvalidArgument(format!(
+                    return Err(Error::InvalidArgument(format!(
                         "Environment entry {bad:?} is not KEY=VALUE"
                     )));
                 }
@@ -40,7 +40,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             "HaltSignal" => {
                 let s = unsigned(&key, v)?;
                 if s == 0 || s > libc::SIGRTMAX() as u64 {
-                    return Err(BerthError::InvalidArgument(format!(
+                    return Err(Error::InvalidArgument(format!(
                         "HaltSignal {s} is not a valid signal number"
                     )));
                 }
@@ -50,38 +50,36 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             "TmpSize" => {
                 let size = match raw(&key, v)? {
                     RawValue::Text(t) => limits::parse_size(&t)
-                        .map_err(|e| BerthError::InvalidArgument(format!("TmpSize: {e}")))?,
+                        .map_err(|e| Error::InvalidArgument(format!("TmpSize: {e}")))?,
                     RawValue::Unsigned(n) => n,
                     RawValue::Signed(n) if n > 0 => n as u64,
                     RawValue::Signed(n) => {
-                        return Err(BerthError::InvalidArgument(format!(
+                        return Err(Error::InvalidArgument(format!(
                             "TmpSize {n}: must be positive"
                         )));
                     }
                 };
                 if size == 0 {
-                    return Err(BerthError::InvalidArgument(
-                        "TmpSize 0: must be positive".into(),
-                    ));
+                    return Err(Error::InvalidArgument("TmpSize 0: must be positive".into()));
                 }
                 out.tmp_size = Some(size);
             }
             "Network" => {
                 let n = string(&key, v)?;
                 if n != "none" {
-                    return Err(BerthError::NotSupported(format!(
+                    return Err(Error::NotSupported(format!(
                         "Network {n:?} is not supported yet; machines get a private network namespace with loopback only (\"none\")"
                     )));
                 }
             }
             k if limits::is_limit_key(k) => out.limits.set(k, raw(k, v)?)?,
             k if NOT_YET.contains(&k) => {
-                return Err(BerthError::NotSupported(format!(
+                return Err(Error::NotSupported(format!(
                     "option {k} is not supported yet"
                 )));
             }
             other => {
-                return Err(BerthError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "unknown option {other:?}; see the CreateMachine options in the API documentation"
                 )));
             }
@@ -104,7 +102,7 @@ pub fn remove_force(dict: HashMap<String, OwnedValue>) -> Result<bool> {
         match key.as_str() {
             "Force" => force = boolean(&key, &value)?,
             other => {
-                return Err(BerthError::InvalidArgument(format!(
+                return Err(Error::InvalidArgument(format!(
                     "unknown option {other:?} (known: Force)"
                 )));
             }
@@ -133,12 +131,12 @@ fn unsigned(key: &str, v: &Value<'_>) -> Result<u64> {
     match raw(key, v)? {
         RawValue::Unsigned(n) => Ok(n),
         RawValue::Signed(n) if n >= 0 => Ok(n as u64),
-        RawValue::Signed(n) => Err(BerthError::InvalidArgument(format!(
+        RawValue::Signed(n) => Err(Error::InvalidArgument(format!(
             "{key} {n}: must not be negative"
         ))),
-        RawValue::Text(t) => t.parse().map_err(|_| {
-            BerthError::InvalidArgument(format!("{key} {t:?}: expected a whole number"))
-        }),
+        RawValue::Text(t) => t
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("{key} {t:?}: expected a whole number"))),
     }
 }
 
@@ -172,8 +170,8 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
     }
 }
 
-fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> BerthError {
-    BerthError::InvalidArgument(format!(
+fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
+    Error::InvalidArgument(format!(
         "option {key} must be {expected}, not a value of type '{}'",
         got.value_signature()
     ))
@@ -213,7 +211,7 @@ mod tests {
     #[test]
     fn bad_options_name_the_key() {
         let err = |entries| match create_options(dict(entries)) {
-            Err(BerthError::InvalidArgument(m)) => m,
+            Err(Error::InvalidArgument(m)) => m,
             other => panic!("{other:?}"),
         };
         assert!(err(vec![("Frobnicate", Value::Bool(true))]).contains("Frobnicate"));
@@ -223,7 +221,7 @@ mod tests {
         assert!(err(vec![("Environment", Value::from(vec!["NOEQUALS"]))]).contains("NOEQUALS"));
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
         match create_options(dict(vec![("Network", Value::from("bridge"))])) {
-            Err(BerthError::NotSupported(m)) => assert!(m.contains("bridge")),
+            Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
             other => panic!("{other:?}"),
         }
     }

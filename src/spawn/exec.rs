@@ -1,7 +1,8 @@
-//! Running a command inside a running machine (Execute): the exec helper joins the
-//! leader's cgroups and namespaces, forks so the child is inside the machine's PID
-//! namespace, and exits with the command's status.
+//! The exec helper, for Execute(): it joins the leader's cgroups and namespaces, forks
+//! so the child is inside the machine's PID namespace, and exits with the command's
+//! status. berthd starts it from launch::exec.
 
+use super::EXEC_REQUEST_FD;
 use super::protocol::{ExecRequest, merge_environment};
 use crate::cgroup::{CgroupMode, cgroup_dirs};
 use nix::sched::{CloneFlags, setns};
@@ -9,17 +10,21 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use std::ffi::CString;
 use std::fs::File;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 /// Exit code when the command cannot be run at all, as shells use.
 pub const EXIT_CANNOT_EXEC: i32 = 127;
 
-/// Entry point for `berthd __exec-helper JSON`; stdio are the caller's.
-pub fn main(arg: Option<&str>) -> i32 {
-    let req: ExecRequest = match arg.map(serde_json::from_str) {
-        Some(Ok(r)) => r,
-        _ => {
-            eprintln!("berth: exec helper needs a JSON request as its argument");
+/// Entry point for `berthd __exec-helper`; stdio are the caller's, the request comes on
+/// [`EXEC_REQUEST_FD`] (see launch::exec).
+pub fn main() -> i32 {
+    // SAFETY: launch::exec put the read end of the request pipe there for us alone.
+    let pipe = unsafe { File::from_raw_fd(EXEC_REQUEST_FD) };
+    let req: ExecRequest = match serde_json::from_reader(pipe) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("berth: the exec helper got no request from berthd: {e}");
             return EXIT_CANNOT_EXEC;
         }
     };

@@ -6,126 +6,77 @@
 //! stdin/stdout with one JSON message per line ([`protocol`]). The helper unshares the
 //! namespaces, forks the future PID 1 and reports its PID; berthd puts that PID into the
 //! machine's systemd scope and only then says `Go`, so the payload never runs outside its
-//! cgroup limits. `exec` is the same idea for Execute(): join a running machine.
+//! cgroup limits. `__exec-helper` is the same idea for Execute(): join a running machine.
+//!
+//! The daemon reaches all this through the [`Spawner`] trait; [`Helpers`] is the real
+//! one ([`launch`] is its berthd side, [`helper`] and [`exec`] the helpers' side).
 
 pub mod exec;
 pub mod helper;
+pub mod launch;
 pub mod mount;
 pub mod protocol;
 
-use crate::error::{BerthError, Result};
-use protocol::{DaemonMsg, HelperMsg, SpawnRequest};
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use crate::error::Result;
+use protocol::{ExecRequest, SpawnRequest};
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
 
 /// argv[1] that turns berthd into the spawn helper.
 pub const SPAWN_HELPER_ARG: &str = "__spawn-helper";
 /// argv[1] that turns berthd into the exec helper.
 pub const EXEC_HELPER_ARG: &str = "__exec-helper";
+/// The descriptor on which the exec helper reads its [`ExecRequest`]: its stdio are the
+/// caller's, and its argv is readable by every user, so the request (environment and
+/// all) comes through a pipe of its own.
+pub const EXEC_REQUEST_FD: i32 = 3;
 
-/// Closes every descriptor above stderr. The helpers call it first thing: berthd
-/// may hold descriptors received from D-Bus clients (Execute's stdio) that a concurrently
-/// spawned helper inherits, and nothing of that kind may reach a machine or keep a
-/// client's pipe open.
-pub fn close_inherited_fds() {
-    // SAFETY: close_range only closes descriptors; the helpers own none above 2 yet.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-    }
+/// Resolves when whoever asked for a command has gone away.
+pub type CallerGone = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the daemon needs to make machines' processes.
+#[async_trait::async_trait]
+pub trait Spawner: Send + Sync {
+    /// Creates the machine's namespaces and its PID 1, which waits for [`Pending::go`].
+    async fn spawn(&self, req: &SpawnRequest) -> Result<Box<dyn Pending>>;
+    /// Runs a command inside a running machine with the given stdio; its exit status
+    /// (128+N when killed by signal N). The command is killed if `caller_gone` resolves.
+    async fn exec(
+        &self,
+        req: &ExecRequest,
+        stdio: [OwnedFd; 3],
+        caller_gone: CallerGone,
+    ) -> Result<i32>;
 }
 
-/// The binary to re-execute: our own, even if the file was replaced by an upgrade.
-pub fn self_exe() -> &'static str {
-    "/proc/self/exe"
-}
-
-/// A machine whose PID 1 exists, in its namespaces, but waits for `go` before it sets up
-/// its root and execs the payload.
-pub struct PendingMachine {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    pid: u32,
-}
-
-/// Starts the helper and waits until the machine's PID 1 exists.
-pub async fn spawn(req: &SpawnRequest) -> Result<PendingMachine> {
-    let mut child = Command::new(self_exe())
-        .arg(SPAWN_HELPER_ARG)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BerthError::failed("cannot start the spawn helper", e))?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    send(&mut stdin, &DaemonMsg::Spawn(req.clone())).await?;
-    match recv(&mut lines).await? {
-        HelperMsg::Spawned { pid } => Ok(PendingMachine {
-            child,
-            stdin,
-            lines,
-            pid,
-        }),
-        HelperMsg::Failed { message } => {
-            let _ = child.wait().await;
-            Err(BerthError::Failed(format!(
-                "cannot create the namespaces of machine {}: {message}",
-                req.name
-            )))
-        }
-        other => Err(BerthError::Failed(format!(
-            "spawn helper sent {other:?} before the machine existed"
-        ))),
-    }
-}
-
-impl PendingMachine {
+/// A machine whose PID 1 exists, in its namespaces, but waits before it sets up its root
+/// and execs the payload.
+#[async_trait::async_trait]
+pub trait Pending: Send {
     /// PID 1 of the machine as seen from the host.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
+    fn pid(&self) -> u32;
     /// Lets PID 1 set up its root and exec the payload; returns once exec succeeded.
-    pub async fn go(mut self) -> Result<()> {
-        send(&mut self.stdin, &DaemonMsg::Go).await?;
-        let reply = recv(&mut self.lines).await;
-        let _ = self.child.wait().await;
-        match reply? {
-            HelperMsg::Running => Ok(()),
-            HelperMsg::Failed { message } => Err(BerthError::Failed(message)),
-            other => Err(BerthError::Failed(format!(
-                "spawn helper sent {other:?} instead of a start result"
-            ))),
-        }
-    }
-
+    async fn go(self: Box<Self>) -> Result<()>;
     /// Kills the waiting PID 1 (e.g. because systemd refused the scope).
-    pub async fn abort(mut self) {
-        let _ = send(&mut self.stdin, &DaemonMsg::Abort).await;
-        let _ = self.child.wait().await;
+    async fn abort(self: Box<Self>);
+}
+
+/// The real spawner: berthd's own binary re-executed as a helper.
+pub struct Helpers;
+
+#[async_trait::async_trait]
+impl Spawner for Helpers {
+    async fn spawn(&self, req: &SpawnRequest) -> Result<Box<dyn Pending>> {
+        Ok(Box::new(launch::spawn(req).await?))
     }
-}
 
-async fn send(stdin: &mut ChildStdin, msg: &DaemonMsg) -> Result<()> {
-    let mut line = serde_json::to_string(msg).expect("messages serialize");
-    line.push('\n');
-    stdin
-        .write_all(line.as_bytes())
-        .await
-        .map_err(|e| BerthError::failed("spawn helper went away", e))
-}
-
-async fn recv(lines: &mut Lines<BufReader<ChildStdout>>) -> Result<HelperMsg> {
-    match lines.next_line().await {
-        Ok(Some(line)) => serde_json::from_str(&line)
-            .map_err(|e| BerthError::failed("garbled message from the spawn helper", e)),
-        Ok(None) => Err(BerthError::Failed(
-            "the spawn helper exited without an answer (see berthd's log)".into(),
-        )),
-        Err(e) => Err(BerthError::failed("cannot read from the spawn helper", e)),
+    async fn exec(
+        &self,
+        req: &ExecRequest,
+        stdio: [OwnedFd; 3],
+        caller_gone: CallerGone,
+    ) -> Result<i32> {
+        launch::exec(req, stdio, caller_gone).await
     }
 }

@@ -33,7 +33,8 @@ pub enum HelperMsg {
     Failed { message: String },
 }
 
-/// What the exec helper needs; passed as its argv[2] in JSON.
+/// What the exec helper needs; sent as JSON on a pipe of its own, never in its argv
+/// (readable by every user in /proc/PID/cmdline).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExecRequest {
     pub leader: u32,

@@ -1,13 +1,15 @@
 //! Registration with systemd-machined, so `machinectl list` and other machined clients
 //! see berth's machines. Optional: a host without systemd-container still runs machines.
 
+use crate::error::bus_message;
+use std::path::Path;
 use tracing::{info, warn};
 use zbus::Connection;
 use zbus_systemd::machine1::ManagerProxy;
 
 /// Registers a running machine by its leader; machined finds the scope from the PID and
 /// forgets the machine by itself when that scope goes away.
-pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory: &str) {
+pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory: &Path) {
     let result = async {
         let machined = ManagerProxy::new(conn).await?;
         machined
@@ -17,7 +19,7 @@ pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory
                 "berth".into(),
                 "container".into(),
                 leader,
-                root_directory.to_string(),
+                root_directory.to_string_lossy().into_owned(),
             )
             .await
     }
@@ -31,7 +33,7 @@ pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory
         }
         Err(e) => warn!(
             "machine {name}: systemd-machined refused the registration: {}",
-            super::scope::dbus_message(&e)
+            bus_message(&e)
         ),
     }
 }

@@ -1,35 +1,65 @@
-//! Everything berth asks of systemd, over its D-Bus API: the machine's transient scope
-//! under machine.slice, its limits and accounting, stop and kill, live figures.
+//! Everything berth asks of systemd: the machine's transient scope under machine.slice,
+//! its limits and accounting, stop and kill, live figures, and machined's registry.
+//!
+//! The daemon sees systemd only through the [`Systemd`] trait, so its state machine can
+//! be tested against a fake (src/daemon/fake.rs) without booting a host; [`Bus`] is the
+//! real one, over D-Bus.
 
 pub mod machined;
 pub mod scope;
 
-use crate::error::{BerthError, Result};
+use crate::error::{Error, Result};
+use crate::limits::{Flavor, Limits};
+use std::path::Path;
+use std::time::Duration;
 use zbus::Connection;
 use zbus_systemd::systemd1::ManagerProxy;
 
 pub use crate::api::UNKNOWN_FIGURE;
 pub use scope::{Figure, ScopeSpec};
 
-/// A handle on PID 1's manager object.
+/// What the daemon needs from systemd.
+#[async_trait::async_trait]
+pub trait Systemd: Send + Sync {
+    /// The major version of the running systemd.
+    async fn version(&self) -> Result<u32>;
+    /// Creates the scope holding `spec.pid`; returns once the job is done and the limits
+    /// apply.
+    async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()>;
+    /// Applies limits to a running scope, for as long as it runs.
+    async fn set_limits(&self, unit: &str, limits: &Limits, flavor: Flavor) -> Result<()>;
+    /// Sends `signal` to every process of the unit.
+    async fn kill_all(&self, unit: &str, signal: i32) -> Result<()>;
+    async fn freeze(&self, unit: &str, freeze: bool) -> Result<()>;
+    /// Waits until systemd has dropped the unit, stopping it if it lingers past `timeout`.
+    async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()>;
+    /// One live figure of the unit, or [`UNKNOWN_FIGURE`].
+    async fn figure(&self, unit: &str, figure: Figure) -> u64;
+    /// Tells systemd-machined about a running machine, if machined is there.
+    async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path);
+    /// Whether `pid` is a process of `unit`.
+    async fn holds(&self, unit: &str, pid: u32) -> bool;
+}
+
+/// systemd over D-Bus: PID 1's manager object and machined.
 #[derive(Clone)]
-pub struct Systemd {
+pub struct Bus {
     conn: Connection,
     manager: ManagerProxy<'static>,
 }
 
-impl Systemd {
+impl Bus {
     /// Connects and subscribes, so systemd sends the JobRemoved signals that scope
     /// starts wait for.
-    pub async fn new(conn: &Connection) -> Result<Systemd> {
+    pub async fn new(conn: &Connection) -> Result<Bus> {
         let manager = ManagerProxy::new(conn)
             .await
-            .map_err(|e| BerthError::failed("cannot reach systemd", e))?;
+            .map_err(|e| Error::bus("cannot reach systemd", e))?;
         manager
             .subscribe()
             .await
-            .map_err(|e| BerthError::failed("cannot subscribe to systemd's signals", e))?;
-        Ok(Systemd {
+            .map_err(|e| Error::bus("cannot subscribe to systemd's signals", e))?;
+        Ok(Bus {
             conn: conn.clone(),
             manager,
         })
@@ -42,17 +72,59 @@ impl Systemd {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+}
 
-    /// The major version of the running systemd ("252.38-1~deb12u1" gives 252).
-    pub async fn version(&self) -> Result<u32> {
+#[async_trait::async_trait]
+impl Systemd for Bus {
+    async fn version(&self) -> Result<u32> {
         let v = self
             .manager
             .version()
             .await
-            .map_err(|e| BerthError::failed("cannot read systemd's version", e))?;
+            .map_err(|e| Error::bus("cannot read systemd's version", e))?;
         parse_version(&v).ok_or_else(|| {
-            BerthError::Failed(format!("systemd reports a version berth can't read: {v:?}"))
+            Error::Failed(format!("systemd reports a version berth can't read: {v:?}"))
         })
+    }
+
+    async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()> {
+        scope::start(self, spec).await
+    }
+
+    async fn set_limits(&self, unit: &str, limits: &Limits, flavor: Flavor) -> Result<()> {
+        scope::set_limits(self, unit, limits, flavor).await
+    }
+
+    async fn kill_all(&self, unit: &str, signal: i32) -> Result<()> {
+        scope::kill_all(self, unit, signal).await
+    }
+
+    async fn freeze(&self, unit: &str, freeze: bool) -> Result<()> {
+        scope::freeze(self, unit, freeze).await
+    }
+
+    async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()> {
+        scope::wait_gone(self, unit, timeout).await
+    }
+
+    async fn figure(&self, unit: &str, figure: Figure) -> u64 {
+        scope::figure(self, unit, figure).await
+    }
+
+    async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path) {
+        machined::register(&self.conn, name, leader, root_directory).await
+    }
+
+    async fn holds(&self, unit: &str, pid: u32) -> bool {
+        // The scope's own cgroup, as the kernel reports it for the process; no call to
+        // systemd needed, and it cannot be fooled by a file in /run.
+        // A delegated scope may have sub-cgroups (a systemd inside moves itself to
+        // init.scope), so the unit may be followed by more of the path.
+        let own = format!("/{unit}");
+        let below = format!("/{unit}/");
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .map(|c| c.lines().any(|l| l.ends_with(&own) || l.contains(&below)))
+            .unwrap_or(false)
     }
 }
 

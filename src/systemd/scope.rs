@@ -1,9 +1,9 @@
 //! A machine's transient scope `machine-NAME.scope`: what systemd is told at start,
 //! live limit changes, stop, kill and the accounting figures.
 
-use super::Systemd;
+use super::Bus;
 use crate::api::UNKNOWN_FIGURE;
-use crate::error::{BerthError, Result};
+use crate::error::{Error, Result};
 use crate::limits::{Flavor, Limits, SdValue};
 use futures_util::StreamExt;
 use std::time::Duration;
@@ -67,188 +67,168 @@ pub fn limit_properties(limits: &Limits, flavor: Flavor) -> Result<Vec<(String, 
     Ok(props)
 }
 
-impl Systemd {
-    /// StartTransientUnit, then waits for the job: the scope exists, holds `pid` and has
-    /// its limits applied when this returns Ok.
-    pub async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()> {
-        let mut props = vec![
-            (
-                "Description".to_string(),
-                owned(Value::from(spec.description.as_str())),
-            ),
-            ("Slice".to_string(), owned(Value::from("machine.slice"))),
-            ("PIDs".to_string(), owned(Value::from(vec![spec.pid]))),
-            ("Delegate".to_string(), owned(Value::Bool(true))),
-            (
-                "CollectMode".to_string(),
-                owned(Value::from("inactive-or-failed")),
-            ),
-            (
-                "TimeoutStopUSec".to_string(),
-                owned(Value::U64(spec.stop_timeout_usec)),
-            ),
-        ];
-        props.extend(limit_properties(spec.limits, spec.flavor)?);
-        // Subscribe before the call: the job may finish before the reply arrives.
-        let mut removed = self
-            .manager()
-            .receive_job_removed()
-            .await
-            .map_err(|e| BerthError::failed("cannot watch systemd jobs", e))?;
-        let job = self
-            .manager()
-            .start_transient_unit(spec.unit.to_string(), "fail".into(), props, vec![])
-            .await
-            .map_err(|e| {
-                BerthError::Failed(format!(
-                    "systemd refused to create {}: {}",
-                    spec.unit,
-                    dbus_message(&e)
-                ))
-            })?;
-        let wait = async {
-            while let Some(sig) = removed.next().await {
-                let Ok(args) = sig.args() else { continue };
-                if args.job.as_str() == job.as_str() {
-                    return Some(args.result.clone());
-                }
+/// StartTransientUnit, then waits for the job: the scope exists, holds `pid` and has
+/// its limits applied when this returns Ok.
+pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
+    let mut props = vec![
+        (
+            "Description".to_string(),
+            owned(Value::from(spec.description.as_str())),
+        ),
+        ("Slice".to_string(), owned(Value::from("machine.slice"))),
+        ("PIDs".to_string(), owned(Value::from(vec![spec.pid]))),
+        ("Delegate".to_string(), owned(Value::Bool(true))),
+        (
+            "CollectMode".to_string(),
+            owned(Value::from("inactive-or-failed")),
+        ),
+        (
+            "TimeoutStopUSec".to_string(),
+            owned(Value::U64(spec.stop_timeout_usec)),
+        ),
+    ];
+    props.extend(limit_properties(spec.limits, spec.flavor)?);
+    // Subscribe before the call: the job may finish before the reply arrives.
+    let mut removed = sd
+        .manager()
+        .receive_job_removed()
+        .await
+        .map_err(|e| Error::bus("cannot watch systemd jobs", e))?;
+    let job = sd
+        .manager()
+        .start_transient_unit(spec.unit.to_string(), "fail".into(), props, vec![])
+        .await
+        .map_err(|e| Error::bus(format!("systemd refused to create {}", spec.unit), e))?;
+    let wait = async {
+        while let Some(sig) = removed.next().await {
+            let Ok(args) = sig.args() else { continue };
+            if args.job.as_str() == job.as_str() {
+                return Some(args.result.clone());
             }
-            None
-        };
-        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
-            Ok(Some(result)) if result == "done" => Ok(()),
-            Ok(Some(result)) => Err(BerthError::Failed(format!(
-                "systemd could not start {}: job result '{result}' (see journalctl -u {})",
-                spec.unit, spec.unit
-            ))),
-            Ok(None) => Err(BerthError::Failed(
-                "lost the connection to systemd while it started the scope".into(),
-            )),
-            Err(_) => Err(BerthError::Failed(format!(
-                "systemd did not start {} within {}s",
-                spec.unit,
-                JOB_TIMEOUT.as_secs()
-            ))),
         }
+        None
+    };
+    match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+        Ok(Some(result)) if result == "done" => Ok(()),
+        Ok(Some(result)) => Err(Error::Failed(format!(
+            "systemd could not start {}: job result '{result}' (see journalctl -u {})",
+            spec.unit, spec.unit
+        ))),
+        Ok(None) => Err(Error::Failed(
+            "lost the connection to systemd while it started the scope".into(),
+        )),
+        Err(_) => Err(Error::Failed(format!(
+            "systemd did not start {} within {}s",
+            spec.unit,
+            JOB_TIMEOUT.as_secs()
+        ))),
     }
+}
 
-    /// SetUnitProperties(runtime): the change applies now and lasts as long as the scope.
-    pub async fn set_limits(&self, unit: &str, limits: &Limits, flavor: Flavor) -> Result<()> {
-        let props = limit_properties(limits, flavor)?;
-        self.manager()
-            .set_unit_properties(unit.to_string(), true, props)
-            .await
-            .map_err(|e| {
-                BerthError::Failed(format!(
-                    "systemd refused the limits for {unit}: {}",
-                    dbus_message(&e)
-                ))
-            })
+/// SetUnitProperties(runtime): the change applies now and lasts as long as the scope.
+pub(super) async fn set_limits(
+    sd: &Bus,
+    unit: &str,
+    limits: &Limits,
+    flavor: Flavor,
+) -> Result<()> {
+    let props = limit_properties(limits, flavor)?;
+    sd.manager()
+        .set_unit_properties(unit.to_string(), true, props)
+        .await
+        .map_err(|e| Error::bus(format!("systemd refused the limits for {unit}"), e))
+}
+
+/// FreezeUnit/ThawUnit: systemd answers once the cgroup is (un)frozen. Only the
+/// unified hierarchy can freeze; callers check the host first for a clear message.
+pub(super) async fn freeze(sd: &Bus, unit: &str, freeze: bool) -> Result<()> {
+    let result = if freeze {
+        sd.manager().freeze_unit(unit.to_string()).await
+    } else {
+        sd.manager().thaw_unit(unit.to_string()).await
+    };
+    result.map_err(|e| {
+        Error::bus(
+            format!(
+                "systemd could not {} {unit}",
+                if freeze { "freeze" } else { "thaw" }
+            ),
+            e,
+        )
+    })
+}
+
+pub(super) async fn kill_all(sd: &Bus, unit: &str, signal: i32) -> Result<()> {
+    sd.manager()
+        .kill_unit(unit.to_string(), "all".to_string(), signal)
+        .await
+        .map_err(|e| Error::bus(format!("cannot signal {unit}"), e))
+}
+
+async fn stop(sd: &Bus, unit: &str) -> Result<()> {
+    match sd
+        .manager()
+        .stop_unit(unit.to_string(), "replace".into())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_no_such_unit(&e) => Ok(()),
+        Err(e) => Err(Error::bus(format!("cannot stop {unit}"), e)),
     }
+}
 
-    /// FreezeUnit/ThawUnit: systemd answers once the cgroup is (un)frozen. Only the
-    /// unified hierarchy can freeze; callers check the host first for a clear message.
-    pub async fn freeze(&self, unit: &str, freeze: bool) -> Result<()> {
-        let result = if freeze {
-            self.manager().freeze_unit(unit.to_string()).await
-        } else {
-            self.manager().thaw_unit(unit.to_string()).await
-        };
-        result.map_err(|e| {
-            BerthError::Failed(format!(
-                "systemd could not {} {unit}: {}",
-                if freeze { "freeze" } else { "thaw" },
-                dbus_message(&e)
-            ))
-        })
+/// Whether systemd still has the unit loaded (scopes are collected once inactive).
+async fn unit_exists(sd: &Bus, unit: &str) -> Result<bool> {
+    match sd.manager().get_unit(unit.to_string()).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_no_such_unit(&e) => Ok(false),
+        Err(e) => Err(Error::bus(format!("cannot look up {unit}"), e)),
     }
+}
 
-    pub async fn kill(&self, unit: &str, whom: &str, signal: i32) -> Result<()> {
-        self.manager()
-            .kill_unit(unit.to_string(), whom.to_string(), signal)
-            .await
-            .map_err(|e| BerthError::Failed(format!("cannot signal {unit}: {}", dbus_message(&e))))
-    }
-
-    pub async fn stop(&self, unit: &str) -> Result<()> {
-        match self
-            .manager()
-            .stop_unit(unit.to_string(), "replace".into())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_no_such_unit(&e) => Ok(()),
-            Err(e) => Err(BerthError::Failed(format!(
-                "cannot stop {unit}: {}",
-                dbus_message(&e)
-            ))),
+/// Waits until systemd has dropped the unit; stops it if it lingers.
+pub(super) async fn wait_gone(sd: &Bus, unit: &str, timeout: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while unit_exists(sd, unit).await? {
+        if tokio::time::Instant::now() >= deadline {
+            stop(sd, unit).await?;
+            let _ = sd.manager().reset_failed_unit(unit.to_string()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return if unit_exists(sd, unit).await? {
+                Err(Error::Failed(format!(
+                    "{unit} is still there after stopping it"
+                )))
+            } else {
+                Ok(())
+            };
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
 
-    /// Whether systemd still has the unit loaded (scopes are collected once inactive).
-    pub async fn unit_exists(&self, unit: &str) -> Result<bool> {
-        match self.manager().get_unit(unit.to_string()).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_no_such_unit(&e) => Ok(false),
-            Err(e) => Err(BerthError::Failed(format!(
-                "cannot look up {unit}: {}",
-                dbus_message(&e)
-            ))),
+/// One live figure of the scope. Each Machine property read asks systemd for its own
+/// figure only, so a GetAll of the five figures reads five values, not twenty-five.
+pub(super) async fn figure(sd: &Bus, unit: &str, figure: Figure) -> u64 {
+    let read = async {
+        let path = sd.manager().get_unit(unit.to_string()).await?;
+        let scope = zbus_systemd::systemd1::ScopeProxy::builder(sd.connection())
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        match figure {
+            Figure::CpuUsageNSec => scope.cpu_usage_n_sec().await,
+            Figure::MemoryCurrent => scope.memory_current().await,
+            Figure::TasksCurrent => scope.tasks_current().await,
+            Figure::IoReadBytes => scope.io_read_bytes().await,
+            Figure::IoWriteBytes => scope.io_write_bytes().await,
         }
-    }
-
-    /// Waits until systemd has dropped the unit; stops it if it lingers.
-    pub async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.unit_exists(unit).await? {
-            if tokio::time::Instant::now() >= deadline {
-                self.stop(unit).await?;
-                let _ = self.manager().reset_failed_unit(unit.to_string()).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                return if self.unit_exists(unit).await? {
-                    Err(BerthError::Failed(format!(
-                        "{unit} is still there after stopping it"
-                    )))
-                } else {
-                    Ok(())
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// One live figure of the scope. Each Machine property read asks systemd for its own
-    /// figure only, so a GetAll of the five figures reads five values, not twenty-five.
-    pub async fn figure(&self, unit: &str, figure: Figure) -> u64 {
-        let read = async {
-            let path = self.manager().get_unit(unit.to_string()).await?;
-            let scope = zbus_systemd::systemd1::ScopeProxy::builder(self.connection())
-                .path(path)?
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await?;
-            match figure {
-                Figure::CpuUsageNSec => scope.cpu_usage_n_sec().await,
-                Figure::MemoryCurrent => scope.memory_current().await,
-                Figure::TasksCurrent => scope.tasks_current().await,
-                Figure::IoReadBytes => scope.io_read_bytes().await,
-                Figure::IoWriteBytes => scope.io_write_bytes().await,
-            }
-        };
-        read.await.unwrap_or(UNKNOWN_FIGURE)
-    }
+    };
+    read.await.unwrap_or(UNKNOWN_FIGURE)
 }
 
 fn is_no_such_unit(e: &zbus::Error) -> bool {
     matches!(e, zbus::Error::MethodError(name, _, _)
         if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
-}
-
-/// The human part of a D-Bus error, without the error name.
-pub fn dbus_message(e: &zbus::Error) -> String {
-    match e {
-        zbus::Error::MethodError(_, Some(msg), _) if !msg.is_empty() => msg.clone(),
-        other => other.to_string(),
-    }
 }

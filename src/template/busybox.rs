@@ -2,7 +2,7 @@
 //! per applet, a root user and an inittab that keeps busybox init idle until halted.
 
 use super::TemplateInfo;
-use crate::error::{BerthError, Result};
+use crate::error::{Error, IoContext, Result};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -43,14 +43,14 @@ pub fn find_busybox() -> Result<PathBuf> {
         .map(Path::new)
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            BerthError::NotSupported(
+            Error::NotSupported(
                 "the busybox template needs a static busybox on the host: install busybox-static"
                     .into(),
             )
         })?;
-    let bytes = fs::read(found)?;
+    let bytes = fs::read(found).at("cannot read", found)?;
     if elf_has_interpreter(&bytes) {
-        return Err(BerthError::NotSupported(format!(
+        return Err(Error::NotSupported(format!(
             "{} is dynamically linked and would not run inside a machine: install busybox-static",
             found.display()
         )));
@@ -85,23 +85,28 @@ fn elf_has_interpreter(bytes: &[u8]) -> bool {
 
 pub fn build(rootfs: &Path) -> Result<()> {
     let busybox = find_busybox()?;
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).at("cannot chmod", path)
+    };
+    let write = |path: &Path, text: &str| fs::write(path, text).at("cannot write", path);
     for d in DIRS {
-        fs::create_dir_all(rootfs.join(d))?;
+        let dir = rootfs.join(d);
+        fs::create_dir_all(&dir).at("cannot create", &dir)?;
     }
     for d in ["tmp", "var/tmp"] {
-        fs::set_permissions(rootfs.join(d), fs::Permissions::from_mode(0o1777))?;
+        mode(&rootfs.join(d), 0o1777)?;
     }
-    fs::set_permissions(rootfs.join("root"), fs::Permissions::from_mode(0o700))?;
+    mode(&rootfs.join("root"), 0o700)?;
     let target = rootfs.join("bin/busybox");
-    fs::copy(&busybox, &target)?;
-    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+    fs::copy(&busybox, &target).at("cannot copy", &busybox)?;
+    mode(&target, 0o755)?;
 
     let out = std::process::Command::new(&busybox)
         .arg("--list-full")
         .output()
-        .map_err(|e| BerthError::failed(format!("{} --list-full", busybox.display()), e))?;
+        .map_err(|e| Error::failed(format!("{} --list-full", busybox.display()), e))?;
     if !out.status.success() {
-        return Err(BerthError::Failed(format!(
+        return Err(Error::Failed(format!(
             "{} --list-full failed: {}",
             busybox.display(),
             String::from_utf8_lossy(&out.stderr).trim()
@@ -114,19 +119,22 @@ pub fn build(rootfs: &Path) -> Result<()> {
         }
         let link = rootfs.join(rel);
         if let Some(parent) = link.parent() {
-            fs::create_dir_all(parent)?;
+            fs::create_dir_all(parent).at("cannot create", parent)?;
         }
         if link.symlink_metadata().is_err() {
-            symlink("/bin/busybox", &link)?;
+            symlink("/bin/busybox", &link).at("cannot create", &link)?;
         }
     }
-    fs::write(rootfs.join("etc/inittab"), INITTAB)?;
+    write(&rootfs.join("etc/inittab"), INITTAB)?;
     let rcs = rootfs.join("etc/init.d/rcS");
-    fs::write(&rcs, RCS)?;
-    fs::set_permissions(&rcs, fs::Permissions::from_mode(0o755))?;
-    fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    fs::write(rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\n")?;
-    fs::write(rootfs.join("etc/hostname"), "busybox\n")?;
+    write(&rcs, RCS)?;
+    mode(&rcs, 0o755)?;
+    write(
+        &rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\n",
+    )?;
+    write(&rootfs.join("etc/group"), "root:x:0:\ntty:x:5:\n")?;
+    write(&rootfs.join("etc/hostname"), "busybox\n")?;
     Ok(())
 }
 

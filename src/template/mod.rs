@@ -3,8 +3,9 @@
 //! half-built template is never used.
 
 pub mod busybox;
+pub mod init;
 
-use crate::error::{BerthError, Result};
+use crate::error::{Error, IoContext, Result};
 use std::path::{Path, PathBuf};
 
 /// What a template knows about the machines made from it.
@@ -22,7 +23,7 @@ pub const KNOWN: &[TemplateInfo] = &[busybox::INFO];
 pub fn info(name: &str) -> Result<&'static TemplateInfo> {
     KNOWN.iter().find(|t| t.name == name).ok_or_else(|| {
         let known: Vec<_> = KNOWN.iter().map(|t| t.name).collect();
-        BerthError::NoSuchTemplate(format!(
+        Error::NoSuchTemplate(format!(
             "no template named {name:?}; available: {}",
             known.join(", ")
         ))
@@ -41,28 +42,22 @@ pub fn ensure(templates_dir: &Path, name: &str) -> Result<PathBuf> {
     if rootfs.is_dir() {
         return Ok(rootfs);
     }
-    std::fs::create_dir_all(templates_dir)?;
+    std::fs::create_dir_all(templates_dir).at("cannot create", templates_dir)?;
     let staging = templates_dir.join(format!(".{}.build-{}", info.name, std::process::id()));
     let _ = crate::rootfs::remove_tree(&staging);
     let built = (|| {
-        std::fs::create_dir(&staging)?;
+        std::fs::create_dir(&staging).at("cannot create", &staging)?;
         match info.name {
             "busybox" => busybox::build(&staging.join("rootfs")),
-            other => Err(BerthError::NoSuchTemplate(format!(
+            other => Err(Error::NoSuchTemplate(format!(
                 "template {other:?} has no builder"
             ))),
         }?;
-        std::fs::rename(&staging, templates_dir.join(info.name))?;
-        Ok(())
+        std::fs::rename(&staging, templates_dir.join(info.name)).at("cannot rename", &staging)
     })();
     if let Err(e) = built {
         let _ = crate::rootfs::remove_tree(&staging);
-        return Err(match e {
-            BerthError::Failed(m) => {
-                BerthError::Failed(format!("cannot build template {}: {m}", info.name))
-            }
-            other => other,
-        });
+        return Err(e.context(format!("cannot build template {}", info.name)));
     }
     Ok(rootfs)
 }
@@ -74,7 +69,7 @@ mod tests {
     #[test]
     fn unknown_template_lists_the_known_ones() {
         match info("ubuntu") {
-            Err(BerthError::NoSuchTemplate(m)) => {
+            Err(Error::NoSuchTemplate(m)) => {
                 assert!(m.contains("ubuntu") && m.contains("busybox"), "{m}")
             }
             other => panic!("{other:?}"),

@@ -1,0 +1,38 @@
+//! Execute: a command inside a running machine with the caller's stdio; the spawner
+//! joins the machine and reports the command's exit status.
+
+use super::Daemon;
+use super::machine::MachineState;
+use crate::error::{Error, Result};
+use crate::spawn::CallerGone;
+use crate::spawn::protocol::ExecRequest;
+use std::os::fd::OwnedFd;
+
+impl Daemon {
+    pub async fn execute(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        environment: Vec<String>,
+        stdio: [OwnedFd; 3],
+        caller_gone: CallerGone,
+    ) -> Result<i32> {
+        let m = self.machine(name)?;
+        let run = m.run();
+        if run.state != MachineState::Running {
+            return Err(Error::InvalidState(format!(
+                "machine {name} is {}; start it first",
+                run.state.as_str()
+            )));
+        }
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(Error::InvalidArgument("no command given to execute".into()));
+        }
+        let req = ExecRequest {
+            leader: run.leader,
+            argv,
+            environment,
+        };
+        self.spawner.exec(&req, stdio, caller_gone).await
+    }
+}

@@ -1,0 +1,561 @@
+//! The orchestrator's state machine against a fake systemd and a fake spawner, without a
+//! test host. The fakes keep the contract of the real ones where the daemon relies on it:
+//! a machine's "PID 1" is a real process (so pidfds, signals and exits are real), a scope
+//! holds its processes until they are gone, and KillUnit signals them.
+
+use super::machine::MachineState;
+use super::{CreateOptions, Daemon, Event, Host};
+use crate::api::KillWho;
+use crate::cgroup::CgroupMode;
+use crate::error::{Error, Kind, Result};
+use crate::limits::{Flavor, Limits};
+use crate::paths::Paths;
+use crate::spawn::protocol::{ExecRequest, SpawnRequest};
+use crate::spawn::{CallerGone, Pending, Spawner};
+use crate::systemd::{Figure, ScopeSpec, Systemd, UNKNOWN_FIGURE};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone as far as a machine is concerned.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap_or(0)..].starts_with(") Z"))
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill with a pid the fake spawned and a signal number.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+#[derive(Default)]
+pub struct FakeSystemd {
+    /// unit → the processes it holds.
+    units: Mutex<HashMap<String, Vec<u32>>>,
+    pub refuse_scopes: AtomicBool,
+    pub registered: Mutex<Vec<String>>,
+    pub kills: Mutex<Vec<(String, i32)>>,
+    pub limits: Mutex<Vec<(String, Limits)>>,
+}
+
+impl FakeSystemd {
+    fn has_unit(&self, unit: &str) -> bool {
+        self.units.lock().unwrap().contains_key(unit)
+    }
+}
+
+#[async_trait::async_trait]
+impl Systemd for FakeSystemd {
+    async fn version(&self) -> Result<u32> {
+        Ok(252)
+    }
+
+    async fn start_scope(&self, spec: &ScopeSpec<'_>) -> Result<()> {
+        if self.refuse_scopes.load(Ordering::SeqCst) {
+            return Err(Error::Failed(format!("fake systemd refused {}", spec.unit)));
+        }
+        let mut units = self.units.lock().unwrap();
+        if units.contains_key(spec.unit) {
+            return Err(Error::Failed(format!("{} exists already", spec.unit)));
+        }
+        units.insert(spec.unit.to_string(), vec![spec.pid]);
+        Ok(())
+    }
+
+    async fn set_limits(&self, unit: &str, limits: &Limits, _: Flavor) -> Result<()> {
+        self.limits
+            .lock()
+            .unwrap()
+            .push((unit.to_string(), limits.clone()));
+        Ok(())
+    }
+
+    async fn kill_all(&self, unit: &str, sig: i32) -> Result<()> {
+        self.kills.lock().unwrap().push((unit.to_string(), sig));
+        for pid in self
+            .units
+            .lock()
+            .unwrap()
+            .get(unit)
+            .cloned()
+            .unwrap_or_default()
+        {
+            signal(pid, sig);
+        }
+        Ok(())
+    }
+
+    async fn freeze(&self, _: &str, _: bool) -> Result<()> {
+        Ok(())
+    }
+
+    async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pids = self.units.lock().unwrap().get(unit).cloned();
+            match pids {
+                None => return Ok(()),
+                Some(pids) if pids.iter().all(|p| !alive(*p)) => {
+                    self.units.lock().unwrap().remove(unit);
+                    return Ok(());
+                }
+                Some(pids) if tokio::time::Instant::now() >= deadline => {
+                    // As systemd's StopUnit: the scope goes, its processes with it.
+                    pids.iter().for_each(|p| signal(*p, libc::SIGKILL));
+                    self.units.lock().unwrap().remove(unit);
+                    return Ok(());
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    async fn figure(&self, _: &str, _: Figure) -> u64 {
+        UNKNOWN_FIGURE
+    }
+
+    async fn register_machine(&self, name: &str, _: u32, _: &Path) {
+        self.registered.lock().unwrap().push(name.to_string());
+    }
+
+    async fn holds(&self, unit: &str, pid: u32) -> bool {
+        self.units
+            .lock()
+            .unwrap()
+            .get(unit)
+            .is_some_and(|p| p.contains(&pid))
+    }
+}
+
+/// Spawns `sleep` as each machine's PID 1; a reaper thread per process plays the host's
+/// init.
+#[derive(Default)]
+pub struct FakeSpawner {
+    pub refuse_spawn: AtomicBool,
+    pub fail_exec: AtomicBool,
+    /// PID 1 ignores every halt signal, as a stuck init would.
+    pub ignore_halt: AtomicBool,
+    pub pids: Mutex<Vec<u32>>,
+    pub execs: Mutex<Vec<ExecRequest>>,
+}
+
+struct FakePending {
+    pid: u32,
+    fail_exec: bool,
+}
+
+#[async_trait::async_trait]
+impl Pending for FakePending {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn go(self: Box<Self>) -> Result<()> {
+        if self.fail_exec {
+            // What the real PID 1 does when its init cannot be executed.
+            signal(self.pid, libc::SIGKILL);
+            return Err(Error::Failed("cannot execute /sbin/init: not found".into()));
+        }
+        Ok(())
+    }
+
+    async fn abort(self: Box<Self>) {
+        signal(self.pid, libc::SIGKILL);
+    }
+}
+
+#[async_trait::async_trait]
+impl Spawner for FakeSpawner {
+    async fn spawn(&self, req: &SpawnRequest) -> Result<Box<dyn Pending>> {
+        if self.refuse_spawn.load(Ordering::SeqCst) {
+            return Err(Error::Failed(format!(
+                "cannot create the namespaces of machine {}",
+                req.name
+            )));
+        }
+        let script = if self.ignore_halt.load(Ordering::SeqCst) {
+            "trap '' TERM USR2; exec sleep 1000"
+        } else {
+            "exec sleep 1000"
+        };
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", script])
+            .spawn()
+            .map_err(|e| Error::failed("cannot spawn", e))?;
+        let pid = child.id();
+        std::thread::spawn(move || child.wait());
+        // Give sh a moment to install its traps before anyone signals it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.pids.lock().unwrap().push(pid);
+        Ok(Box::new(FakePending {
+            pid,
+            fail_exec: self.fail_exec.load(Ordering::SeqCst),
+        }))
+    }
+
+    async fn exec(&self, req: &ExecRequest, _: [OwnedFd; 3], _: CallerGone) -> Result<i32> {
+        self.execs.lock().unwrap().push(req.clone());
+        Ok(0)
+    }
+}
+
+struct Bench {
+    daemon: Arc<Daemon>,
+    systemd: Arc<FakeSystemd>,
+    spawner: Arc<FakeSpawner>,
+    events: UnboundedReceiver<Event>,
+    dir: PathBuf,
+}
+
+impl Bench {
+    async fn new(tag: &str) -> Bench {
+        let dir = std::env::temp_dir().join(format!("berth-fake-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A ready template, so no busybox build is needed.
+        std::fs::create_dir_all(dir.join("state/templates/busybox/rootfs/etc")).unwrap();
+        Self::with(dir, Default::default(), Default::default()).await
+    }
+
+    async fn with(dir: PathBuf, systemd: Arc<FakeSystemd>, spawner: Arc<FakeSpawner>) -> Bench {
+        let paths = Paths {
+            state_dir: dir.join("state"),
+            runtime_dir: dir.join("run"),
+        };
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let daemon = Daemon::new(
+            paths,
+            Host::new(CgroupMode::Hybrid, 252),
+            systemd.clone(),
+            spawner.clone(),
+            tx,
+        )
+        .await
+        .unwrap();
+        Bench {
+            daemon,
+            systemd,
+            spawner,
+            events,
+            dir,
+        }
+    }
+
+    /// A second berthd on the same state and the same "host", as after a restart.
+    async fn restarted(&self) -> Bench {
+        Self::with(self.dir.clone(), self.systemd.clone(), self.spawner.clone()).await
+    }
+
+    async fn create(&self, name: &str, opts: CreateOptions) {
+        self.daemon.create(name, "busybox", opts).await.unwrap();
+    }
+
+    fn state(&self, name: &str) -> MachineState {
+        self.daemon.machine(name).unwrap().state()
+    }
+
+    fn runtime_file(&self, name: &str) -> PathBuf {
+        self.daemon
+            .paths
+            .runtime_machines_dir()
+            .join(format!("{name}.json"))
+    }
+
+    /// States told for `name` so far, in order.
+    fn states(&mut self, name: &str) -> Vec<MachineState> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            if let Event::StateChanged { name: n, state, .. } = e
+                && n == name
+            {
+                out.push(state);
+            }
+        }
+        out
+    }
+
+    /// Nothing of a start is left: no unit, no process, no runtime file.
+    fn assert_nothing_left(&self, name: &str) {
+        let unit = crate::names::scope_unit_name(name);
+        assert!(!self.systemd.has_unit(&unit), "{unit} left behind");
+        for pid in self.spawner.pids.lock().unwrap().iter() {
+            assert!(!alive(*pid), "process {pid} left running");
+        }
+        assert!(
+            !self.runtime_file(name).exists(),
+            "runtime file left behind"
+        );
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for pid in self.spawner.pids.lock().unwrap().iter() {
+            signal(*pid, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn until(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_and_stop_tell_every_step_and_leave_nothing() {
+    let mut b = Bench::new("cycle").await;
+    b.create("m", CreateOptions::default()).await;
+    b.daemon.start("m").await.unwrap();
+    let leader = b.daemon.machine("m").unwrap().run().leader;
+    assert!(alive(leader));
+    assert!(b.systemd.holds("machine-m.scope", leader).await);
+    assert!(b.runtime_file("m").exists());
+    assert_eq!(*b.systemd.registered.lock().unwrap(), ["m"]);
+    let again = b.daemon.start("m").await.unwrap_err();
+    assert_eq!(again.kind(), Kind::InvalidState);
+
+    b.daemon.stop("m").await.unwrap();
+    assert_eq!(b.state("m"), MachineState::Stopped);
+    assert_eq!(
+        b.states("m"),
+        [
+            MachineState::Starting,
+            MachineState::Running,
+            MachineState::Stopping,
+            MachineState::Stopped
+        ]
+    );
+    b.assert_nothing_left("m");
+    assert!(
+        b.systemd.kills.lock().unwrap().is_empty(),
+        "halted without SIGKILL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_spawn_leaves_nothing() {
+    let mut b = Bench::new("nospawn").await;
+    b.create("m", CreateOptions::default()).await;
+    b.spawner.refuse_spawn.store(true, Ordering::SeqCst);
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert!(e.to_string().contains("namespaces"), "{e}");
+    assert_eq!(b.state("m"), MachineState::Failed);
+    assert_eq!(
+        b.states("m"),
+        [MachineState::Starting, MachineState::Failed]
+    );
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_scope_kills_the_waiting_pid1() {
+    let b = Bench::new("noscope").await;
+    b.create("m", CreateOptions::default()).await;
+    b.systemd.refuse_scopes.store(true, Ordering::SeqCst);
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert_eq!(b.spawner.pids.lock().unwrap().len(), 1);
+    until("PID 1 is killed", || {
+        b.spawner.pids.lock().unwrap().iter().all(|p| !alive(*p))
+    })
+    .await;
+    b.assert_nothing_left("m");
+    // The machine can start once systemd agrees.
+    b.systemd.refuse_scopes.store(false, Ordering::SeqCst);
+    b.daemon.start("m").await.unwrap();
+    b.daemon.stop("m").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unwritable_runtime_state_undoes_the_scope() {
+    let b = Bench::new("nort").await;
+    b.create("m", CreateOptions::default()).await;
+    let rt = b.daemon.paths.runtime_machines_dir();
+    std::fs::remove_dir_all(&rt).unwrap();
+    std::fs::write(&rt, b"not a directory").unwrap();
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert!(
+        e.to_string().contains(&rt.display().to_string()),
+        "names the path: {e}"
+    );
+    until("PID 1 is killed", || {
+        b.spawner.pids.lock().unwrap().iter().all(|p| !alive(*p))
+    })
+    .await;
+    assert!(!b.systemd.has_unit("machine-m.scope"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_init_that_cannot_exec_fails_the_start_and_leaves_nothing() {
+    let b = Bench::new("noexec").await;
+    b.create("m", CreateOptions::default()).await;
+    b.spawner.fail_exec.store(true, Ordering::SeqCst);
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "machine m did not start: cannot execute /sbin/init: not found"
+    );
+    assert_eq!(b.state("m"), MachineState::Failed);
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stuck_init_is_killed_after_the_stop_timeout() {
+    let b = Bench::new("stuck").await;
+    b.create(
+        "m",
+        CreateOptions {
+            stop_timeout_usec: Some(300_000),
+            ..Default::default()
+        },
+    )
+    .await;
+    b.spawner.ignore_halt.store(true, Ordering::SeqCst);
+    b.daemon.start("m").await.unwrap();
+    b.daemon.stop("m").await.unwrap();
+    assert_eq!(
+        *b.systemd.kills.lock().unwrap(),
+        [("machine-m.scope".to_string(), libc::SIGKILL)]
+    );
+    assert_eq!(b.state("m"), MachineState::Stopped);
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ephemeral_machine_goes_when_it_stops_and_cannot_restart() {
+    let mut b = Bench::new("ephemeral").await;
+    b.create(
+        "m",
+        CreateOptions {
+            ephemeral: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    b.daemon.start("m").await.unwrap();
+    let e = b.daemon.restart("m").await.unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidState);
+    let dir = b.daemon.paths.machine_dir("m");
+    let leader = b.daemon.machine("m").unwrap().run().leader;
+    // It ends on its own, not through Stop: the watcher removes it.
+    signal(leader, libc::SIGKILL);
+    until("the machine is removed", || b.daemon.machine("m").is_err()).await;
+    assert!(!dir.exists());
+    b.assert_nothing_left("m");
+    let mut removed = false;
+    while let Ok(e) = b.events.try_recv() {
+        removed |= matches!(e, Event::Removed(n) if n == "m");
+    }
+    assert!(removed, "Removed was told");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_gives_a_new_leader_and_kill_reaches_the_right_processes() {
+    let b = Bench::new("restart").await;
+    b.create("m", CreateOptions::default()).await;
+    let e = b
+        .daemon
+        .kill("m", KillWho::All, libc::SIGTERM)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidState);
+    b.daemon.start("m").await.unwrap();
+    let first = b.daemon.machine("m").unwrap().run().leader;
+    b.daemon.restart("m").await.unwrap();
+    let second = b.daemon.machine("m").unwrap().run().leader;
+    assert_ne!(first, second);
+    assert!(!alive(first) && alive(second));
+    b.daemon
+        .kill("m", KillWho::All, libc::SIGWINCH)
+        .await
+        .unwrap();
+    assert_eq!(
+        *b.systemd.kills.lock().unwrap(),
+        [("machine-m.scope".to_string(), libc::SIGWINCH)]
+    );
+    b.daemon
+        .kill("m", KillWho::Leader, libc::SIGKILL)
+        .await
+        .unwrap();
+    until("the machine is stopped", || {
+        b.state("m") == MachineState::Stopped
+    })
+    .await;
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_adopts_running_machines_and_only_those() {
+    let b = Bench::new("adopt").await;
+    b.create("m", CreateOptions::default()).await;
+    b.create("other", CreateOptions::default()).await;
+    b.daemon.start("m").await.unwrap();
+    let leader = b.daemon.machine("m").unwrap().run().leader;
+    // A runtime file that names a process its scope does not hold is not believed.
+    let stranger = std::process::id();
+    let forged = serde_json::json!({
+        "leader": stranger,
+        "leader_start_time": crate::sys::process::start_time(stranger).unwrap(),
+    });
+    std::fs::write(b.runtime_file("other"), forged.to_string()).unwrap();
+
+    let b2 = b.restarted().await;
+    assert_eq!(b2.state("m"), MachineState::Running);
+    assert_eq!(b2.daemon.machine("m").unwrap().run().leader, leader);
+    assert_eq!(b2.state("other"), MachineState::Stopped);
+    assert!(!b2.runtime_file("other").exists());
+    b2.daemon.stop("m").await.unwrap();
+    assert!(!alive(leader));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execute_needs_a_running_machine_and_a_command() {
+    let b = Bench::new("exec").await;
+    b.create("m", CreateOptions::default()).await;
+    let stdio = || {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        [null(), null(), null()]
+    };
+    let never: fn() -> CallerGone = || Box::pin(std::future::pending());
+    let e = b
+        .daemon
+        .execute("m", vec!["true".into()], vec![], stdio(), never())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidState);
+    b.daemon.start("m").await.unwrap();
+    let e = b
+        .daemon
+        .execute("m", vec![], vec![], stdio(), never())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidArgument);
+    let code = b
+        .daemon
+        .execute(
+            "m",
+            vec!["true".into()],
+            vec!["A=1".into()],
+            stdio(),
+            never(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    let leader = b.daemon.machine("m").unwrap().run().leader;
+    let execs = b.spawner.execs.lock().unwrap().clone();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0].leader, leader);
+    assert_eq!(execs[0].environment, ["A=1"]);
+    b.daemon.stop("m").await.unwrap();
+}

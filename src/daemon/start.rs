@@ -1,0 +1,162 @@
+//! Start: PID 1 is made in its namespaces by the spawner and waits; systemd puts it in
+//! the machine's scope with its limits; its runtime file is written and machined told;
+//! only then may PID 1 set up its root and exec the init. Every step that leaves
+//! something behind registers its undoing, so a start that fails anywhere leaves no
+//! scope, process or file (see revert.rs).
+
+use super::machine::{Machine, MachineState, Run};
+use super::{Daemon, SCOPE_GONE_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::revert::Revert;
+use crate::spawn::Pending;
+use crate::spawn::protocol::SpawnRequest;
+use crate::store::{self, RuntimeState};
+use crate::sys::{PidFd, process};
+use crate::systemd::ScopeSpec;
+use crate::template::{self, init};
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+impl Daemon {
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
+        let m = self.machine(name)?;
+        let _op = m.op.lock().await;
+        if m.state().is_active() {
+            return Err(Error::InvalidState(format!(
+                "machine {name} is already {}; stop it first",
+                m.state().as_str()
+            )));
+        }
+        m.set_state(MachineState::Starting);
+        self.emit_state(&m);
+        match self.spawn_in_scope(&m).await {
+            Ok(pidfd) => {
+                let leader = pidfd.pid();
+                m.set_run(Run {
+                    state: MachineState::Running,
+                    leader,
+                    pidfd: Some(pidfd.clone()),
+                });
+                self.emit_state(&m);
+                self.watch_leader(m.clone(), pidfd);
+                info!("machine {name}: started, leader {leader}");
+                Ok(())
+            }
+            Err(e) => {
+                warn!("machine {name}: start failed: {e}");
+                m.set_state(MachineState::Failed);
+                self.emit_state(&m);
+                Err(e)
+            }
+        }
+    }
+
+    async fn spawn_in_scope(&self, m: &Machine) -> Result<PidFd> {
+        let cfg = m.config();
+        let info = template::info(&cfg.template)?;
+        let req = SpawnRequest {
+            name: m.name.clone(),
+            hostname: cfg.hostname.clone(),
+            rootfs: m.rootfs(),
+            command: init::pid1_argv(&cfg.command, info),
+            environment: cfg.environment.clone(),
+            tmp_size: cfg.tmp_size,
+        };
+        let mut revert = Revert::new();
+
+        let pending = self.spawner.spawn(&req).await?;
+        let pid = pending.pid();
+        // Shared with the undo steps: whichever runs first kills the waiting PID 1.
+        let pending: Arc<Mutex<Option<Box<dyn Pending>>>> = Arc::new(Mutex::new(Some(pending)));
+        revert.add("kill the waiting PID 1", abort(pending.clone()));
+
+        // Opened while PID 1 is still waiting for us, so it is certainly ours.
+        let pidfd = revert
+            .check(
+                PidFd::open(pid).map_err(|e| Error::failed("cannot watch the machine's PID 1", e)),
+            )
+            .await?;
+
+        let systemd = self.systemd.clone();
+        let unit = m.unit.clone();
+        let scope_pending = pending.clone();
+        revert.add("drop the scope", async move {
+            abort(scope_pending).await?;
+            systemd.wait_gone(&unit, SCOPE_GONE_TIMEOUT).await
+        });
+        let spec = ScopeSpec {
+            unit: &m.unit,
+            description: format!("berth machine {}", m.name),
+            pid,
+            limits: &cfg.limits,
+            flavor: self.host.flavor,
+            stop_timeout_usec: super::stop::stop_timeout(&cfg).as_micros() as u64,
+        };
+        revert.check(self.systemd.start_scope(&spec).await).await?;
+
+        // Recorded before PID 1 runs anything: a berthd that dies from here on still finds
+        // the machine again after its restart.
+        let rt = RuntimeState {
+            leader: pid,
+            leader_start_time: process::start_time(pid).unwrap_or(0),
+        };
+        let rt_dir = self.paths.runtime_machines_dir();
+        let name = m.name.clone();
+        let rt_dir_undo = rt_dir.clone();
+        revert.add("remove the runtime file", async move {
+            store::remove_runtime(&rt_dir_undo, &name);
+            Ok(())
+        });
+        revert
+            .check(store::save_runtime(&rt_dir, &m.name, &rt))
+            .await?;
+
+        // Registered while PID 1 still waits in its scope: were it to exit at once,
+        // machined would otherwise keep a machine whose scope is already gone.
+        self.systemd
+            .register_machine(&m.name, pid, &m.rootfs())
+            .await;
+
+        let waiting = pending.lock().expect("pending lock").take();
+        if let Some(p) = waiting {
+            let went = p
+                .go()
+                .await
+                .map_err(|e| e.context(format!("machine {} did not start", m.name)));
+            revert.check(went).await?;
+        }
+        revert.commit();
+        Ok(pidfd)
+    }
+
+    /// Waits for the leader to exit, then for systemd to drop the scope, and marks the
+    /// machine stopped. Every way a machine ends (halt, kill, crash) goes through here.
+    pub(super) fn watch_leader(self: &Arc<Self>, m: Arc<Machine>, pidfd: PidFd) {
+        let daemon = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pidfd.exited().await {
+                warn!("machine {}: cannot poll the leader's pidfd: {e}", m.name);
+            }
+            if let Err(e) = daemon.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
+                warn!("machine {}: {e}", m.name);
+            }
+            store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
+            m.set_state(MachineState::Stopped);
+            info!("machine {}: stopped", m.name);
+            daemon.emit_state(&m);
+            m.ended.send_modify(|n| *n += 1);
+            if m.config().ephemeral {
+                daemon.remove_ephemeral(&m.name).await;
+            }
+        });
+    }
+}
+
+/// Kills PID 1 if it still waits for its go.
+async fn abort(pending: Arc<Mutex<Option<Box<dyn Pending>>>>) -> Result<()> {
+    let waiting = pending.lock().expect("pending lock").take();
+    if let Some(p) = waiting {
+        p.abort().await;
+    }
+    Ok(())
+}

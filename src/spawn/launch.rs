@@ -1,0 +1,157 @@
+//! berthd's side of the helpers: start them with fork+exec (never a bare fork of the
+//! multi-threaded daemon), hand them their request, and follow them.
+
+use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, SpawnRequest};
+use super::{CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, SPAWN_HELPER_ARG};
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tracing::info;
+
+/// The binary to re-execute: our own, even if the file was replaced by an upgrade.
+fn self_exe() -> &'static str {
+    "/proc/self/exe"
+}
+
+/// A spawn helper whose PID 1 waits for `go`.
+pub struct HelperMachine {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    pid: u32,
+}
+
+/// Starts the spawn helper and waits until the machine's PID 1 exists.
+pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
+    let mut child = Command::new(self_exe())
+        .arg(SPAWN_HELPER_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::failed("cannot start the spawn helper", e))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    send(&mut stdin, &DaemonMsg::Spawn(req.clone())).await?;
+    match recv(&mut lines).await? {
+        HelperMsg::Spawned { pid } => Ok(HelperMachine {
+            child,
+            stdin,
+            lines,
+            pid,
+        }),
+        HelperMsg::Failed { message } => {
+            let _ = child.wait().await;
+            Err(Error::Failed(format!(
+                "cannot create the namespaces of machine {}: {message}",
+                req.name
+            )))
+        }
+        other => Err(Error::Failed(format!(
+            "spawn helper sent {other:?} before the machine existed"
+        ))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Pending for HelperMachine {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    async fn go(mut self: Box<Self>) -> Result<()> {
+        send(&mut self.stdin, &DaemonMsg::Go).await?;
+        let reply = recv(&mut self.lines).await;
+        let _ = self.child.wait().await;
+        match reply? {
+            HelperMsg::Running => Ok(()),
+            HelperMsg::Failed { message } => Err(Error::Failed(message)),
+            other => Err(Error::Failed(format!(
+                "spawn helper sent {other:?} instead of a start result"
+            ))),
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let _ = send(&mut self.stdin, &DaemonMsg::Abort).await;
+        let _ = self.child.wait().await;
+    }
+}
+
+async fn send(stdin: &mut ChildStdin, msg: &DaemonMsg) -> Result<()> {
+    let mut line = serde_json::to_string(msg).expect("messages serialize");
+    line.push('\n');
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| Error::failed("spawn helper went away", e))
+}
+
+async fn recv(lines: &mut Lines<BufReader<ChildStdout>>) -> Result<HelperMsg> {
+    match lines.next_line().await {
+        Ok(Some(line)) => serde_json::from_str(&line)
+            .map_err(|e| Error::failed("garbled message from the spawn helper", e)),
+        Ok(None) => Err(Error::Failed(
+            "the spawn helper exited without an answer (see berthd's log)".into(),
+        )),
+        Err(e) => Err(Error::failed("cannot read from the spawn helper", e)),
+    }
+}
+
+/// Runs the exec helper with the caller's stdio and the request on [`EXEC_REQUEST_FD`];
+/// its exit status is the command's.
+pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGone) -> Result<i32> {
+    let (request_r, request_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::failed("cannot make a pipe for the exec helper", e))?;
+    let [stdin, stdout, stderr] = stdio;
+    let mut cmd = Command::new(self_exe());
+    cmd.arg(EXEC_HELPER_ARG)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .kill_on_drop(true);
+    let raw = request_r.as_raw_fd();
+    // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe
+    // and touch only descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == EXEC_REQUEST_FD {
+                // dup2 onto itself would keep close-on-exec set.
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, EXEC_REQUEST_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed("cannot start the exec helper", e))?;
+    drop(request_r);
+    let request = serde_json::to_vec(req).expect("serializable");
+    // A large environment may not fit the pipe at once; the helper reads it all first.
+    let written =
+        tokio::task::spawn_blocking(move || std::fs::File::from(request_w).write_all(&request));
+    // Killing the helper kills the command too (it dies with its parent).
+    let status = tokio::select! {
+        status = child.wait() => status
+            .map_err(|e| Error::failed("cannot wait for the exec helper", e))?,
+        () = caller_gone => {
+            let _ = child.kill().await;
+            info!(leader = req.leader, "caller of Execute left; command killed");
+            return Err(Error::Failed("the caller went away".into()));
+        }
+    };
+    let _ = written.await;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
