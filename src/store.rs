@@ -7,6 +7,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub const CONFIG_FILE: &str = "config.toml";
@@ -64,7 +65,13 @@ fn write_atomic_io(path: &Path, data: &[u8]) -> std::io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Private: a config may hold secrets in its Environment.
+        let mut f = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -176,6 +183,12 @@ mod tests {
         };
         save_config(&dir, &cfg).unwrap();
         assert_eq!(load_config(&dir).unwrap(), cfg);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(CONFIG_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "configs hold secrets");
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(leftovers.len(), 1, "no temp files stay behind");
         std::fs::remove_dir_all(&dir).unwrap();

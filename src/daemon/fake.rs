@@ -140,6 +140,8 @@ pub struct FakeSpawner {
     pub fail_exec: AtomicBool,
     /// PID 1 ignores every halt signal, as a stuck init would.
     pub ignore_halt: AtomicBool,
+    /// PID 1 ignores the first halt signal, as an init that has not set up its handlers.
+    pub ignore_first_halt: AtomicBool,
     pub pids: Mutex<Vec<u32>>,
     pub execs: Mutex<Vec<ExecRequest>>,
 }
@@ -180,6 +182,8 @@ impl Spawner for FakeSpawner {
         }
         let script = if self.ignore_halt.load(Ordering::SeqCst) {
             "trap '' TERM USR2; exec sleep 1000"
+        } else if self.ignore_first_halt.load(Ordering::SeqCst) {
+            "trap 'trap - USR2' USR2; while :; do sleep 0.05; done"
         } else {
             "exec sleep 1000"
         };
@@ -558,4 +562,74 @@ async fn execute_needs_a_running_machine_and_a_command() {
     assert_eq!(execs[0].leader, leader);
     assert_eq!(execs[0].environment, ["A=1"]);
     b.daemon.stop("m").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_halt_signal_is_sent_again_until_the_init_listens() {
+    let b = Bench::new("resend").await;
+    b.create(
+        "m",
+        CreateOptions {
+            stop_timeout_usec: Some(20_000_000),
+            ..Default::default()
+        },
+    )
+    .await;
+    b.spawner.ignore_first_halt.store(true, Ordering::SeqCst);
+    b.daemon.start("m").await.unwrap();
+    b.daemon.stop("m").await.unwrap();
+    assert!(
+        b.systemd.kills.lock().unwrap().is_empty(),
+        "stopped without SIGKILL"
+    );
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operation_queued_behind_a_removal_finds_no_machine() {
+    let b = Bench::new("queued").await;
+    b.create(
+        "m",
+        CreateOptions {
+            stop_timeout_usec: Some(300_000),
+            ..Default::default()
+        },
+    )
+    .await;
+    b.spawner.ignore_halt.store(true, Ordering::SeqCst);
+    b.daemon.start("m").await.unwrap();
+    let daemon = b.daemon.clone();
+    let removal = tokio::spawn(async move { daemon.remove("m", true).await });
+    // The removal holds the machine's lock while it waits out the stop timeout.
+    until("the removal is under way", || {
+        b.state("m") == MachineState::Stopping
+    })
+    .await;
+    let start = b.daemon.start("m").await.unwrap_err();
+    assert_eq!(start.kind(), Kind::NoSuchMachine, "{start}");
+    removal.await.unwrap().unwrap();
+    assert!(!b.daemon.paths.machine_dir("m").exists());
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_is_private_to_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Bench::new("private").await;
+    b.create("m", CreateOptions::default()).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in [
+        b.daemon.paths.state_dir.clone(),
+        b.daemon.paths.machines_dir(),
+        b.daemon.paths.templates_dir(),
+        b.daemon.paths.runtime_dir.clone(),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let config = b
+        .daemon
+        .paths
+        .machine_dir("m")
+        .join(crate::store::CONFIG_FILE);
+    assert_eq!(mode(&config), 0o600);
 }

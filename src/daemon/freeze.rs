@@ -11,8 +11,7 @@ use tracing::info;
 
 impl Daemon {
     pub async fn freeze(self: &Arc<Self>, name: &str, freeze: bool) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         let (from, to) = if freeze {
             (MachineState::Running, MachineState::Frozen)
         } else {

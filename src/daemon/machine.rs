@@ -4,7 +4,7 @@
 use crate::store::MachineConfig;
 use crate::sys::PidFd;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MachineState {
@@ -54,7 +54,7 @@ pub struct Machine {
     config: Mutex<MachineConfig>,
     run: Mutex<Run>,
     /// Serializes start/stop/remove/limits on one machine; readers never wait on it.
-    pub op: tokio::sync::Mutex<()>,
+    pub op: Arc<tokio::sync::Mutex<()>>,
     /// Bumped by the leader watcher each time a run of the machine has ended.
     pub ended: tokio::sync::watch::Sender<u64>,
 }
@@ -71,7 +71,7 @@ impl Machine {
                 leader: 0,
                 pidfd: None,
             }),
-            op: tokio::sync::Mutex::new(()),
+            op: Arc::new(tokio::sync::Mutex::new(())),
             ended: tokio::sync::watch::channel(0).0,
         }
     }

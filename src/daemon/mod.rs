@@ -33,14 +33,18 @@ use crate::spawn::Spawner;
 use crate::systemd::{Figure, Systemd, UNKNOWN_FIGURE};
 use machine::{Machine, MachineState};
 use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OwnedMutexGuard;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::info;
 
 /// Default time PID 1 gets to shut down after the halt signal.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest stop timeout a machine may have: a stop must end.
+pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long berth waits for systemd to drop a scope whose processes are gone.
 const SCOPE_GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -117,12 +121,18 @@ impl Daemon {
             host.systemd_version,
             host.flavor
         );
+        // Private, as nspawn keeps /var/lib/machines: a machine's files (setuid binaries
+        // its root made, configs with secrets) are not for the host's users.
         for dir in [
+            paths.state_dir.clone(),
             paths.machines_dir(),
             paths.templates_dir(),
+            paths.runtime_dir.clone(),
             paths.runtime_machines_dir(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("cannot make private", &dir, e))?;
         }
         let daemon = Arc::new(Daemon {
             paths,
@@ -175,6 +185,17 @@ impl Daemon {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NoSuchMachine(name.to_string()))
+    }
+
+    /// The machine with its operation lock held. An operation that waited for the lock
+    /// behind a removal must not run on the remains: it gets NoSuchMachine.
+    async fn locked(&self, name: &str) -> Result<(Arc<Machine>, OwnedMutexGuard<()>)> {
+        let m = self.machine(name)?;
+        let guard = m.op.clone().lock_owned().await;
+        match self.machine(name) {
+            Ok(now) if Arc::ptr_eq(&now, &m) => Ok((m, guard)),
+            _ => Err(Error::NoSuchMachine(name.to_string())),
+        }
     }
 
     /// Adds a machine to the registry. The event goes out under the registry's lock, so

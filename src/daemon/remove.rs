@@ -10,8 +10,7 @@ use tracing::info;
 
 impl Daemon {
     pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         if m.state().is_active() {
             if !force {
                 return Err(Error::InvalidState(format!(

@@ -11,8 +11,7 @@ impl Daemon {
     /// Applies `changes` on top of the stored limits: live through systemd when the
     /// machine runs, and on disk for the next start.
     pub async fn set_limits(self: &Arc<Self>, name: &str, changes: Limits) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         if changes.is_empty() {
             return Err(Error::InvalidArgument(
                 "no limits given; pass at least one of CPUShares, CPUWeight, MemoryLimit, MemoryMax, TasksMax, CPUQuota, AllowedCPUs, BlockIOWeight, IOWeight".into(),
@@ -32,8 +31,7 @@ impl Daemon {
     }
 
     pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         let mut cfg = m.config();
         cfg.autostart = enabled;
         commit_config(&m, cfg, "settings")?;

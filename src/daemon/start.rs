@@ -19,8 +19,7 @@ use tracing::{info, warn};
 
 impl Daemon {
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         if m.state().is_active() {
             return Err(Error::InvalidState(format!(
                 "machine {name} is already {}; stop it first",

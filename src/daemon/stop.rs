@@ -2,18 +2,21 @@
 //! the whole scope after the machine's stop timeout.
 
 use super::machine::{Machine, MachineState, Run};
-use super::{DEFAULT_STOP_TIMEOUT, Daemon, SCOPE_GONE_TIMEOUT};
+use super::{DEFAULT_STOP_TIMEOUT, Daemon, MAX_STOP_TIMEOUT, SCOPE_GONE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::store::MachineConfig;
 use crate::template::{self, init};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tracing::warn;
+
+/// How often the halt signal is sent again while the machine has not stopped.
+const HALT_RESEND_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Daemon {
     pub async fn stop(self: &Arc<Self>, name: &str) -> Result<()> {
-        let m = self.machine(name)?;
-        let _op = m.op.lock().await;
+        let (m, _op) = self.locked(name).await?;
         self.stop_locked(&m).await
     }
 
@@ -25,7 +28,7 @@ impl Daemon {
             )));
         }
         {
-            let _op = m.op.lock().await;
+            let (m, _op) = self.locked(name).await?;
             if m.state().is_active() {
                 self.stop_locked(&m).await?;
             }
@@ -55,14 +58,21 @@ impl Daemon {
         });
         self.emit_state(m);
         let signal = halt_signal(m, &cfg);
-        if let Some(fd) = &run.pidfd {
-            let _ = fd.send_signal(signal);
-        }
-        if tokio::time::timeout(stop_timeout(&cfg), ended.changed())
-            .await
-            .is_ok()
-        {
-            return Ok(());
+        let deadline = Instant::now() + stop_timeout(&cfg);
+        // Again and again: an init that has not installed its handler yet (a stop right
+        // after a start) ignores the signal, and would otherwise cost the whole timeout.
+        loop {
+            if let Some(fd) = &run.pidfd {
+                let _ = fd.send_signal(signal);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let wait = left.min(HALT_RESEND_INTERVAL);
+            if tokio::time::timeout(wait, ended.changed()).await.is_ok() {
+                return Ok(());
+            }
         }
         warn!("machine {}: did not halt in time; killing it", m.name);
         self.systemd.kill_all(&m.unit, libc::SIGKILL).await?;
@@ -86,8 +96,11 @@ fn halt_signal(m: &Machine, cfg: &MachineConfig) -> i32 {
     )
 }
 
+/// The configured stop timeout, never beyond [`MAX_STOP_TIMEOUT`] (a hand-edited config
+/// could say more), so a stop or a forced removal always ends.
 pub(super) fn stop_timeout(cfg: &MachineConfig) -> Duration {
     cfg.stop_timeout_usec
         .map(Duration::from_micros)
         .unwrap_or(DEFAULT_STOP_TIMEOUT)
+        .min(MAX_STOP_TIMEOUT)
 }

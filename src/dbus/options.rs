@@ -46,7 +46,16 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.halt_signal = Some(s as i32);
             }
-            "StopTimeoutUSec" => out.stop_timeout_usec = Some(unsigned(&key, v)?),
+            "StopTimeoutUSec" => {
+                let usec = unsigned(&key, v)?;
+                let max = crate::daemon::MAX_STOP_TIMEOUT.as_micros() as u64;
+                if usec > max {
+                    return Err(Error::InvalidArgument(format!(
+                        "StopTimeoutUSec {usec}: at most {max} (one hour), so a stop always ends"
+                    )));
+                }
+                out.stop_timeout_usec = Some(usec);
+            }
             "TmpSize" => {
                 let size = match raw(&key, v)? {
                     RawValue::Text(t) => limits::parse_size(&t)
@@ -220,6 +229,7 @@ mod tests {
         assert!(err(vec![("TasksMax", Value::U64(0))]).contains("TasksMax"));
         assert!(err(vec![("Environment", Value::from(vec!["NOEQUALS"]))]).contains("NOEQUALS"));
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
+        assert!(err(vec![("StopTimeoutUSec", Value::U64(u64::MAX))]).contains("one hour"));
         match create_options(dict(vec![("Network", Value::from("bridge"))])) {
             Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
             other => panic!("{other:?}"),
