@@ -237,7 +237,7 @@ impl Daemon {
         names::validate_machine_name(name).map_err(BerthError::InvalidName)?;
         let info = template::info(template_name)?;
         // Refuse limits this host can't apply now, not at the first start.
-        opts.limits.systemd_properties(self.host.flavor)?;
+        crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
         if let Some(h) = &opts.hostname {
             names::validate_machine_name(h)
                 .map_err(|e| BerthError::InvalidArgument(format!("Hostname: {e}")))?;
@@ -656,13 +656,14 @@ impl Daemon {
         let m = self.machine(name)?;
         let _op = m.op.lock().await;
         if changes.is_empty() {
-            return Err(BerthError::InvalidArgument(
-                "no limits given; pass at least one of CPUShares, CPUWeight, MemoryLimit, MemoryMax, TasksMax, CPUQuota, AllowedCPUs, BlockIOWeight, IOWeight".into(),
-            ));
+            return Err(BerthError::InvalidArgument(format!(
+                "no limits given; pass at least one of {}",
+                crate::limits::key_list()
+            )));
         }
         let mut cfg = m.config();
         cfg.limits.merge(&changes);
-        cfg.limits.systemd_properties(self.host.flavor)?;
+        crate::systemd::properties::limit_properties(&cfg.limits, self.host.flavor)?;
         if m.state().is_active() {
             self.systemd
                 .set_limits(&m.unit, &cfg.limits, self.host.flavor)

@@ -2,6 +2,7 @@
 //! under machine.slice, its limits and accounting, stop and kill, live figures.
 
 pub mod machined;
+pub mod properties;
 pub mod scope;
 
 use crate::error::{BerthError, Result};
