@@ -162,11 +162,17 @@ mod tests {
     #[test]
     fn config_round_trips_through_disk() {
         let dir = tempdir("cfg");
-        let limits = Limits {
-            memory_max: Some(64 << 20),
-            cpu_shares: Some(256),
-            ..Default::default()
-        };
+        let limits = crate::limits::from_pairs([
+            (
+                "MemoryMax".to_owned(),
+                crate::limits::RawValue::Text("64M".into()),
+            ),
+            (
+                "CPUShares".to_owned(),
+                crate::limits::RawValue::Unsigned(256),
+            ),
+        ])
+        .unwrap();
         let cfg = MachineConfig {
             name: "box".into(),
             template: "busybox".into(),

@@ -1,6 +1,9 @@
-use clap::{ArgGroup, Args, Parser, Subcommand};
+use clap::{
+    Arg, ArgAction, ArgGroup, ArgMatches, Args, FromArgMatches, Parser, Subcommand, value_parser,
+};
 
 use crate::api::KillWho;
+use crate::limits::{self, Flag, Limit};
 
 use super::parse::{KeyValue, parse_env, parse_key_value, parse_signal};
 
@@ -150,63 +153,106 @@ pub struct CreateArgs {
     pub limits: LimitArgs,
 }
 
-/// Limit flags shared by `create` and `set`; values go to berthd untouched, which parses
-/// and validates them, so both verbs accept exactly what the daemon accepts. Values may
-/// start with '-' so that "--memory -5" reaches berthd and gets its explanation rather
-/// than a clap usage error.
-#[derive(Debug, Default, Args)]
-#[command(next_help_heading = "Resource limits")]
+/// Limit flags shared by `create` and `set`, one per limit of [`limits::TABLE`] that has
+/// a flag, plus `--limit KEY=VALUE` for any limit; values go to berthd untouched, which
+/// parses and validates them, so both verbs accept exactly what the daemon accepts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitArgs {
-    /// Memory ceiling [MemoryMax], e.g. 512M, 2G
-    #[arg(long, allow_hyphen_values = true, value_name = "SIZE")]
-    pub memory: Option<String>,
-
-    /// CPU shares, relative to other machines [CPUShares], e.g. 256
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub cpu_shares: Option<String>,
-
-    /// CPU weight, relative to other machines [CPUWeight], e.g. 100
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub cpu_weight: Option<String>,
-
-    /// Maximum number of processes and threads [TasksMax]
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub tasks_max: Option<String>,
-
-    /// CPU time as a percentage of one CPU [CPUQuota], e.g. 25%
-    #[arg(long, allow_hyphen_values = true, value_name = "PCT")]
-    pub cpu_quota: Option<String>,
-
-    /// CPUs the machine may run on [AllowedCPUs], e.g. 0-1,3
-    #[arg(long, allow_hyphen_values = true, value_name = "LIST")]
-    pub cpus: Option<String>,
-
-    /// IO weight [IOWeight]
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub io_weight: Option<String>,
-
-    /// Block IO weight, cgroup v1 [BlockIOWeight]
-    #[arg(long, allow_hyphen_values = true, value_name = "N")]
-    pub blkio_weight: Option<String>,
-
-    /// Any limit by its D-Bus name, e.g. MemoryLimit=1G (repeatable)
-    #[arg(long = "limit", allow_hyphen_values = true, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    /// (D-Bus key, value) of each limit flag given, in [`limits::by_rank`] order.
+    pub flags: Vec<(&'static str, String)>,
+    /// `--limit` words, in command-line order.
     pub limit: Vec<KeyValue>,
 }
 
 impl LimitArgs {
+    /// The id of `--limit`; each limit flag's id is its D-Bus key.
+    const LIMIT: &'static str = "limit";
+
+    /// The limits that have a flag, in the order `--help` lists them.
+    fn flagged() -> impl Iterator<Item = (&'static Limit, &'static Flag)> {
+        limits::by_rank()
+            .into_iter()
+            .filter_map(|limit| Some((limit, limit.flag.as_ref()?)))
+    }
+
     /// Argument ids of every limit flag, for `set`'s "at least one" group.
-    pub const IDS: [&'static str; 9] = [
-        "memory",
-        "cpu_shares",
-        "cpu_weight",
-        "tasks_max",
-        "cpu_quota",
-        "cpus",
-        "io_weight",
-        "blkio_weight",
-        "limit",
-    ];
+    pub fn ids() -> Vec<&'static str> {
+        Self::flagged()
+            .map(|(limit, _)| limit.key)
+            .chain([Self::LIMIT])
+            .collect()
+    }
+
+    /// The value given with the flag of a limit.
+    pub fn flag(&self, key: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .find(|(given, _)| *given == key)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// "Memory ceiling [MemoryMax], e.g. 512M, 2G": the limit's name in brackets tells
+/// which `--limit` key and which `status` entry the flag stands for.
+fn flag_help(limit: &Limit, flag: &Flag) -> String {
+    match flag.example {
+        Some(example) => format!("{} [{}], e.g. {example}", flag.help, limit.key),
+        None => format!("{} [{}]", flag.help, limit.key),
+    }
+}
+
+// By hand rather than derived, so the flags come from the table. Values may start with
+// '-' so that "--memory -5" reaches berthd and gets its explanation rather than a clap
+// usage error.
+impl Args for LimitArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.next_help_heading("Resource limits");
+        let cmd = Self::flagged().fold(cmd, |cmd, (limit, flag)| {
+            cmd.arg(
+                Arg::new(limit.key)
+                    .long(flag.long)
+                    .value_name(flag.value_name)
+                    .help(flag_help(limit, flag))
+                    .allow_hyphen_values(true)
+                    .action(ArgAction::Set)
+                    .value_parser(value_parser!(String)),
+            )
+        });
+        cmd.arg(
+            Arg::new(Self::LIMIT)
+                .long("limit")
+                .value_name("KEY=VALUE")
+                .help("Any limit by its D-Bus name, e.g. MemoryLimit=1G (repeatable)")
+                .allow_hyphen_values(true)
+                .action(ArgAction::Append)
+                .value_parser(parse_key_value),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for LimitArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut args = LimitArgs::default();
+        args.update_from_arg_matches(matches)?;
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for (limit, _) in Self::flagged() {
+            if let Some(value) = matches.get_one::<String>(limit.key) {
+                self.flags.retain(|(key, _)| *key != limit.key);
+                self.flags.push((limit.key, value.clone()));
+            }
+        }
+        if let Some(words) = matches.get_many::<KeyValue>(Self::LIMIT) {
+            self.limit = words.cloned().collect();
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -250,7 +296,7 @@ pub struct ExecArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("any_limit").args(LimitArgs::IDS).required(true).multiple(true)),
+    group(ArgGroup::new("any_limit").args(LimitArgs::ids()).required(true).multiple(true)),
     override_usage = "berthctl set <NAME> <LIMIT OPTIONS>..."
 )]
 pub struct SetArgs {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value as Json, json};
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::client::UNKNOWN_FIGURE;
+use crate::limits::{self, Show};
 
 /// A header row and data rows in columns separated by two spaces, with no borders, so the
 /// output reads like `machinectl list` and stays easy to cut up with awk.
@@ -49,7 +50,7 @@ pub fn size_exact(bytes: u64) -> String {
     if bytes == u64::MAX {
         return "infinity".into();
     }
-    crate::limits::format_size(bytes)
+    limits::format_size(bytes)
 }
 
 /// A byte count rounded for reading ("12.3M", "512B").
@@ -119,29 +120,12 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Limits in a fixed order, memory first, then unknown keys alphabetically.
-const LIMIT_ORDER: [&str; 9] = [
-    "MemoryMax",
-    "MemoryLimit",
-    "CPUShares",
-    "CPUWeight",
-    "CPUQuota",
-    "AllowedCPUs",
-    "TasksMax",
-    "IOWeight",
-    "BlockIOWeight",
-];
-
 /// "MemoryMax=64M CPUShares=256 TasksMax=32", or "-" when nothing is limited.
-pub fn limits_line(mut limits: Vec<(&str, &Value<'_>)>) -> String {
-    limits.sort_by_key(|(key, _)| {
-        let rank = LIMIT_ORDER
-            .iter()
-            .position(|known| known == key)
-            .unwrap_or(LIMIT_ORDER.len());
-        (rank, *key)
-    });
-    let parts: Vec<String> = limits
+pub fn limits_line(mut entries: Vec<(&str, &Value<'_>)>) -> String {
+    // Known limits in the table's reading order (memory first), then keys this berthctl
+    // does not know, alphabetically.
+    entries.sort_by_key(|(key, _)| (limits::find(key).map_or(u16::MAX, |l| l.rank), *key));
+    let parts: Vec<String> = entries
         .into_iter()
         .map(|(key, value)| format!("{key}={}", limit_value(key, value)))
         .collect();
@@ -167,11 +151,12 @@ pub fn dict_entries<'a, 'v>(value: &'a Value<'v>) -> Vec<(&'a str, &'a Value<'v>
 }
 
 fn limit_value(key: &str, value: &Value<'_>) -> String {
-    match (key, as_u64(value)) {
+    let show = limits::find(key).map_or(Show::Plain, |limit| limit.kind.show());
+    match (show, as_u64(value)) {
         (_, Some(u64::MAX)) => "infinity".into(),
-        ("MemoryMax" | "MemoryLimit", Some(n)) => size_exact(n),
-        ("CPUQuota", Some(n)) => format!("{n}%"),
-        (_, Some(n)) => n.to_string(),
+        (Show::Size, Some(n)) => size_exact(n),
+        (Show::Percent, Some(n)) => format!("{n}%"),
+        (Show::Plain | Show::Text, Some(n)) => n.to_string(),
         (_, None) => match unwrap_variant(value) {
             Value::Str(s) => s.as_str().to_owned(),
             other => other.to_string(),
@@ -458,6 +443,33 @@ mod tests {
 
     fn owned(v: Value<'static>) -> OwnedValue {
         OwnedValue::try_from(v).unwrap()
+    }
+
+    /// Each limit of the table is shown as its kind says, in the table's reading order.
+    #[test]
+    fn every_table_limit_is_shown_by_its_kind() {
+        let (n, list) = (Value::U64(1 << 20), Value::from("0-1"));
+        for limit in crate::limits::TABLE {
+            let (value, want) = match limit.kind.show() {
+                Show::Size => (&n, "1M".to_owned()),
+                Show::Percent => (&n, format!("{}%", 1 << 20)),
+                Show::Plain => (&n, (1 << 20).to_string()),
+                Show::Text => (&list, "0-1".to_owned()),
+            };
+            assert_eq!(
+                limits_line(vec![(limit.key, value)]),
+                format!("{}={want}", limit.key)
+            );
+        }
+        let ranked: Vec<_> = crate::limits::by_rank().iter().map(|l| l.key).collect();
+        let mut given: Vec<_> = crate::limits::TABLE.iter().map(|l| (l.key, &n)).collect();
+        given.reverse();
+        let line = limits_line(given);
+        let shown: Vec<_> = line
+            .split(' ')
+            .map(|kv| kv.split('=').next().unwrap())
+            .collect();
+        assert_eq!(shown, ranked);
     }
 
     #[test]

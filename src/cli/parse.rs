@@ -149,19 +149,10 @@ pub fn parse_signal(word: &str) -> Result<i32, String> {
 /// A key given twice is refused rather than silently letting one win, since
 /// `--memory 1G --limit MemoryMax=2G` is almost certainly a mistake.
 pub fn limit_pairs(limits: &LimitArgs) -> Result<Vec<(&str, &str)>, CliError> {
-    let flags = [
-        ("MemoryMax", &limits.memory),
-        ("CPUShares", &limits.cpu_shares),
-        ("CPUWeight", &limits.cpu_weight),
-        ("TasksMax", &limits.tasks_max),
-        ("CPUQuota", &limits.cpu_quota),
-        ("AllowedCPUs", &limits.cpus),
-        ("IOWeight", &limits.io_weight),
-        ("BlockIOWeight", &limits.blkio_weight),
-    ];
-    let mut pairs: Vec<(&str, &str)> = flags
-        .into_iter()
-        .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+    let mut pairs: Vec<(&str, &str)> = limits
+        .flags
+        .iter()
+        .map(|(key, value)| (*key, value.as_str()))
         .collect();
     for kv in &limits.limit {
         if pairs.iter().any(|(key, _)| *key == kv.key) {
@@ -407,7 +398,7 @@ mod tests {
         let Command::Set(args) = parse(&["set", "web", "--memory", "-5", "--limit", "-x=1"]) else {
             panic!("not set")
         };
-        assert_eq!(args.limits.memory.as_deref(), Some("-5"));
+        assert_eq!(args.limits.flag("MemoryMax"), Some("-5"));
         assert_eq!(args.limits.limit, [kv("-x", "1")]);
     }
 
@@ -458,6 +449,111 @@ mod tests {
         let cli = Cli::try_parse_from(["berthctl", "--json", "status", "web"]).unwrap();
         assert!(cli.json && !cli.command.json());
         assert!(Cli::try_parse_from(["berthctl", "start", "web", "--json"]).is_err());
+    }
+
+    /// Every limit with a flag is a clap argument of `create` and `set` as its table
+    /// entry says, counts for `set`'s "at least one limit", and reaches the a{sv} under
+    /// its D-Bus key; every limit also goes through `--limit`.
+    #[test]
+    fn every_table_flag_is_an_argument() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for verb in ["create", "set"] {
+            let sub = cli.find_subcommand(verb).unwrap();
+            let any_limit: Vec<String> = sub
+                .get_groups()
+                .find(|g| g.get_id() == "any_limit")
+                .map(|g| g.get_args().map(|id| id.to_string()).collect())
+                .unwrap_or_default();
+            for limit in crate::limits::TABLE {
+                let context = format!("{verb} {}", limit.key);
+                let Some(flag) = &limit.flag else {
+                    assert!(
+                        sub.get_arguments().all(|a| a.get_id() != limit.key),
+                        "{context}"
+                    );
+                    continue;
+                };
+                let arg = sub
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(flag.long))
+                    .unwrap_or_else(|| panic!("{context}: no --{}", flag.long));
+                assert_eq!(arg.get_id(), limit.key, "{context}");
+                assert_eq!(
+                    arg.get_value_names().unwrap_or_default(),
+                    [flag.value_name],
+                    "{context}"
+                );
+                let help = arg.get_help().unwrap().to_string();
+                assert!(help.starts_with(flag.help), "{context}: {help}");
+                assert!(help.contains(&format!("[{}]", limit.key)), "{context}");
+                assert!(arg.is_allow_hyphen_values_set(), "{context}");
+                assert_eq!(arg.get_help_heading(), Some("Resource limits"), "{context}");
+                if verb == "set" {
+                    assert!(any_limit.contains(&limit.key.to_owned()), "{context}");
+                }
+
+                let long = format!("--{}", flag.long);
+                let words = match verb {
+                    "create" => vec![verb, "web", "-t", "busybox", &long, "-7"],
+                    _ => vec![verb, "web", &long, "-7"],
+                };
+                let limits = match parse(&words) {
+                    Command::Create(args) => args.limits,
+                    Command::Set(args) => args.limits,
+                    _ => panic!("{context}"),
+                };
+                assert_eq!(limits.flag(limit.key), Some("-7"), "{context}");
+                let dict = limits_dict(&limits).unwrap();
+                assert_eq!(dict.len(), 1, "{context}");
+                assert_eq!(dict[limit.key], Value::from("-7"), "{context}");
+            }
+            if verb == "set" {
+                assert!(any_limit.contains(&"limit".to_owned()));
+            }
+        }
+        for limit in crate::limits::TABLE {
+            let word = format!("{}=1", limit.key);
+            let Command::Set(args) = parse(&["set", "web", "--limit", &word]) else {
+                panic!("not set")
+            };
+            assert_eq!(
+                limits_dict(&args.limits).unwrap()[limit.key],
+                Value::from("1")
+            );
+        }
+    }
+
+    #[test]
+    fn limit_flags_read_with_their_values() {
+        let Command::Set(args) = parse(&["set", "web", "--cpus", "1", "--memory", "1G"]) else {
+            panic!("not set")
+        };
+        assert_eq!(
+            args.limits.flags,
+            [
+                ("MemoryMax", "1G".to_owned()),
+                ("AllowedCPUs", "1".to_owned())
+            ]
+        );
+        assert!(args.limits.limit.is_empty());
+        // Spaces folded: the column width follows the longest flag.
+        let help = Cli::try_parse_from(["berthctl", "set", "--help"])
+            .unwrap_err()
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            help.contains(
+                "Resource limits: --memory <SIZE> Memory ceiling [MemoryMax], e.g. 512M, 2G "
+            ),
+            "{help}"
+        );
+        assert!(
+            help.contains("--blkio-weight <N> Block IO weight, cgroup v1 [BlockIOWeight] "),
+            "{help}"
+        );
     }
 
     #[test]

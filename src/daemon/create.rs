@@ -35,7 +35,7 @@ impl Daemon {
         names::validate_machine_name(name).map_err(Error::InvalidName)?;
         let info = template::info(template_name)?;
         // Refuse limits this host can't apply now, not at the first start.
-        opts.limits.systemd_properties(self.host.flavor)?;
+        crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
         if let Some(h) = &opts.hostname {
             names::validate_machine_name(h)
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;

@@ -13,13 +13,14 @@ impl Daemon {
     pub async fn set_limits(self: &Arc<Self>, name: &str, changes: Limits) -> Result<()> {
         let (m, _op) = self.locked(name).await?;
         if changes.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no limits given; pass at least one of CPUShares, CPUWeight, MemoryLimit, MemoryMax, TasksMax, CPUQuota, AllowedCPUs, BlockIOWeight, IOWeight".into(),
-            ));
+            return Err(Error::InvalidArgument(format!(
+                "no limits given; pass at least one of {}",
+                crate::limits::key_list()
+            )));
         }
         let mut cfg = m.config();
         cfg.limits.merge(&changes);
-        cfg.limits.systemd_properties(self.host.flavor)?;
+        crate::systemd::properties::limit_properties(&cfg.limits, self.host.flavor)?;
         if m.state().is_active() {
             self.systemd
                 .set_limits(&m.unit, &cfg.limits, self.host.flavor)

@@ -211,9 +211,14 @@ mod tests {
         .unwrap();
         assert_eq!(o.hostname.as_deref(), Some("web"));
         assert_eq!(o.command, ["/bin/sh", "-c", "sleep 1"]);
-        assert_eq!(o.limits.memory_max, Some(64 << 20));
-        assert_eq!(o.limits.cpu_shares, Some(256));
-        assert_eq!(o.limits.tasks_max, Some(32));
+        assert_eq!(
+            o.limits.entries(),
+            [
+                ("CPUShares", RawValue::Unsigned(256)),
+                ("MemoryMax", RawValue::Unsigned(64 << 20)),
+                ("TasksMax", RawValue::Unsigned(32)),
+            ]
+        );
         assert_eq!(o.stop_timeout_usec, Some(5_000_000));
     }
 

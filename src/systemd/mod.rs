@@ -6,6 +6,7 @@
 //! real one, over D-Bus.
 
 pub mod machined;
+pub mod properties;
 pub mod scope;
 
 use crate::error::{Error, Result};

@@ -2,9 +2,10 @@
 //! live limit changes, stop, kill and the accounting figures.
 
 use super::Bus;
+use super::properties::limit_properties;
 use crate::api::UNKNOWN_FIGURE;
 use crate::error::{Error, Result};
-use crate::limits::{Flavor, Limits, SdValue};
+use crate::limits::{Flavor, Limits};
 use futures_util::StreamExt;
 use std::time::Duration;
 use zbus::proxy::CacheProperties;
@@ -35,36 +36,6 @@ pub enum Figure {
 
 fn owned(v: Value<'_>) -> OwnedValue {
     OwnedValue::try_from(v).expect("values without file descriptors convert")
-}
-
-fn sd_value(v: SdValue) -> OwnedValue {
-    match v {
-        SdValue::U64(n) => owned(Value::U64(n)),
-        SdValue::Bool(b) => owned(Value::Bool(b)),
-        SdValue::Bytes(b) => owned(Value::from(b)),
-    }
-}
-
-/// The limit properties plus accounting, in the names the running systemd honours.
-pub fn limit_properties(limits: &Limits, flavor: Flavor) -> Result<Vec<(String, OwnedValue)>> {
-    let mut props: Vec<(String, OwnedValue)> = limits
-        .systemd_properties(flavor)?
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), sd_value(v)))
-        .collect();
-    let io_accounting = match flavor {
-        Flavor::Legacy => "BlockIOAccounting",
-        Flavor::Unified => "IOAccounting",
-    };
-    for key in [
-        "CPUAccounting",
-        "MemoryAccounting",
-        "TasksAccounting",
-        io_accounting,
-    ] {
-        props.push((key.to_string(), owned(Value::Bool(true))));
-    }
-    Ok(props)
 }
 
 /// StartTransientUnit, then waits for the job: the scope exists, holds `pid` and has
