@@ -258,6 +258,14 @@ impl Bench {
         self.daemon.create(name, "busybox", opts).await.unwrap();
     }
 
+    async fn create_with_stop_timeout(&self, name: &str, usec: u64) {
+        let opts = CreateOptions {
+            stop_timeout_usec: Some(usec),
+            ..Default::default()
+        };
+        self.create(name, opts).await;
+    }
+
     fn state(&self, name: &str) -> MachineState {
         self.daemon.machine(name).unwrap().state()
     }
@@ -416,14 +424,7 @@ async fn an_init_that_cannot_exec_fails_the_start_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stuck_init_is_killed_after_the_stop_timeout() {
     let b = Bench::new("stuck").await;
-    b.create(
-        "m",
-        CreateOptions {
-            stop_timeout_usec: Some(300_000),
-            ..Default::default()
-        },
-    )
-    .await;
+    b.create_with_stop_timeout("m", 300_000).await;
     b.spawner.ignore_halt.store(true, Ordering::SeqCst);
     b.daemon.start("m").await.unwrap();
     b.daemon.stop("m").await.unwrap();
@@ -567,14 +568,7 @@ async fn execute_needs_a_running_machine_and_a_command() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_halt_signal_is_sent_again_until_the_init_listens() {
     let b = Bench::new("resend").await;
-    b.create(
-        "m",
-        CreateOptions {
-            stop_timeout_usec: Some(20_000_000),
-            ..Default::default()
-        },
-    )
-    .await;
+    b.create_with_stop_timeout("m", 20_000_000).await;
     b.spawner.ignore_first_halt.store(true, Ordering::SeqCst);
     b.daemon.start("m").await.unwrap();
     b.daemon.stop("m").await.unwrap();
@@ -588,14 +582,7 @@ async fn the_halt_signal_is_sent_again_until_the_init_listens() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operation_queued_behind_a_removal_finds_no_machine() {
     let b = Bench::new("queued").await;
-    b.create(
-        "m",
-        CreateOptions {
-            stop_timeout_usec: Some(300_000),
-            ..Default::default()
-        },
-    )
-    .await;
+    b.create_with_stop_timeout("m", 300_000).await;
     b.spawner.ignore_halt.store(true, Ordering::SeqCst);
     b.daemon.start("m").await.unwrap();
     let daemon = b.daemon.clone();
