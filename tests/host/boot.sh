@@ -7,7 +7,7 @@
 # This process ends up (via exec) as the `unshare` process; its only child is the host's
 # PID 1 (systemd). Kill that child with SIGKILL to tear the host down, then rmdir the
 # cgroup named in STATEDIR/cgroup in every hierarchy (the Rust harness in
-# tests/common/mod.rs does both).
+# tests/common/host.rs and cgroups.rs does both).
 #
 # Environment:
 #   BERTH_BIN_DIR      directory holding built berthd and berthctl; when set and both are
