@@ -3,8 +3,13 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, boot_with_berth};
+use common::{CgroupMode, TestHost, boot_with_berth, interface_members, wait_until};
 use std::path::Path;
+use std::time::Duration;
+
+/// How long a change the daemon makes on its own (a process gone, a state reached) may
+/// take to show.
+const SHORTLY: Duration = Duration::from_secs(5);
 
 fn scope_file(host: &TestHost, controller: &str, file: &str) -> String {
     host.read(&format!(
@@ -147,17 +152,26 @@ fn machine_lifecycle() {
         "forked past TasksMax=32: {out:?}"
     );
     // The shell gave up; its sleeps run out on their own before the machine can fork again.
-    assert!(eventually(
-        || scope_file(&host, "pids", "pids.current") == "1"
+    let only_init = || scope_file(&host, "pids", "pids.current") == "1";
+    assert!(wait_until(
+        "the machine's init to be its only task",
+        SHORTLY,
+        only_init
     ));
 
     // A command whose caller dies is not left running in the machine.
     let sleeping = || host.okw("berthctl exec box -- ps").contains("sleep 1000");
     let caller = host.sh("berthctl exec box -- sleep 1000 </dev/null >/dev/null 2>&1 & echo $!");
     let caller = String::from_utf8_lossy(&caller.stdout).trim().to_string();
-    assert!(eventually(sleeping), "the command never started");
+    assert!(
+        wait_until("the command to start", SHORTLY, sleeping),
+        "the command never started"
+    );
     host.ok(&["kill", "-9", &caller]);
-    assert!(eventually(|| !sleeping()), "command outlived its caller");
+    assert!(
+        wait_until("the command to end", SHORTLY, || !sleeping()),
+        "command outlived its caller"
+    );
 
     // Live limits go through systemd and stay for the next start.
     host.okw("berthctl set box --memory 128M --tasks-max 64");
@@ -332,22 +346,6 @@ fn bad_input_is_refused_and_leaves_nothing() {
     assert_no_leftovers(&host);
 }
 
-/// Polls `check` every 100 ms for up to `tries` times.
-fn poll(tries: u32, check: impl Fn() -> bool) -> bool {
-    for _ in 0..tries {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
-/// Polls `check` for up to five seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    poll(50, check)
-}
-
 /// The machine's state as `berthctl list --json` tells it.
 fn state_of(host: &TestHost, name: &str) -> Option<String> {
     list_json(host)
@@ -359,8 +357,10 @@ fn state_of(host: &TestHost, name: &str) -> Option<String> {
 }
 
 fn wait_for_state(host: &TestHost, name: &str, want: &str) {
+    let what = format!("machine {name} to be {want}");
+    let reached = || state_of(host, name).as_deref() == Some(want);
     assert!(
-        poll(100, || state_of(host, name).as_deref() == Some(want)),
+        wait_until(&what, 2 * SHORTLY, reached),
         "machine {name} never became {want}: {}",
         host.okw("berthctl list")
     );
@@ -417,12 +417,12 @@ fn dbus_api_matches_the_contract() {
         let live = host.okw(&format!(
             "busctl introspect --xml-interface org.berth.Berth1 {path}"
         ));
-        let live = common::interface_members(&live, iface).expect("interface in live XML");
+        let live = interface_members(&live, iface).expect("interface in live XML");
         let file = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dbus/{iface}.xml")),
         )
         .unwrap();
-        let file = common::interface_members(&file, iface).expect("interface in file");
+        let file = interface_members(&file, iface).expect("interface in file");
         assert_eq!(live, file, "dbus/{iface}.xml differs from the live daemon");
     }
 
@@ -565,7 +565,7 @@ fn ephemeral_machines_go_away_when_they_stop() {
         return;
     };
     let gone = |name: &str| {
-        eventually(|| {
+        wait_until(&format!("machine {name} to go"), SHORTLY, || {
             !host.okw("berthctl list").contains(name)
                 && !host
                     .path(&format!("/var/lib/berth/machines/{name}"))
