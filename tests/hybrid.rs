@@ -423,6 +423,7 @@ fn dbus_api_matches_the_contract() {
         )
         .unwrap();
         let file = interface_members(&file, iface).expect("interface in file");
+        assert!(!file.is_empty(), "dbus/{iface}.xml declares no members");
         assert_eq!(live, file, "dbus/{iface}.xml differs from the live daemon");
     }
 
@@ -491,6 +492,80 @@ fn dbus_api_matches_the_contract() {
     assert!(host.journal("berthd").contains("did not halt in time"));
     host.okw("berthctl remove stubborn");
     assert_no_leftovers(&host);
+}
+
+/// The comparison `dbus_api_matches_the_contract` relies on: blind to what XML leaves free
+/// and to the order of members, and not to any change of a member.
+#[test]
+fn interface_comparison_sees_every_member_change() {
+    const XML: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+<node>
+  <interface name="org.example.Other"><method name="Elsewhere"/></interface>
+  <interface name="org.example.I">
+    <!-- <method name="Commented"/> -->
+    <method name="Kill">
+      <arg name="whom" type="s" direction="in"/>
+      <arg name="signal" type="i" direction="in"/>
+      <arg type="a(ss)" direction="out"/>
+    </method>
+    <property name="Usage" type="t" access="read">
+      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/>
+    </property>
+    <signal name="Gone"><arg name="name" type="s"/></signal>
+    <annotation name="org.example.Flag" value="yes"/>
+  </interface>
+  <node name="child"/>
+</node>"#;
+    let members = |xml: &str| interface_members(xml, "org.example.I").expect("interface found");
+    let original = members(XML);
+    assert_eq!(original.len(), 4, "{original:?}");
+
+    let same = r#"<node><interface name='org.example.I'>
+        <annotation value="yes" name="org.example.Flag"></annotation>
+        <signal name="Gone"><arg type="s" name="name" direction="out"/></signal>
+        <property access="read" type="t" name="Usage"><annotation
+          name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
+        <method name="Kill"><arg name="whom" type="s"/><arg direction="in" name="signal"
+          type="i"></arg><arg type="a(ss)" direction="out"/></method>
+      </interface></node>"#;
+    assert_eq!(members(same), original, "only order and spelling differ");
+
+    let changes = [
+        ("name=\"Kill\"", "name=\"Kil\""),
+        ("type=\"i\"", "type=\"u\""),
+        ("name=\"signal\"", "name=\"sig\""),
+        (
+            "type=\"a(ss)\" direction=\"out\"",
+            "type=\"a(ss)\" direction=\"in\"",
+        ),
+        (
+            "<arg name=\"whom\" type=\"s\" direction=\"in\"/>\n      <arg name=\"signal\" type=\"i\" direction=\"in\"/>",
+            "<arg name=\"signal\" type=\"i\" direction=\"in\"/>\n      <arg name=\"whom\" type=\"s\" direction=\"in\"/>",
+        ),
+        ("type=\"t\"", "type=\"u\""),
+        ("access=\"read\"", "access=\"readwrite\""),
+        ("value=\"false\"", "value=\"const\""),
+        ("value=\"yes\"", "value=\"no\""),
+        (
+            "<arg name=\"name\" type=\"s\"/>",
+            "<arg name=\"name\" type=\"o\"/>",
+        ),
+        (
+            "<signal name=\"Gone\">",
+            "<signal name=\"Gone\"><arg type=\"b\"/>",
+        ),
+        (
+            "<!-- <method name=\"Commented\"/> -->",
+            "<method name=\"Commented\"/>",
+        ),
+    ];
+    for (from, to) in changes {
+        assert!(XML.contains(from), "{from} is in the sample");
+        let changed = XML.replacen(from, to, 1);
+        assert_ne!(members(&changed), original, "{from} -> {to} goes unnoticed");
+    }
+    assert_eq!(interface_members(XML, "org.example.Missing"), None);
 }
 
 #[test]
