@@ -10,6 +10,9 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// The next item of `stream`, awaited for at most 20 s. Not `common::wait_until`: this
+/// waits for a signal to arrive on a stream, inside the runtime, rather than polling a
+/// condition (a blocking poll would stall the connection it waits on).
 async fn next_within<S: futures_util::Stream + Unpin>(stream: &mut S) -> S::Item {
     tokio::time::timeout(Duration::from_secs(20), stream.next())
         .await

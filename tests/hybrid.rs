@@ -3,8 +3,13 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, boot_with_berth};
+use common::{CgroupMode, TestHost, boot_with_berth, interface_members, wait_until};
 use std::path::Path;
+use std::time::Duration;
+
+/// How long a change the daemon makes on its own (a process gone, a state reached) may
+/// take to show.
+const SHORTLY: Duration = Duration::from_secs(5);
 
 fn scope_file(host: &TestHost, controller: &str, file: &str) -> String {
     host.read(&format!(
@@ -147,8 +152,11 @@ fn machine_lifecycle() {
         "forked past TasksMax=32: {out:?}"
     );
     // The shell gave up; its sleeps run out on their own before the machine can fork again.
-    assert!(eventually(
-        || scope_file(&host, "pids", "pids.current") == "1"
+    let only_init = || scope_file(&host, "pids", "pids.current") == "1";
+    assert!(wait_until(
+        "the machine's init to be its only task",
+        SHORTLY,
+        only_init
     ));
 
     // A command whose caller dies is not left running in the machine.
@@ -158,7 +166,10 @@ fn machine_lifecycle() {
          -- sleep 1000 </dev/null >/dev/null 2>&1 & echo $!",
     );
     let caller = String::from_utf8_lossy(&caller.stdout).trim().to_string();
-    assert!(eventually(sleeping), "the command never started");
+    assert!(
+        wait_until("the command to start", SHORTLY, sleeping),
+        "the command never started"
+    );
     // The request (environment and all) reaches the helper off its command line: the
     // only command line with a value is the one the user typed, and a bare --env KEY
     // keeps even that clean.
@@ -187,7 +198,10 @@ fn machine_lifecycle() {
         "{env}"
     );
     host.ok(&["kill", "-9", &caller]);
-    assert!(eventually(|| !sleeping()), "command outlived its caller");
+    assert!(
+        wait_until("the command to end", SHORTLY, || !sleeping()),
+        "command outlived its caller"
+    );
 
     // Live limits go through systemd and stay for the next start.
     host.okw("berthctl set box --memory 128M --tasks-max 64");
@@ -362,22 +376,6 @@ fn bad_input_is_refused_and_leaves_nothing() {
     assert_no_leftovers(&host);
 }
 
-/// Polls `check` every 100 ms for up to `tries` times.
-fn poll(tries: u32, check: impl Fn() -> bool) -> bool {
-    for _ in 0..tries {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    false
-}
-
-/// Polls `check` for up to five seconds.
-fn eventually(check: impl Fn() -> bool) -> bool {
-    poll(50, check)
-}
-
 /// The machine's state as `berthctl list --json` tells it.
 fn state_of(host: &TestHost, name: &str) -> Option<String> {
     list_json(host)
@@ -389,8 +387,10 @@ fn state_of(host: &TestHost, name: &str) -> Option<String> {
 }
 
 fn wait_for_state(host: &TestHost, name: &str, want: &str) {
+    let what = format!("machine {name} to be {want}");
+    let reached = || state_of(host, name).as_deref() == Some(want);
     assert!(
-        poll(100, || state_of(host, name).as_deref() == Some(want)),
+        wait_until(&what, 2 * SHORTLY, reached),
         "machine {name} never became {want}: {}",
         host.okw("berthctl list")
     );
@@ -447,12 +447,13 @@ fn dbus_api_matches_the_contract() {
         let live = host.okw(&format!(
             "busctl introspect --xml-interface org.berth.Berth1 {path}"
         ));
-        let live = common::interface_xml(&live, iface).expect("interface in live XML");
+        let live = interface_members(&live, iface).expect("interface in live XML");
         let file = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dbus/{iface}.xml")),
         )
         .unwrap();
-        let file = common::interface_xml(&file, iface).expect("interface in file");
+        let file = interface_members(&file, iface).expect("interface in file");
+        assert!(!file.is_empty(), "dbus/{iface}.xml declares no members");
         assert_eq!(live, file, "dbus/{iface}.xml differs from the live daemon");
     }
 
@@ -521,6 +522,80 @@ fn dbus_api_matches_the_contract() {
     assert!(host.journal("berthd").contains("did not halt in time"));
     host.okw("berthctl remove stubborn");
     assert_no_leftovers(&host);
+}
+
+/// The comparison `dbus_api_matches_the_contract` relies on: blind to what XML leaves free
+/// and to the order of members, and not to any change of a member.
+#[test]
+fn interface_comparison_sees_every_member_change() {
+    const XML: &str = r#"<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+<node>
+  <interface name="org.example.Other"><method name="Elsewhere"/></interface>
+  <interface name="org.example.I">
+    <!-- <method name="Commented"/> -->
+    <method name="Kill">
+      <arg name="whom" type="s" direction="in"/>
+      <arg name="signal" type="i" direction="in"/>
+      <arg type="a(ss)" direction="out"/>
+    </method>
+    <property name="Usage" type="t" access="read">
+      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/>
+    </property>
+    <signal name="Gone"><arg name="name" type="s"/></signal>
+    <annotation name="org.example.Flag" value="yes"/>
+  </interface>
+  <node name="child"/>
+</node>"#;
+    let members = |xml: &str| interface_members(xml, "org.example.I").expect("interface found");
+    let original = members(XML);
+    assert_eq!(original.len(), 4, "{original:?}");
+
+    let same = r#"<node><interface name='org.example.I'>
+        <annotation value="yes" name="org.example.Flag"></annotation>
+        <signal name="Gone"><arg type="s" name="name" direction="out"/></signal>
+        <property access="read" type="t" name="Usage"><annotation
+          name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/></property>
+        <method name="Kill"><arg name="whom" type="s"/><arg direction="in" name="signal"
+          type="i"></arg><arg type="a(ss)" direction="out"/></method>
+      </interface></node>"#;
+    assert_eq!(members(same), original, "only order and spelling differ");
+
+    let changes = [
+        ("name=\"Kill\"", "name=\"Kil\""),
+        ("type=\"i\"", "type=\"u\""),
+        ("name=\"signal\"", "name=\"sig\""),
+        (
+            "type=\"a(ss)\" direction=\"out\"",
+            "type=\"a(ss)\" direction=\"in\"",
+        ),
+        (
+            "<arg name=\"whom\" type=\"s\" direction=\"in\"/>\n      <arg name=\"signal\" type=\"i\" direction=\"in\"/>",
+            "<arg name=\"signal\" type=\"i\" direction=\"in\"/>\n      <arg name=\"whom\" type=\"s\" direction=\"in\"/>",
+        ),
+        ("type=\"t\"", "type=\"u\""),
+        ("access=\"read\"", "access=\"readwrite\""),
+        ("value=\"false\"", "value=\"const\""),
+        ("value=\"yes\"", "value=\"no\""),
+        (
+            "<arg name=\"name\" type=\"s\"/>",
+            "<arg name=\"name\" type=\"o\"/>",
+        ),
+        (
+            "<signal name=\"Gone\">",
+            "<signal name=\"Gone\"><arg type=\"b\"/>",
+        ),
+        (
+            "<!-- <method name=\"Commented\"/> -->",
+            "<method name=\"Commented\"/>",
+        ),
+    ];
+    for (from, to) in changes {
+        assert!(XML.contains(from), "{from} is in the sample");
+        let changed = XML.replacen(from, to, 1);
+        assert_ne!(members(&changed), original, "{from} -> {to} goes unnoticed");
+    }
+    assert_eq!(interface_members(XML, "org.example.Missing"), None);
 }
 
 #[test]
@@ -595,7 +670,7 @@ fn ephemeral_machines_go_away_when_they_stop() {
         return;
     };
     let gone = |name: &str| {
-        eventually(|| {
+        wait_until(&format!("machine {name} to go"), SHORTLY, || {
             !host.okw("berthctl list").contains(name)
                 && !host
                     .path(&format!("/var/lib/berth/machines/{name}"))

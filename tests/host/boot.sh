@@ -1,13 +1,15 @@
 #!/bin/bash
-# Boots a throwaway systemd "test host" in fresh namespaces on top of this machine, as
-# described in /work/shared/design/testing-on-real-systemd.md.
+# Boots a throwaway systemd "test host" in fresh namespaces on top of this machine: a
+# fresh cgroup in every hierarchy, an overlay of / (booting on the real / would let
+# systemd-tmpfiles and sysusers change this machine), units that touch kernel-global
+# state masked, then systemd as PID 1.
 #
 #   tests/host/boot.sh MODE STATEDIR        MODE: hybrid | unified
 #
 # This process ends up (via exec) as the `unshare` process; its only child is the host's
 # PID 1 (systemd). Kill that child with SIGKILL to tear the host down, then rmdir the
 # cgroup named in STATEDIR/cgroup in every hierarchy (the Rust harness in
-# tests/common/mod.rs does both).
+# tests/common/host.rs and cgroups.rs does both).
 #
 # Environment:
 #   BERTH_BIN_DIR      directory holding built berthd and berthctl; when set and both are
