@@ -6,10 +6,15 @@
 #   busybox-static     the one-file userland of the busybox template
 #   iproute2           veth pairs and bridges for machine networking
 #   procps, kmod       ps/pkill and modprobe, expected by systemd units and the tests
+# With --test, also what only the tests need:
+#   gcc, libc6-dev     the tests build a static system-call probe to run inside machines
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
 packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod)
+if [[ ${1:-} == --test ]]; then
+    packages+=(gcc libc6-dev)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

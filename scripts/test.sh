@@ -9,7 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ $(id -u) -eq 0 ]] || { echo "test.sh: run as root (the tests boot systemd hosts)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "test.sh: cargo not found; install the Rust toolchain" >&2; exit 1; }
 
-scripts/deps.sh
+scripts/deps.sh --test
 if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi

@@ -19,6 +19,7 @@ pub mod names;
 pub mod paths;
 pub mod revert;
 pub mod rootfs;
+pub mod security;
 pub mod spawn;
 pub mod store;
 pub mod sys;

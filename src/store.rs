@@ -5,6 +5,7 @@
 
 use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
+use crate::security::Settings;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -37,6 +38,8 @@ pub struct MachineConfig {
     pub stop_timeout_usec: Option<u64>,
     #[serde(default)]
     pub tmp_size: Option<u64>,
+    #[serde(default)]
+    pub security: Settings,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -185,6 +188,10 @@ mod tests {
             halt_signal: None,
             stop_timeout_usec: Some(5_000_000),
             tmp_size: None,
+            security: Settings {
+                capabilities: vec!["CAP_SYS_TIME".into()],
+                ..Default::default()
+            },
             limits,
         };
         save_config(&dir, &cfg).unwrap();

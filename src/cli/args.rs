@@ -77,6 +77,30 @@ pub enum Command {
     Manpage,
 }
 
+/// What a machine may do beyond its namespaces; names as systemd-nspawn takes them.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Security")]
+pub struct SecurityArgs {
+    /// Keep a capability the default bounding set drops, e.g. CAP_SYS_TIME (repeatable,
+    /// or comma-separated)
+    #[arg(long = "capability", value_name = "CAP", value_delimiter = ',')]
+    pub capabilities: Vec<String>,
+
+    /// Drop a capability from the bounding set, e.g. CAP_MKNOD (repeatable)
+    #[arg(long = "drop-capability", value_name = "CAP", value_delimiter = ',')]
+    pub drop_capabilities: Vec<String>,
+
+    /// Change the system call filter: NAME allows a denied call, ~NAME denies one more,
+    /// @GROUP names a group, e.g. bpf or ~ptrace (repeatable)
+    #[arg(
+        long = "system-call-filter",
+        value_name = "FILTER",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub system_call_filter: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
@@ -141,6 +165,9 @@ pub struct CreateArgs {
     /// Remove the machine, files and all, as soon as it stops
     #[arg(long)]
     pub ephemeral: bool,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 
     #[command(flatten)]
     pub json: JsonArg,

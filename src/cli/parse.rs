@@ -193,6 +193,16 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
     if args.ephemeral {
         options.insert("Ephemeral", Value::Bool(true));
     }
+    let security = &args.security;
+    for (key, list) in [
+        ("Capabilities", &security.capabilities),
+        ("DropCapabilities", &security.drop_capabilities),
+        ("SystemCallFilter", &security.system_call_filter),
+    ] {
+        if !list.is_empty() {
+            options.insert(key, string_array(list.iter().map(String::as_str)));
+        }
+    }
     for (key, value) in limit_pairs(&args.limits)? {
         if options.contains_key(key) {
             return Err(CliError::Usage(format!(
@@ -345,6 +355,36 @@ mod tests {
             options["Command"].value_signature().to_string(),
             "as",
             "Command must be an array of strings"
+        );
+    }
+
+    #[test]
+    fn security_flags_become_string_arrays() {
+        let Command::Create(args) = parse(&[
+            "create",
+            "web",
+            "-t",
+            "busybox",
+            "--capability",
+            "CAP_SYS_TIME,CAP_SYSLOG",
+            "--drop-capability",
+            "CAP_MKNOD",
+            "--system-call-filter",
+            "~ptrace",
+            "--system-call-filter",
+            "bpf",
+        ]) else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(
+            options["Capabilities"],
+            Value::from(vec!["CAP_SYS_TIME", "CAP_SYSLOG"])
+        );
+        assert_eq!(options["DropCapabilities"], Value::from(vec!["CAP_MKNOD"]));
+        assert_eq!(
+            options["SystemCallFilter"],
+            Value::from(vec!["~ptrace", "bpf"])
         );
     }
 

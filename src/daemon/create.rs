@@ -6,6 +6,7 @@ use super::machine::Machine;
 use super::{Daemon, now_usec};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
+use crate::security::{Confinement, Settings};
 use crate::store::{self, MachineConfig};
 use crate::{names, template};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub struct CreateOptions {
     pub halt_signal: Option<i32>,
     pub stop_timeout_usec: Option<u64>,
     pub tmp_size: Option<u64>,
+    pub security: Settings,
 }
 
 impl Daemon {
@@ -36,6 +38,7 @@ impl Daemon {
         let info = template::info(template_name)?;
         // Refuse limits this host can't apply now, not at the first start.
         crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
+        Confinement::new(&opts.security).map_err(Error::InvalidArgument)?;
         if let Some(h) = &opts.hostname {
             names::validate_machine_name(h)
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;
@@ -61,6 +64,7 @@ impl Daemon {
             halt_signal: opts.halt_signal,
             stop_timeout_usec: opts.stop_timeout_usec,
             tmp_size: opts.tmp_size,
+            security: opts.security,
             limits: opts.limits,
         };
         let final_dir = self.paths.machine_dir(name);

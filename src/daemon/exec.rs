@@ -32,6 +32,7 @@ impl Daemon {
             leader: run.leader,
             argv,
             environment,
+            confinement: super::start::confinement(&m.config())?,
         };
         self.spawner.exec(&req, stdio, caller_gone).await
     }

@@ -8,6 +8,7 @@ use super::machine::{Machine, MachineState, Run};
 use super::{Daemon, SCOPE_GONE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::revert::Revert;
+use crate::security::Confinement;
 use crate::spawn::Pending;
 use crate::spawn::protocol::SpawnRequest;
 use crate::store::{self, RuntimeState};
@@ -60,6 +61,7 @@ impl Daemon {
             command: init::pid1_argv(&cfg.command, info),
             environment: cfg.environment.clone(),
             tmp_size: cfg.tmp_size,
+            confinement: confinement(&cfg)?,
         };
         let mut revert = Revert::new();
 
@@ -149,6 +151,13 @@ impl Daemon {
             }
         });
     }
+}
+
+/// The machine's confinement; its settings were checked at creation, so an error here
+/// means a hand-edited config.
+pub(super) fn confinement(cfg: &crate::store::MachineConfig) -> Result<Confinement> {
+    Confinement::new(&cfg.security)
+        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", cfg.name)))
 }
 
 /// Kills PID 1 if it still waits for its go.

@@ -35,6 +35,9 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.environment = env;
             }
+            "Capabilities" => out.security.capabilities = strings(&key, v)?,
+            "DropCapabilities" => out.security.drop_capabilities = strings(&key, v)?,
+            "SystemCallFilter" => out.security.system_call_filter = strings(&key, v)?,
             "Autostart" => out.autostart = boolean(&key, v)?,
             "Ephemeral" => out.ephemeral = boolean(&key, v)?,
             "HaltSignal" => {
@@ -207,8 +210,12 @@ mod tests {
             ("TasksMax", Value::from("32")),
             ("StopTimeoutUSec", Value::U64(5_000_000)),
             ("Network", Value::from("none")),
+            ("Capabilities", Value::from(vec!["CAP_SYS_TIME"])),
+            ("SystemCallFilter", Value::from(vec!["~ptrace"])),
         ]))
         .unwrap();
+        assert_eq!(o.security.capabilities, ["CAP_SYS_TIME"]);
+        assert_eq!(o.security.system_call_filter, ["~ptrace"]);
         assert_eq!(o.hostname.as_deref(), Some("web"));
         assert_eq!(o.command, ["/bin/sh", "-c", "sleep 1"]);
         assert_eq!(

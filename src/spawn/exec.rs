@@ -71,7 +71,10 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
                 // SAFETY: leave without running the parent's exit handlers.
                 unsafe { libc::_exit(EXIT_CANNOT_EXEC) }
             }
-            let msg = exec_in_root(&req.argv, &env);
+            let msg = match req.confinement.apply() {
+                Ok(()) => exec_in_root(&req.argv, &env),
+                Err(e) => e,
+            };
             eprintln!("berth: {msg}");
             // SAFETY: leave without running the parent's exit handlers.
             unsafe { libc::_exit(EXIT_CANNOT_EXEC) }

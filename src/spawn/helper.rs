@@ -126,6 +126,7 @@ fn pid1(req: &SpawnRequest, go_r: OwnedFd) -> Result<Infallible, String> {
     nix::unistd::sethostname(&req.hostname)
         .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
     mount::setup_root(req)?;
+    req.confinement.apply()?;
     let env = merge_environment(&req.environment);
     Err(super::exec::exec_in_root(&req.command, &env))
 }

@@ -9,8 +9,28 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 /// Device nodes a machine gets, bind-mounted from the host so no mknod is needed (that
-/// keeps working once user namespaces arrive).
-const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// keeps working once user namespaces arrive). The scope's DeviceAllow list
+/// (systemd/scope.rs) names the same nodes: nothing else can be opened.
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc files about the whole host's kernel (memory, keys, symbols, timers, scheduler)
+/// that a machine sees empty, as nspawn and LXC hide them.
+const PROC_HIDDEN: [&str; 7] = [
+    "kcore",
+    "keys",
+    "key-users",
+    "kallsyms",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+];
+
+/// /proc directories that configure host hardware and file systems: read-only.
+const PROC_READ_ONLY: [&str; 7] = ["acpi", "apm", "asound", "bus", "fs", "irq", "scsi"];
+
+/// sysfs directories hidden behind an empty read-only tmpfs: firmware tables and
+/// variables (EFI) are the host's.
+const SYS_HIDDEN: [&str; 1] = ["firmware"];
 
 pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
     let root = req.rootfs.as_path();
@@ -40,11 +60,24 @@ pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
     bind(&sys, &sys)?;
     bind(&sys.join("net"), &sys.join("net"))?;
     remount_ro(&sys)?;
-    // Kernels without magic SysRq have no such file.
+    // Kernels without magic SysRq have no such file; the same for the others below.
     let sysrq = proc.join("sysrq-trigger");
     if sysrq.exists() {
         bind(&sysrq, &sysrq)?;
         remount_ro(&sysrq)?;
+    }
+    for name in PROC_HIDDEN {
+        let file = proc.join(name);
+        if file.exists() {
+            bind(Path::new("/dev/null"), &file)?;
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let dir = proc.join(name);
+        if dir.is_dir() {
+            bind(&dir, &dir)?;
+            remount_ro(&dir)?;
+        }
     }
 
     let sysfs = root.join("sys");
@@ -56,6 +89,19 @@ pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
         nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         none,
     )?;
+
+    for name in SYS_HIDDEN {
+        let dir = sysfs.join(name);
+        if dir.is_dir() {
+            mnt(
+                Some("tmpfs"),
+                &dir,
+                Some("tmpfs"),
+                nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+                Some("mode=0555"),
+            )?;
+        }
+    }
 
     setup_dev(&root.join("dev"))?;
 

@@ -1,5 +1,6 @@
 //! Typed messages between berthd and its spawn helper, one JSON object per line.
 
+use crate::security::Confinement;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -15,6 +16,7 @@ pub struct SpawnRequest {
     pub environment: Vec<String>,
     /// Size of the /tmp tmpfs in bytes; None lets the kernel pick (half of RAM).
     pub tmp_size: Option<u64>,
+    pub confinement: Confinement,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +42,7 @@ pub struct ExecRequest {
     pub leader: u32,
     pub argv: Vec<String>,
     pub environment: Vec<String>,
+    pub confinement: Confinement,
 }
 
 /// The environment every process berth starts in a machine begins with; systemd and
@@ -67,6 +70,7 @@ pub fn merge_environment(extra: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::Settings;
 
     #[test]
     fn messages_round_trip() {
@@ -77,6 +81,7 @@ mod tests {
             command: vec!["/sbin/init".into()],
             environment: vec![],
             tmp_size: Some(1 << 20),
+            confinement: Confinement::new(&Settings::default()).unwrap(),
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(req.clone())).unwrap();
         assert!(!line.contains('\n'));

@@ -57,6 +57,13 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
             "TimeoutStopUSec".to_string(),
             owned(Value::U64(spec.stop_timeout_usec)),
         ),
+        // Only the nodes a machine has may be opened (or made with mknod and opened):
+        // the host's disks and the like stay out of reach on both cgroup generations.
+        ("DevicePolicy".to_string(), owned(Value::from("closed"))),
+        (
+            "DeviceAllow".to_string(),
+            owned(Value::from(device_allow())),
+        ),
     ];
     props.extend(limit_properties(spec.limits, spec.flavor)?);
     // Subscribe before the call: the job may finish before the reply arrives.
@@ -197,6 +204,19 @@ pub(super) async fn figure(sd: &Bus, unit: &str, figure: Figure) -> u64 {
         }
     };
     read.await.unwrap_or(UNKNOWN_FIGURE)
+}
+
+/// DeviceAllow for a machine: its /dev nodes (spawn/mount.rs), the pty multiplexer and
+/// every pty of its devpts instance.
+fn device_allow() -> Vec<(String, String)> {
+    crate::spawn::mount::DEVICES
+        .iter()
+        .map(|name| (format!("/dev/{name}"), "rwm".to_string()))
+        .chain([
+            ("/dev/ptmx".to_string(), "rwm".to_string()),
+            ("char-pts".to_string(), "rw".to_string()),
+        ])
+        .collect()
 }
 
 fn is_no_such_unit(e: &zbus::Error) -> bool {

@@ -1,0 +1,250 @@
+//! A machine's root is not the host's root: from inside real machines, in both cgroup
+//! modes, what a default machine is refused — capabilities, system calls, devices,
+//! kernel files — and that a machine's own settings change exactly what they say.
+//!
+//! The test hosts share this machine's kernel and clock, so every refusal is probed in a
+//! way that does nothing where the refusal fails: tests/probe/syscall-probe.c calls with
+//! arguments the kernel rejects on its own (and says which errno came back), the clock is
+//! "set" to the time it has, a block device is read, never written.
+
+mod common;
+
+use common::{CgroupMode, TestHost, boot_with_berth};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The probe, built once per test binary as a static executable: busybox machines have no
+/// libc to load a dynamic one with.
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("syscall-probe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/syscall-probe.c");
+        let status = std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .expect("gcc runs (scripts/deps.sh installs it)");
+        assert!(status.success(), "building {}", src.display());
+        out
+    })
+}
+
+/// Creates a busybox machine with `flags`, puts the probe in it and starts it.
+fn machine(host: &TestHost, name: &str, flags: &str) {
+    host.okw(&format!(
+        "berthctl create {name} --template busybox {flags}"
+    ));
+    let target = host.path(&format!(
+        "/var/lib/berth/machines/{name}/rootfs/bin/syscall-probe"
+    ));
+    std::fs::copy(probe(), &target).expect("probe copied into the machine");
+    host.okw(&format!("berthctl start {name}"));
+}
+
+/// `field` of /proc/PID/status inside the machine (PID 1, or the exec'd command itself).
+fn status_field(host: &TestHost, name: &str, pid: &str, field: &str) -> String {
+    let status = host.okw(&format!("berthctl exec {name} -- cat /proc/{pid}/status"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in:\n{status}"))
+        .trim()
+        .to_string()
+}
+
+fn probe_in(host: &TestHost, name: &str, calls: &[&str]) -> Vec<String> {
+    let mut argv = vec!["berthctl", "exec", name, "--", "/bin/syscall-probe"];
+    argv.extend(calls);
+    host.ok(&argv).lines().map(str::to_string).collect()
+}
+
+/// Every call refused with EPERM.
+fn assert_refused(host: &TestHost, name: &str, calls: &[&str]) {
+    let results = probe_in(host, name, calls);
+    for (call, result) in calls.iter().zip(&results) {
+        assert_eq!(result, &format!("{call}: EPERM"), "{results:?}");
+    }
+    assert_eq!(results.len(), calls.len(), "{results:?}");
+}
+
+fn own_bounding_set() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd in /proc/self/status");
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// The first disk of the machine hosting the tests, as "MAJOR MINOR".
+fn a_host_disk() -> String {
+    let partitions = std::fs::read_to_string("/proc/partitions").unwrap();
+    let line = partitions
+        .lines()
+        .skip(2)
+        .find(|l| !l.trim().is_empty())
+        .expect("this machine has a disk");
+    let fields: Vec<_> = line.split_whitespace().collect();
+    format!("{} {}", fields[0], fields[1])
+}
+
+fn default_machine_is_contained(mode: CgroupMode, test: &str) {
+    let Some(host) = boot_with_berth(mode, test) else {
+        return;
+    };
+    machine(&host, "box", "");
+
+    // The documented bounding set and a filter, for PID 1 and for what exec runs. A
+    // machine cannot have what the host's own bounding set lacks (this VM has no
+    // CAP_SYS_RESOURCE), so the expected set is the default within ours.
+    let default = berth::security::caps::bounding_set(&[], &[]).unwrap();
+    let expected = format!(
+        "{:016x}",
+        berth::security::caps::mask(&default) & own_bounding_set()
+    );
+    for pid in ["1", "self"] {
+        assert_eq!(status_field(&host, "box", pid, "CapBnd"), expected, "{pid}");
+        assert_eq!(status_field(&host, "box", pid, "Seccomp"), "2", "{pid}");
+    }
+    for dropped in [16, 17, 25, 33] {
+        // SYS_MODULE, SYS_RAWIO, SYS_TIME, MAC_ADMIN
+        let bnd = u64::from_str_radix(&expected, 16).unwrap();
+        assert_eq!(bnd & (1 << dropped), 0, "capability {dropped} is kept");
+    }
+
+    assert_refused(
+        &host,
+        "box",
+        &[
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "kexec_load",
+            "kexec_file_load",
+            "swapon",
+            "swapoff",
+            "open_by_handle_at",
+            "clock_settime",
+            "settimeofday",
+            "iopl",
+            "ioperm",
+            "keyctl",
+            "bpf",
+            "perf_event_open",
+            "acct",
+        ],
+    );
+    // Setting the clock, the way a user would: to the time it already has.
+    let out = host.sh("berthctl exec box -- sh -c 'date -s \"$(date \"+%Y-%m-%d %H:%M:%S\")\"'");
+    // busybox's date says so but exits 0 all the same.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("can't set date: Operation not permitted"),
+        "date -s worked: {out:?}"
+    );
+    // A module: busybox's insmod hands the kernel a file that is no module.
+    let out = host.runw("berthctl exec box -- insmod /bin/busybox");
+    assert!(!out.status.success(), "{out:?}");
+
+    // A host disk: the node can be made (CAP_MKNOD) but not opened (DevicePolicy=closed).
+    let disk = a_host_disk();
+    let out = host.sh(&format!(
+        "berthctl exec box -- sh -c 'mknod /dev/hostdisk b {disk} && \
+         dd if=/dev/hostdisk of=/dev/null bs=512 count=1'"
+    ));
+    assert!(
+        !out.status.success(),
+        "read the host's disk {disk}: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not permitted"),
+        "{out:?}"
+    );
+    let show = host.okw("systemctl show machine-box.scope -p DevicePolicy -p DeviceAllow");
+    assert!(show.contains("DevicePolicy=closed"), "{show}");
+    assert!(
+        show.contains("/dev/null rwm") && show.contains("char-pts rw"),
+        "{show}"
+    );
+
+    // Kernel files about the whole host are empty or read-only.
+    for file in ["kallsyms", "keys", "timer_list", "kcore"] {
+        if Path::new("/proc").join(file).exists() {
+            let size = host.okw(&format!("berthctl exec box -- wc -c /proc/{file}"));
+            assert!(size.trim().starts_with('0'), "/proc/{file}: {size}");
+        }
+    }
+    let firmware = host.okw("berthctl exec box -- ls -A /sys/firmware");
+    assert!(firmware.trim().is_empty(), "/sys/firmware: {firmware}");
+    // Opened for writing, never written.
+    let out = host.sh("berthctl exec box -- sh -c ': > /proc/sysrq-trigger'");
+    assert!(
+        !out.status.success(),
+        "/proc/sysrq-trigger is writable: {out:?}"
+    );
+    let out = host.sh("berthctl exec box -- sh -c ': > /proc/bus/berth-probe'");
+    assert!(!out.status.success(), "/proc/bus is writable: {out:?}");
+
+    // The host's processes are not there to ptrace.
+    let berthd = host.okw("pidof berthd");
+    let out = host.runw(&format!("berthctl exec box -- ls /proc/{}", berthd.trim()));
+    assert!(!out.status.success(), "berthd is visible inside: {out:?}");
+
+    host.okw("berthctl stop box");
+    host.okw("berthctl remove box");
+}
+
+fn settings_change_exactly_what_they_say(mode: CgroupMode, test: &str) {
+    let Some(host) = boot_with_berth(mode, test) else {
+        return;
+    };
+    machine(
+        &host,
+        "tuned",
+        "--drop-capability CAP_MKNOD,CAP_NET_RAW --system-call-filter bpf \
+         --system-call-filter ~ptrace",
+    );
+    let bnd = u64::from_str_radix(&status_field(&host, "tuned", "1", "CapBnd"), 16).unwrap();
+    assert_eq!(bnd & (1 << 27), 0, "CAP_MKNOD dropped");
+    assert_eq!(bnd & (1 << 13), 0, "CAP_NET_RAW dropped");
+    assert_ne!(bnd & (1 << 21), 0, "CAP_SYS_ADMIN kept");
+    let results = probe_in(&host, "tuned", &["bpf", "ptrace", "kexec_load"]);
+    assert_ne!(results[0], "bpf: EPERM", "bpf allowed: {results:?}");
+    assert_eq!(results[1], "ptrace: EPERM", "{results:?}");
+    assert_eq!(results[2], "kexec_load: EPERM", "{results:?}");
+    let out = host.runw("berthctl exec tuned -- mknod /tmp/null c 1 3");
+    assert!(!out.status.success(), "mknod without CAP_MKNOD: {out:?}");
+    host.okw("berthctl stop tuned");
+    host.okw("berthctl remove tuned");
+
+    // Bad names are refused at create, by name, and leave nothing.
+    for (flags, named) in [
+        ("--capability CAP_TELEPORT", "CAP_TELEPORT"),
+        ("--system-call-filter ~teleport", "teleport"),
+    ] {
+        let out = host.runw(&format!("berthctl create bad --template busybox {flags}"));
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named) && err.lines().count() == 1, "{err}");
+        assert!(!host.path("/var/lib/berth/machines/bad").exists());
+    }
+}
+
+#[test]
+fn hybrid_default_machine_is_contained() {
+    default_machine_is_contained(CgroupMode::Hybrid, "hybrid_default_machine_is_contained");
+}
+
+#[test]
+fn unified_default_machine_is_contained() {
+    default_machine_is_contained(CgroupMode::Unified, "unified_default_machine_is_contained");
+}
+
+#[test]
+fn hybrid_settings_change_exactly_what_they_say() {
+    settings_change_exactly_what_they_say(
+        CgroupMode::Hybrid,
+        "hybrid_settings_change_exactly_what_they_say",
+    );
+}
