@@ -121,6 +121,10 @@ pub trait Machine {
     #[zbus(property)]
     fn ephemeral(&self) -> zbus::Result<bool>;
 
+    /// "no" (privileged) or the machine's host ID range "BASE:COUNT".
+    #[zbus(property)]
+    fn private_users(&self) -> zbus::Result<String>;
+
     // Live figures are read from systemd on every Get and never signalled, so they must
     // bypass the proxy's property cache.
 

@@ -10,13 +10,19 @@ use std::path::Path;
 
 /// Copies `src` to the new path `dst`; an error names the file that could not be copied.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    copy_tree_shifted(src, dst, 0)
+}
+
+/// Copies `src` to `dst` with every owner and group moved up by `shift`, for a machine
+/// whose user namespace starts at host ID `shift` on a file system that cannot idmap.
+pub fn copy_tree_shifted(src: &Path, dst: &Path, shift: u32) -> Result<()> {
     let meta = fs::symlink_metadata(src).at("cannot copy", src)?;
     let ft = meta.file_type();
     if ft.is_dir() {
         fs::create_dir(dst).at("cannot create", dst)?;
         for entry in fs::read_dir(src).at("cannot copy", src)? {
             let entry = entry.at("cannot copy", src)?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+            copy_tree_shifted(&entry.path(), &dst.join(entry.file_name()), shift)?;
         }
     } else if ft.is_symlink() {
         symlink(fs::read_link(src).at("cannot copy", src)?, dst).at("cannot create", dst)?;
@@ -25,7 +31,11 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
     } else {
         return Ok(());
     }
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid())).at("cannot chown", dst)?;
+    let (uid, gid) = (
+        meta.uid().saturating_add(shift),
+        meta.gid().saturating_add(shift),
+    );
+    std::os::unix::fs::lchown(dst, Some(uid), Some(gid)).at("cannot chown", dst)?;
     if !ft.is_symlink() {
         // After chown: chown clears setuid bits.
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
@@ -79,6 +89,15 @@ mod tests {
             matches!(&err, crate::error::Error::Io { source, path, .. }
                 if source.kind() == io::ErrorKind::AlreadyExists && path == &dst),
             "never merges into a tree, and names where: {err}"
+        );
+        let shifted = base.join("shifted");
+        copy_tree_shifted(&src, &shifted, 100_000).unwrap();
+        let meta = fs::symlink_metadata(shifted.join("bin/sh")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (100_000, 100_000), "links too");
+        assert_eq!(
+            fs::metadata(shifted.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777,
+            "modes kept"
         );
         remove_tree(&base).unwrap();
         remove_tree(&base).unwrap();

@@ -6,6 +6,7 @@
 use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use crate::security::Settings;
+use crate::security::users::Users;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -40,6 +41,9 @@ pub struct MachineConfig {
     pub tmp_size: Option<u64>,
     #[serde(default)]
     pub security: Settings,
+    /// The machine's own user namespace; None: privileged (its root is the host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Users>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -192,6 +196,13 @@ mod tests {
                 capabilities: vec!["CAP_SYS_TIME".into()],
                 ..Default::default()
             },
+            users: Some(Users {
+                range: crate::security::users::UserRange {
+                    base: 524288,
+                    count: 65536,
+                },
+                ownership: crate::security::users::Ownership::Chown,
+            }),
             limits,
         };
         save_config(&dir, &cfg).unwrap();

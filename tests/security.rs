@@ -248,3 +248,140 @@ fn hybrid_settings_change_exactly_what_they_say() {
         "hybrid_settings_change_exactly_what_they_say",
     );
 }
+
+/// An unprivileged machine: root inside, nobody outside. `on_tmpfs` puts berth's state
+/// on a tmpfs first, where the rootfs is idmapped; the test host's own root is an
+/// overlay, where berth shifts the files by chown instead.
+fn unprivileged_machine_is_root_only_inside(mode: CgroupMode, test: &str, on_tmpfs: bool) {
+    let Some(host) = boot_with_berth(mode, test) else {
+        return;
+    };
+    if on_tmpfs {
+        host.ok(&[
+            "sh",
+            "-c",
+            "systemctl stop berthd && mkdir -p /var/lib/berth && \
+             mount -t tmpfs -o mode=0700 berth-state /var/lib/berth && systemctl start berthd",
+        ]);
+    }
+    machine(&host, "un", "--private-users pick");
+    let config = host.read("/var/lib/berth/machines/un/config.toml").unwrap();
+    let ownership = if on_tmpfs { "idmap" } else { "chown" };
+    assert!(
+        config.contains(&format!("ownership = \"{ownership}\"")),
+        "{config}"
+    );
+    let range = host.okw(
+        "busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/un \
+         org.berth.Berth1.Machine PrivateUsers",
+    );
+    assert_eq!(range.trim(), "s \"524288:65536\"", "the first free range");
+    let list = host.okw("berthctl list");
+    let row = list.lines().find(|l| l.starts_with("un ")).expect("listed");
+    assert!(
+        list.contains("UNPRIVILEGED") && row.contains(" yes "),
+        "{list}"
+    );
+
+    // Its processes are the range on the host, root inside.
+    let uid_map = host.okw("berthctl exec un -- cat /proc/self/uid_map");
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "524288", "65536"]
+    );
+    let leader = host.okw("berthctl --json status un");
+    let leader: serde_json::Value = serde_json::from_str(&leader).unwrap();
+    let leader = leader["leader"].as_u64().expect("a leader");
+    let owner = host.okw(&format!("ps -o uid= -p {leader}"));
+    assert_eq!(owner.trim(), "524288", "PID 1 on the host");
+    assert_eq!(host.okw("berthctl exec un -- id -u").trim(), "0");
+
+    // Root things inside still work: its files, its ports.
+    let out = host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "touch /root/f && chown 1000:1000 /root/f && stat -c %u:%g /root/f",
+    ]);
+    assert_eq!(out.trim(), "1000:1000");
+    let out = host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "httpd -p 80 && netstat -ltn",
+    ]);
+    assert!(out.contains(":80 "), "bound port 80: {out}");
+
+    // A host file whose owner is not the machine's: nobody, and unreadable.
+    let secret = host.path("/var/lib/berth/machines/un/rootfs/host-secret");
+    std::fs::write(&secret, "secret\n").unwrap();
+    std::os::unix::fs::chown(&secret, Some(70000), Some(70000)).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let owner = host.okw("berthctl exec un -- stat -c %u /host-secret");
+    assert_eq!(owner.trim(), "65534", "shows as nobody");
+    let out = host.runw("berthctl exec un -- cat /host-secret");
+    assert!(
+        !out.status.success(),
+        "root inside read a host file: {out:?}"
+    );
+
+    // Kernel settings stay the host's, even written back unchanged.
+    let out = host
+        .sh("berthctl exec un -- sh -c 'cat /proc/sys/kernel/printk > /proc/sys/kernel/printk'");
+    assert!(!out.status.success(), "wrote a kernel sysctl: {out:?}");
+    // Its own scope's cgroup files are not its to write.
+    let out = host.sh("berthctl exec un -- sh -c 'mkdir -p /tmp/cg && \
+         (mount -t cgroup2 none /tmp/cg || mount -t cgroup -o pids none /tmp/cg) && \
+         for f in /tmp/cg/pids.max /tmp/cg/cgroup.max.depth; do \
+           [ -e $f ] && cat $f > $f && exit 0; done; exit 1'");
+    assert!(!out.status.success(), "wrote its scope's limits: {out:?}");
+
+    host.okw("berthctl stop un");
+    host.okw("berthctl remove un");
+
+    // A range of one's own choosing must be delegated to root, as LXC wants it.
+    let ask = "berthctl create delegated --template busybox --private-users 1000000:65536";
+    let out = host.runw(ask);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/etc/subuid"),
+        "{err}"
+    );
+    assert!(!host.path("/var/lib/berth/machines/delegated").exists());
+    host.ok(&[
+        "sh",
+        "-c",
+        "echo root:1000000:65536 >> /etc/subuid && echo root:1000000:65536 >> /etc/subgid",
+    ]);
+    host.okw(ask);
+    let range = host.okw(
+        "busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/delegated \
+         org.berth.Berth1.Machine PrivateUsers",
+    );
+    assert_eq!(range.trim(), "s \"1000000:65536\"");
+    host.okw("berthctl remove delegated");
+}
+
+#[test]
+fn hybrid_unprivileged_machine_is_root_only_inside() {
+    unprivileged_machine_is_root_only_inside(
+        CgroupMode::Hybrid,
+        "hybrid_unprivileged_machine_is_root_only_inside",
+        false,
+    );
+}
+
+#[test]
+fn unified_unprivileged_machine_on_idmapped_root() {
+    unprivileged_machine_is_root_only_inside(
+        CgroupMode::Unified,
+        "unified_unprivileged_machine_on_idmapped_root",
+        true,
+    );
+}

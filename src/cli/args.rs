@@ -90,6 +90,11 @@ pub struct SecurityArgs {
     #[arg(long = "drop-capability", value_name = "CAP", value_delimiter = ',')]
     pub drop_capabilities: Vec<String>,
 
+    /// Run the machine in its own user namespace: "pick" a free range of 65536 host IDs,
+    /// a delegated range BASE:COUNT from /etc/subuid and /etc/subgid, or "no"
+    #[arg(long = "private-users", value_name = "no|pick|BASE:COUNT")]
+    pub private_users: Option<String>,
+
     /// Change the system call filter: NAME allows a denied call, ~NAME denies one more,
     /// @GROUP names a group, e.g. bpf or ~ptrace (repeatable)
     #[arg(

@@ -142,7 +142,7 @@ impl Session {
 
         let mut rows = Vec::new();
         for ((name, state, leader, path), detail) in machines.into_iter().zip(details) {
-            let Some((template, unit)) = detail? else {
+            let Some((template, unit, private_users)) = detail? else {
                 continue;
             };
             rows.push(Row {
@@ -151,6 +151,7 @@ impl Session {
                 leader,
                 template,
                 unit,
+                unprivileged: private_users != "no",
                 path,
             });
         }
@@ -164,7 +165,14 @@ impl Session {
         }
         let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
         print(&output::table(
-            &["NAME", "STATE", "LEADER", "TEMPLATE", "UNIT"],
+            &[
+                "NAME",
+                "STATE",
+                "LEADER",
+                "TEMPLATE",
+                "UNPRIVILEGED",
+                "UNIT",
+            ],
             &cells,
         ))?;
         Ok(0)
@@ -175,12 +183,13 @@ impl Session {
     async fn template_and_unit(
         &self,
         path: OwnedObjectPath,
-    ) -> Result<Option<(String, String)>, CliError> {
+    ) -> Result<Option<(String, String, String)>, CliError> {
         let read = async {
             let machine = self.machine_at(path).await?;
             let template = machine.template().await?;
             let unit = machine.unit().await?;
-            Ok::<_, zbus::Error>((template, unit))
+            let private_users = machine.private_users().await?;
+            Ok::<_, zbus::Error>((template, unit, private_users))
         };
         match read.await {
             Ok(pair) => Ok(Some(pair)),
@@ -242,6 +251,7 @@ struct Row {
     leader: u32,
     template: String,
     unit: String,
+    unprivileged: bool,
     path: OwnedObjectPath,
 }
 
@@ -256,6 +266,7 @@ impl Row {
                 pid => pid.to_string(),
             },
             or_dash(&self.template),
+            if self.unprivileged { "yes" } else { "no" }.to_owned(),
             or_dash(&self.unit),
         ]
     }
@@ -267,6 +278,7 @@ impl Row {
             "leader": (self.leader != 0).then_some(self.leader),
             "template": self.template,
             "unit": self.unit,
+            "unprivileged": self.unprivileged,
             "path": self.path.as_str(),
         })
     }

@@ -194,6 +194,9 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
         options.insert("Ephemeral", Value::Bool(true));
     }
     let security = &args.security;
+    if let Some(users) = &security.private_users {
+        options.insert("PrivateUsers", Value::from(users.as_str()));
+    }
     for (key, list) in [
         ("Capabilities", &security.capabilities),
         ("DropCapabilities", &security.drop_capabilities),

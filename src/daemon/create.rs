@@ -6,9 +6,11 @@ use super::machine::Machine;
 use super::{Daemon, now_usec};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
+use crate::security::users::{self, Ownership, UserRange, Users};
 use crate::security::{Confinement, Settings};
 use crate::store::{self, MachineConfig};
 use crate::{names, template};
+use std::path::Path;
 use std::sync::Arc;
 use tracing::info;
 
@@ -25,6 +27,7 @@ pub struct CreateOptions {
     pub stop_timeout_usec: Option<u64>,
     pub tmp_size: Option<u64>,
     pub security: Settings,
+    pub private_users: users::Request,
 }
 
 impl Daemon {
@@ -44,6 +47,7 @@ impl Daemon {
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;
         }
         let _reservation = self.reserve(name)?;
+        let (users, _range) = self.users_for(opts.private_users)?;
         let templates_dir = self.paths.templates_dir();
         let template_rootfs = {
             let _build = self.template_builds.lock().await;
@@ -65,6 +69,7 @@ impl Daemon {
             stop_timeout_usec: opts.stop_timeout_usec,
             tmp_size: opts.tmp_size,
             security: opts.security,
+            users,
             limits: opts.limits,
         };
         let final_dir = self.paths.machine_dir(name);
@@ -78,7 +83,12 @@ impl Daemon {
             let made = (|| {
                 std::fs::create_dir(&staging).at("cannot create", &staging)?;
                 let rootfs = staging.join(store::ROOTFS_DIR);
-                crate::rootfs::copy_tree(&template_rootfs, &rootfs)?;
+                // On a file system that cannot idmap, the files are shifted once, here.
+                let shift = match cfg.users {
+                    Some(u) if u.ownership == Ownership::Chown => u.range.base,
+                    _ => 0,
+                };
+                crate::rootfs::copy_tree_shifted(&template_rootfs, &rootfs, shift)?;
                 let hostname = rootfs.join("etc/hostname");
                 std::fs::write(&hostname, format!("{}\n", cfg.hostname))
                     .at("cannot write", &hostname)?;
@@ -100,6 +110,40 @@ impl Daemon {
         Ok(m)
     }
 
+    /// The user namespace a new machine gets, with its range held until the machine is
+    /// registered (two creations must not pick the same range).
+    fn users_for(
+        self: &Arc<Self>,
+        request: users::Request,
+    ) -> Result<(Option<Users>, Option<RangeReservation>)> {
+        let mut pending = self.pending_ranges.lock().expect("ranges lock");
+        let machines: Vec<UserRange> = self
+            .machines()
+            .iter()
+            .filter_map(|m| m.config().users.map(|u| u.range))
+            .chain(pending.iter().copied())
+            .collect();
+        let etc = Path::new("/etc");
+        let taken = users::Taken::read(etc, machines);
+        let range = match request {
+            users::Request::No => return Ok((None, None)),
+            users::Request::Pick => taken.pick().map_err(Error::Failed)?,
+            users::Request::Range(r) => taken
+                .check(r, &etc.join("subuid"), &etc.join("subgid"))
+                .map_err(Error::InvalidArgument)?,
+        };
+        pending.push(range);
+        let ownership = ownership_on(&self.paths.machines_dir());
+        let users = Users { range, ownership };
+        Ok((
+            Some(users),
+            Some(RangeReservation {
+                daemon: self.clone(),
+                range,
+            }),
+        ))
+    }
+
     fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation> {
         let exists = self
             .machines
@@ -115,6 +159,39 @@ impl Daemon {
             daemon: self.clone(),
             name: name.to_string(),
         })
+    }
+}
+
+/// Idmapped mounts where the file system supports them (the kernel's FS_ALLOW_IDMAP:
+/// ext4, xfs, btrfs, tmpfs), else files shifted by chown; overlayfs, often the root of
+/// containers and test hosts, cannot idmap.
+fn ownership_on(dir: &Path) -> Ownership {
+    use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC};
+    match nix::sys::statfs::statfs(dir) {
+        Ok(fs)
+            if [
+                EXT4_SUPER_MAGIC,
+                XFS_SUPER_MAGIC,
+                BTRFS_SUPER_MAGIC,
+                TMPFS_MAGIC,
+            ]
+            .contains(&fs.filesystem_type()) =>
+        {
+            Ownership::Idmap
+        }
+        _ => Ownership::Chown,
+    }
+}
+
+struct RangeReservation {
+    daemon: Arc<Daemon>,
+    range: UserRange,
+}
+
+impl Drop for RangeReservation {
+    fn drop(&mut self) {
+        let mut pending = self.daemon.pending_ranges.lock().expect("ranges lock");
+        pending.retain(|r| *r != self.range);
     }
 }
 

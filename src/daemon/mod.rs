@@ -100,6 +100,8 @@ pub struct Daemon {
     machines: Mutex<BTreeMap<String, Arc<Machine>>>,
     /// Names whose creation is under way, so two CreateMachine calls can't race.
     reserved: Mutex<HashSet<String>>,
+    /// User ID ranges of machines being created, so two creations can't pick the same.
+    pending_ranges: Mutex<Vec<crate::security::users::UserRange>>,
     /// One template build at a time: concurrent creations wait for the first build
     /// instead of racing it in the same staging directory.
     template_builds: tokio::sync::Mutex<()>,
@@ -141,6 +143,7 @@ impl Daemon {
             spawner,
             machines: Mutex::new(BTreeMap::new()),
             reserved: Mutex::new(HashSet::new()),
+            pending_ranges: Mutex::new(Vec::new()),
             template_builds: tokio::sync::Mutex::new(()),
             events,
         });

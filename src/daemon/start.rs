@@ -62,6 +62,7 @@ impl Daemon {
             environment: cfg.environment.clone(),
             tmp_size: cfg.tmp_size,
             confinement: confinement(&cfg)?,
+            users: cfg.users,
         };
         let mut revert = Revert::new();
 

@@ -283,6 +283,15 @@ impl MachineIface {
         self.config().map(|c| c.ephemeral).unwrap_or(false)
     }
 
+    /// "no" for a privileged machine, else its host ID range "BASE:COUNT".
+    #[zbus(property)]
+    fn private_users(&self) -> String {
+        match self.config().and_then(|c| c.users) {
+            Some(u) => u.range.to_string(),
+            None => "no".into(),
+        }
+    }
+
     #[zbus(property)]
     fn created_at(&self) -> u64 {
         self.config().map(|c| c.created_at).unwrap_or(0)

@@ -8,11 +8,10 @@ use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Options in the API that later features implement; refused clearly until then.
-const NOT_YET: [&str; 6] = [
+const NOT_YET: [&str; 5] = [
     "Bridge",
     "Address",
     "PortForwards",
-    "PrivateUsers",
     "Binds",
     "BlockIOReadBandwidth",
 ];
@@ -38,6 +37,9 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             "Capabilities" => out.security.capabilities = strings(&key, v)?,
             "DropCapabilities" => out.security.drop_capabilities = strings(&key, v)?,
             "SystemCallFilter" => out.security.system_call_filter = strings(&key, v)?,
+            "PrivateUsers" => {
+                out.private_users = string(&key, v)?.parse().map_err(Error::InvalidArgument)?
+            }
             "Autostart" => out.autostart = boolean(&key, v)?,
             "Ephemeral" => out.ephemeral = boolean(&key, v)?,
             "HaltSignal" => {
@@ -242,6 +244,7 @@ mod tests {
         assert!(err(vec![("Environment", Value::from(vec!["NOEQUALS"]))]).contains("NOEQUALS"));
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
         assert!(err(vec![("StopTimeoutUSec", Value::U64(u64::MAX))]).contains("one hour"));
+        assert!(err(vec![("PrivateUsers", Value::from("maybe"))]).contains("maybe"));
         match create_options(dict(vec![("Network", Value::from("bridge"))])) {
             Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
             other => panic!("{other:?}"),

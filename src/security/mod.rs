@@ -9,6 +9,7 @@
 
 pub mod caps;
 pub mod seccomp;
+pub mod users;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

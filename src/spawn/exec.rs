@@ -52,6 +52,13 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
     }
     let root = File::open(format!("/proc/{leader}/root"))
         .map_err(|e| format!("/proc/{leader}/root: {e}"))?;
+    // An unprivileged machine's namespaces belong to its user namespace: join that first
+    // and become its root, then the others as their owner.
+    if super::userns::differs_from_ours(leader)? {
+        let path = format!("/proc/{leader}/ns/user");
+        let userns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        super::userns::enter(&userns)?;
+    }
     for (kind, fd) in kinds.iter().zip(&fds) {
         setns(fd, CloneFlags::empty()).map_err(|e| format!("setns({kind}): {e}"))?;
     }

@@ -2,8 +2,9 @@
 //! namespaces and forks its PID 1. It exits as soon as PID 1 has exec'ed, so PID 1 is
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
-use super::mount;
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment};
+use super::{mount, userns};
+use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -52,6 +53,18 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     // error pipe so a successful exec shows up as end-of-file.
     let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // An unprivileged machine: its user namespace first, the idmapped root made while
+    // this helper is still privileged, then every other namespace from inside it.
+    let root_tree = match &req.users {
+        Some(users) => {
+            let ns = userns::create(users.range)?;
+            let idmap = (users.ownership == Ownership::Idmap).then_some(&ns);
+            let tree = mount::RootTree::clone_of(&req.rootfs, idmap)?;
+            userns::enter(&ns)?;
+            tree
+        }
+        None => mount::RootTree::clone_of(&req.rootfs, None)?,
+    };
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -65,7 +78,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
-            let message = match pid1(req, go_r) {
+            let message = match pid1(req, go_r, &root_tree) {
                 Err(m) => m,
                 Ok(never) => match never {},
             };
@@ -110,7 +123,11 @@ fn supervise_start(child: Pid, go_w: OwnedFd, err_r: OwnedFd) {
 }
 
 /// Runs as PID 1 of the new PID namespace until it execs the payload.
-fn pid1(req: &SpawnRequest, go_r: OwnedFd) -> Result<Infallible, String> {
+fn pid1(
+    req: &SpawnRequest,
+    go_r: OwnedFd,
+    root_tree: &mount::RootTree,
+) -> Result<Infallible, String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
     redirect_stdio().map_err(|e| format!("stdio: {e}"))?;
     let mut byte = [0u8; 1];
@@ -125,7 +142,7 @@ fn pid1(req: &SpawnRequest, go_r: OwnedFd) -> Result<Infallible, String> {
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
     nix::unistd::sethostname(&req.hostname)
         .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
-    mount::setup_root(req)?;
+    mount::setup_root(req, root_tree)?;
     req.confinement.apply()?;
     let env = merge_environment(&req.environment);
     Err(super::exec::exec_in_root(&req.command, &env))

@@ -16,6 +16,7 @@ pub mod helper;
 pub mod launch;
 pub mod mount;
 pub mod protocol;
+pub mod userns;
 
 use crate::error::Result;
 use protocol::{ExecRequest, SpawnRequest};

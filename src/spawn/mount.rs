@@ -5,6 +5,8 @@
 
 use super::protocol::SpawnRequest;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
@@ -32,18 +34,115 @@ const PROC_READ_ONLY: [&str; 7] = ["acpi", "apm", "asound", "bus", "fs", "irq", 
 /// variables (EFI) are the host's.
 const SYS_HIDDEN: [&str; 1] = ["firmware"];
 
-pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
-    let root = req.rootfs.as_path();
+/// The machine's rootfs as a detached mount, made by the spawn helper while it is still
+/// privileged: a clone of the directory, idmapped through the machine's user namespace
+/// when it has one and its files are not chowned. PID 1 never walks the path to it
+/// (/var/lib/berth is 0700, closed to an unprivileged root): it attaches the tree on a
+/// staging tmpfs of its own and works from the tree's descriptor.
+pub struct RootTree {
+    tree: OwnedFd,
+}
+
+/// Where PID 1 attaches its root before pivoting: a tmpfs it mounts over /tmp of the
+/// copied host tree, gone with the old root.
+const STAGING: &str = "/tmp";
+const STAGED_ROOT: &str = "/tmp/root";
+
+impl RootTree {
+    pub fn clone_of(rootfs: &Path, idmap: Option<&OwnedFd>) -> Result<RootTree, String> {
+        let c_path = CString::new(rootfs.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("{}: NUL in path", rootfs.display()))?;
+        // SAFETY: plain syscall with a valid C string; the result is a new descriptor.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                c_path.as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
+            )
+        };
+        if tree < 0 {
+            return Err(format!(
+                "open_tree({}): {}",
+                rootfs.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a fresh descriptor from the kernel.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+        if let Some(userns) = idmap {
+            idmap_tree(&tree, userns)
+                .map_err(|e| format!("idmapping {}: {e}", rootfs.display()))?;
+        }
+        Ok(RootTree { tree })
+    }
+
+    /// Mounts the tree in this mount namespace and makes it the working directory.
+    fn attach(&self) -> Result<(), String> {
+        mnt(
+            Some("tmpfs"),
+            STAGING,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0700"),
+        )?;
+        mkdir(Path::new(STAGED_ROOT))?;
+        let target = CString::new(STAGED_ROOT).expect("no NUL");
+        // SAFETY: plain syscall with a valid descriptor and strings.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                self.tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "mounting the machine's root: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // The tree's descriptor now names the root of the attached mount.
+        nix::unistd::fchdir(&self.tree).map_err(|e| format!("fchdir to the root: {e}"))
+    }
+}
+
+fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+    // SAFETY: all-zero is a valid mount_attr.
+    let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
+    attr.attr_set = libc::MOUNT_ATTR_IDMAP;
+    attr.userns_fd = userns.as_raw_fd() as u64;
+    // SAFETY: attr is a valid mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "{} (this kernel or file system cannot idmap mounts)",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Builds the machine's filesystem view in this (new) mount namespace, relative to the
+/// attached root, and pivots into it.
+pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String> {
     let none: Option<&str> = None;
     mnt(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
-    // pivot_root needs the new root to be a mount point.
-    mnt(
-        Some(root),
-        root,
-        none,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        none,
-    )?;
+    // pivot_root needs the new root to be a mount point; from here paths are relative.
+    root_tree.attach()?;
+    let root = Path::new(".");
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
     let proc = root.join("proc");
@@ -128,7 +227,7 @@ pub fn setup_root(req: &SpawnRequest) -> Result<(), String> {
         Some(tmp_opts.as_str()),
     )?;
 
-    pivot(root)
+    pivot()
 }
 
 fn setup_dev(dev: &Path) -> Result<(), String> {
@@ -176,9 +275,8 @@ fn setup_dev(dev: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn pivot(root: &Path) -> Result<(), String> {
-    nix::unistd::chdir(root).map_err(|e| format!("chdir {}: {e}", root.display()))?;
-    // pivot_root(".", ".") stacks the old root on top of the new one; detaching it
+fn pivot() -> Result<(), String> {
+    // The working directory is the new root (RootTree::attach). pivot_root(".", ".") stacks the old root on top of the new one; detaching it
     // leaves only the machine's tree, without needing a put_old directory.
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;

@@ -1,6 +1,7 @@
 //! Typed messages between berthd and its spawn helper, one JSON object per line.
 
 use crate::security::Confinement;
+use crate::security::users::Users;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -17,6 +18,8 @@ pub struct SpawnRequest {
     /// Size of the /tmp tmpfs in bytes; None lets the kernel pick (half of RAM).
     pub tmp_size: Option<u64>,
     pub confinement: Confinement,
+    /// The machine's own user namespace; None runs it privileged.
+    pub users: Option<Users>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +85,7 @@ mod tests {
             environment: vec![],
             tmp_size: Some(1 << 20),
             confinement: Confinement::new(&Settings::default()).unwrap(),
+            users: None,
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(req.clone())).unwrap();
         assert!(!line.contains('\n'));

@@ -54,6 +54,11 @@ mount -o remount,bind,ro "$root/proc/sys"
 mount -t proc -o nosuid,nodev,noexec proc "$fs/proc"
 mount --bind "$fs/proc/sys/net" "$root/proc/sys/net"
 umount "$fs/proc"
+# The kernel lets a user namespace (berth's unprivileged machines) mount a new proc only
+# where some proc is mounted with nothing hidden under it; the one above hides /proc/sys.
+# A real host's /proc is like that; give this host one too, where nothing looks.
+mkdir -p "$root/.host-proc"
+mount -t proc -o nosuid,nodev,noexec proc "$root/.host-proc"
 
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$root/sys"
 
