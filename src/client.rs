@@ -121,6 +121,10 @@ pub trait Machine {
     #[zbus(property)]
     fn ephemeral(&self) -> zbus::Result<bool>;
 
+    /// Why the machine is broken, or empty.
+    #[zbus(property)]
+    fn problem(&self) -> zbus::Result<String>;
+
     /// "no" (privileged) or the machine's host ID range "BASE:COUNT".
     #[zbus(property)]
     fn private_users(&self) -> zbus::Result<String>;

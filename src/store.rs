@@ -48,6 +48,28 @@ pub struct MachineConfig {
     pub limits: Limits,
 }
 
+impl MachineConfig {
+    /// What stands in for the config of a machine whose own cannot be read.
+    pub fn placeholder(name: &str) -> MachineConfig {
+        MachineConfig {
+            name: name.to_string(),
+            template: String::new(),
+            hostname: name.to_string(),
+            command: Vec::new(),
+            environment: Vec::new(),
+            created_at: 0,
+            autostart: false,
+            ephemeral: false,
+            halt_signal: None,
+            stop_timeout_usec: None,
+            tmp_size: None,
+            security: Settings::default(),
+            users: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// What berthd needs to find a running machine again after a restart.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeState {
@@ -100,10 +122,26 @@ pub fn save_config(machine_dir: &Path, config: &MachineConfig) -> Result<()> {
 pub fn load_config(machine_dir: &Path) -> Result<MachineConfig> {
     let path = machine_dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).at("cannot read", &path)?;
-    toml::from_str(&text).map_err(|e| Error::Failed(format!("{}: {e}", path.display())))
+    toml::from_str(&text)
+        .map_err(|e| Error::Failed(format!("{}: {}", path.display(), one_line(&e, &text))))
 }
 
-/// Machine directories that hold a config; dot-entries are berth's in-progress work.
+/// A TOML error as one line, with where it is: the parser's own Display draws the line
+/// with a caret over several lines, which does not fit a journal line or an error reply.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Machine directories, with a config or not; dot-entries are berth's in-progress work.
 pub fn list_machine_dirs(machines_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     let entries = match std::fs::read_dir(machines_dir) {
@@ -116,7 +154,7 @@ pub fn list_machine_dirs(machines_dir: &Path) -> Result<Vec<PathBuf>> {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        if entry.path().join(CONFIG_FILE).is_file() {
+        if entry.path().is_dir() {
             dirs.push(entry.path());
         }
     }
@@ -224,19 +262,25 @@ mod tests {
         std::fs::write(dir.join(CONFIG_FILE), "name = [").unwrap();
         let err = load_config(&dir).unwrap_err().to_string();
         assert!(err.contains("config.toml"), "{err}");
+        assert!(
+            err.contains("line 1, column 9") && !err.contains('\n'),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn listing_skips_dot_entries_and_dirs_without_config() {
+    fn listing_skips_dot_entries_and_files_but_not_broken_machines() {
         let dir = tempdir("list");
         for d in ["a", ".b.tmp", "c"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
         std::fs::write(dir.join("a").join(CONFIG_FILE), "").unwrap();
         std::fs::write(dir.join(".b.tmp").join(CONFIG_FILE), "").unwrap();
+        std::fs::write(dir.join("stray-file"), "").unwrap();
+        // c has no config: it is listed, to be shown broken rather than hidden.
         let found = list_machine_dirs(&dir).unwrap();
-        assert_eq!(found, vec![dir.join("a")]);
+        assert_eq!(found, vec![dir.join("a"), dir.join("c")]);
         assert_eq!(list_leftovers(&dir), vec![dir.join(".b.tmp")]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -709,3 +709,68 @@ fn ephemeral_machines_go_away_when_they_stop() {
     host.okw("berthctl remove eph");
     assert_no_leftovers(&host);
 }
+
+/// The directory is the machine: a broken config shows the machine as broken (with why),
+/// a missing runtime file does not hide a running machine, and neither costs data.
+#[test]
+fn tampered_state_is_shown_and_nothing_is_lost() {
+    let Some(host) = boot_with_berth(
+        CgroupMode::Hybrid,
+        "tampered_state_is_shown_and_nothing_is_lost",
+    ) else {
+        return;
+    };
+    host.okw("berthctl create runs --template busybox");
+    host.okw("berthctl create garbled --template busybox");
+    host.okw("berthctl create claims --template busybox");
+    host.okw("berthctl start runs");
+    let leader = host.okw("cat /run/berth/machines/runs.json");
+    host.ok(&[
+        "sh",
+        "-c",
+        "rm /run/berth/machines/runs.json && \
+         echo 'name = [' > /var/lib/berth/machines/garbled/config.toml && \
+         sed -i 's/^name = \"claims\"/name = \"runs\"/' /var/lib/berth/machines/claims/config.toml && \
+         mkdir /var/lib/berth/machines/bare",
+    ]);
+    host.okw("systemctl restart berthd");
+
+    let list = host.okw("berthctl list");
+    let state = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("{name} not listed:\n{list}"))
+    };
+    assert_eq!(state("runs"), "running", "{list}");
+    for broken in ["garbled", "claims", "bare"] {
+        assert_eq!(state(broken), "broken", "{list}");
+    }
+    assert_eq!(
+        host.okw("cat /run/berth/machines/runs.json"),
+        leader,
+        "re-adopted"
+    );
+    let status = host.okw("berthctl status claims");
+    assert!(
+        status.contains("Problem:") && status.contains("\"runs\""),
+        "{status}"
+    );
+    let out = host.runw("berthctl start garbled");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("broken") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // Removing "runs" removes runs, not the directory that claimed its name.
+    host.okw("berthctl remove --force runs");
+    assert!(
+        host.path("/var/lib/berth/machines/claims/rootfs/bin/busybox")
+            .exists()
+    );
+    for broken in ["garbled", "claims", "bare"] {
+        host.okw(&format!("berthctl remove {broken}"));
+    }
+    assert_no_leftovers(&host);
+}

@@ -320,17 +320,18 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
             },
         ),
     ];
-    if let Some(Value::Array(addresses)) = props.get("Addresses").map(|v| unwrap_variant(v)) {
-        let list: Vec<String> = addresses
-            .iter()
-            .map(|a| match a {
-                Value::Str(s) => s.as_str().to_owned(),
-                other => other.to_string(),
-            })
-            .collect();
-        if !list.is_empty() {
-            lines.push(("Addresses", list.join(" ")));
-        }
+    if let Some(Value::Str(problem)) = props.get("Problem").map(|v| unwrap_variant(v))
+        && !problem.is_empty()
+    {
+        lines.insert(2, ("Problem", problem.as_str().to_owned()));
+    }
+    if let Some(Value::Str(users)) = props.get("PrivateUsers").map(|v| unwrap_variant(v))
+        && users.as_str() != "no"
+    {
+        lines.push((
+            "Users",
+            format!("unprivileged, host IDs {}", users.as_str()),
+        ));
     }
     let limits = props
         .get("Limits")

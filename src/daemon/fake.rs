@@ -123,6 +123,11 @@ impl Systemd for FakeSystemd {
         self.registered.lock().unwrap().push(name.to_string());
     }
 
+    async fn scope_leader(&self, unit: &str) -> Option<u32> {
+        let pids = self.units.lock().unwrap().get(unit).cloned()?;
+        pids.into_iter().find(|p| alive(*p))
+    }
+
     async fn holds(&self, unit: &str, pid: u32) -> bool {
         self.units
             .lock()
@@ -619,4 +624,89 @@ async fn state_is_private_to_root() {
         .machine_dir("m")
         .join(crate::store::CONFIG_FILE);
     assert_eq!(mode(&config), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_is_its_machine_and_broken_ones_are_shown() {
+    let b = Bench::new("broken").await;
+    b.create("c5", CreateOptions::default()).await;
+    b.create("k010", CreateOptions::default()).await;
+    let machines = b.daemon.paths.machines_dir();
+    // k010's config says it is c5; "garbage" has an unreadable one; "bare" has none.
+    let k010 = machines.join("k010").join(crate::store::CONFIG_FILE);
+    let text = std::fs::read_to_string(&k010).unwrap();
+    std::fs::write(&k010, text.replace("name = \"k010\"", "name = \"c5\"")).unwrap();
+    std::fs::create_dir(machines.join("garbage")).unwrap();
+    std::fs::write(
+        machines.join("garbage").join(crate::store::CONFIG_FILE),
+        "name = [",
+    )
+    .unwrap();
+    std::fs::create_dir(machines.join("bare")).unwrap();
+    std::fs::create_dir(machines.join("Not_A_Name")).unwrap();
+
+    let b2 = b.restarted().await;
+    assert_eq!(b2.state("c5"), MachineState::Stopped);
+    for name in ["k010", "garbage", "bare"] {
+        assert_eq!(b2.state(name), MachineState::Broken, "{name}");
+    }
+    let problem = |n: &str| b2.daemon.machine(n).unwrap().problem().unwrap().to_string();
+    assert!(problem("k010").contains("\"c5\""), "{}", problem("k010"));
+    assert!(
+        problem("garbage").contains("config.toml"),
+        "{}",
+        problem("garbage")
+    );
+    assert!(
+        b2.daemon.machine("Not_A_Name").is_err(),
+        "not a name: only logged"
+    );
+
+    let e = b2.daemon.start("k010").await.unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidState);
+    assert!(e.to_string().contains("broken"), "{e}");
+    let e = b2.daemon.set_autostart("garbage", true).await.unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidState);
+    // Removing c5 removes c5, not the directory that claimed its name.
+    b2.daemon.remove("c5", true).await.unwrap();
+    assert!(machines.join("k010").exists() && !machines.join("c5").exists());
+    b2.daemon.remove("k010", false).await.unwrap();
+    b2.daemon.remove("bare", false).await.unwrap();
+    assert!(!machines.join("k010").exists() && !machines.join("bare").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_runtime_files_never_stop_or_hide_a_running_machine() {
+    let b = Bench::new("tampered").await;
+    for name in ["gone", "garbled", "other"] {
+        b.create(name, CreateOptions::default()).await;
+        b.daemon.start(name).await.unwrap();
+    }
+    let leader = |b: &Bench, n: &str| b.daemon.machine(n).unwrap().run().leader;
+    let leaders: Vec<u32> = ["gone", "garbled", "other"]
+        .iter()
+        .map(|n| leader(&b, n))
+        .collect();
+    std::fs::remove_file(b.runtime_file("gone")).unwrap();
+    std::fs::write(b.runtime_file("garbled"), "{not json").unwrap();
+    let stranger = std::process::id();
+    let forged = serde_json::json!({
+        "leader": stranger,
+        "leader_start_time": crate::sys::process::start_time(stranger).unwrap(),
+    });
+    std::fs::write(b.runtime_file("other"), forged.to_string()).unwrap();
+
+    let b2 = b.restarted().await;
+    for (name, was) in ["gone", "garbled", "other"].iter().zip(leaders) {
+        assert_eq!(b2.state(name), MachineState::Running, "{name}");
+        assert_eq!(leader(&b2, name), was, "{name} adopted from its scope");
+        assert!(alive(was), "{name} kept running");
+        let rt: crate::store::RuntimeState =
+            serde_json::from_slice(&std::fs::read(b2.runtime_file(name)).unwrap()).unwrap();
+        assert_eq!(rt.leader, was, "{name}'s runtime file is right again");
+    }
+    assert!(b.systemd.kills.lock().unwrap().is_empty());
+    for name in ["gone", "garbled", "other"] {
+        b2.daemon.stop(name).await.unwrap();
+    }
 }

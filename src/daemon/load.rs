@@ -3,8 +3,10 @@
 
 use super::Daemon;
 use super::machine::{Machine, MachineState, Run};
-use crate::store;
+use crate::names;
+use crate::store::{self, RuntimeState};
 use crate::sys::{PidFd, process};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -31,15 +33,10 @@ impl Daemon {
             }
         };
         for dir in dirs {
-            let config = match store::load_config(&dir) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!("skipping machine: {e}");
-                    continue;
-                }
+            let Some(m) = self.machine_in(dir) else {
+                continue;
             };
-            let ephemeral = config.ephemeral;
-            let m = Arc::new(Machine::new(dir, config));
+            let ephemeral = m.config().ephemeral;
             self.insert(m.clone());
             self.reattach(&m).await;
             // It stopped while berthd was away (or the host rebooted): its end is due.
@@ -52,34 +49,89 @@ impl Daemon {
         }
     }
 
-    /// Takes the machine as running again only if its recorded leader is the same
-    /// process (PID and start time) and systemd's scope holds it.
+    /// The machine a directory holds. The directory's name is the machine's identity:
+    /// a config that cannot be read, or names another machine, makes the machine broken
+    /// (shown, stoppable, removable), never hidden and never taken for the other one.
+    fn machine_in(&self, dir: PathBuf) -> Option<Arc<Machine>> {
+        let name = dir.file_name()?.to_string_lossy().into_owned();
+        if let Err(e) = names::validate_machine_name(&name) {
+            warn!(
+                "ignoring {}: not a machine name ({e}); rename or remove it",
+                dir.display()
+            );
+            return None;
+        }
+        let problem = match store::load_config(&dir) {
+            Ok(config) if config.name == name => return Some(Arc::new(Machine::new(dir, config))),
+            Ok(config) => format!(
+                "its {} names machine {:?}, not {name:?}",
+                store::CONFIG_FILE,
+                config.name
+            ),
+            Err(e) => e.to_string(),
+        };
+        warn!("machine {name}: broken: {problem}");
+        Some(Arc::new(Machine::broken(dir, &name, problem)))
+    }
+
+    /// Takes the machine as running again if systemd's scope for it has processes: its
+    /// leader is the one the runtime file names when that is the same process (PID and
+    /// start time) and in the scope, else the one systemd's scope shows as the PID
+    /// namespace's init. A missing, garbled or stale runtime file never makes berth stop
+    /// a machine that runs. Every decision is logged.
     async fn reattach(self: &Arc<Self>, m: &Arc<Machine>) {
         let rt_dir = self.paths.runtime_machines_dir();
-        let Some(rt) = store::load_runtime(&rt_dir, &m.name) else {
-            return;
+        let recorded = store::load_runtime(&rt_dir, &m.name);
+        let mut believed = None;
+        if let Some(rt) = &recorded {
+            if process::start_time(rt.leader) == Some(rt.leader_start_time)
+                && self.systemd.holds(&m.unit, rt.leader).await
+            {
+                believed = Some(rt.leader);
+            } else {
+                warn!(
+                    "machine {}: the runtime file names leader {}, which is not the machine's",
+                    m.name, rt.leader
+                );
+            }
+        }
+        let leader = match believed {
+            Some(pid) => Some(pid),
+            None => {
+                let found = self.systemd.scope_leader(&m.unit).await;
+                if let Some(pid) = found {
+                    warn!(
+                        "machine {}: {} runs; adopting its leader {pid} from systemd",
+                        m.name, m.unit
+                    );
+                    let rt = RuntimeState {
+                        leader: pid,
+                        leader_start_time: process::start_time(pid).unwrap_or(0),
+                    };
+                    if let Err(e) = store::save_runtime(&rt_dir, &m.name, &rt) {
+                        warn!("machine {}: {e}", m.name);
+                    }
+                }
+                found
+            }
         };
-        let alive = process::start_time(rt.leader) == Some(rt.leader_start_time)
-            && self.systemd.holds(&m.unit, rt.leader).await;
-        let pidfd = if alive {
-            PidFd::open(rt.leader).ok()
-        } else {
-            None
-        };
-        match pidfd {
-            Some(fd) => {
-                info!("machine {}: re-attached, leader {}", m.name, rt.leader);
+        match leader.and_then(|pid| PidFd::open(pid).ok().map(|fd| (pid, fd))) {
+            Some((pid, fd)) => {
+                info!("machine {}: re-attached, leader {pid}", m.name);
                 m.set_run(Run {
                     state: MachineState::Running,
-                    leader: rt.leader,
+                    leader: pid,
                     pidfd: Some(fd.clone()),
                 });
                 self.emit_state(m);
                 self.watch_leader(m.clone(), fd);
             }
             None => {
-                info!("machine {}: its recorded leader is gone", m.name);
+                if recorded.is_some() {
+                    info!("machine {}: not running any more", m.name);
+                }
                 store::remove_runtime(&rt_dir, &m.name);
+                // The scope, if systemd still has it, holds no process: let it go.
                 if let Err(e) = self.systemd.wait_gone(&m.unit, Duration::ZERO).await {
                     warn!("machine {}: {e}", m.name);
                 }

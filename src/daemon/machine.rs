@@ -14,6 +14,9 @@ pub enum MachineState {
     Stopping,
     Frozen,
     Failed,
+    /// Its directory is there but berth cannot use it (see [`Machine::problem`]); it can
+    /// still be stopped if its scope runs, and removed.
+    Broken,
 }
 
 impl MachineState {
@@ -25,6 +28,7 @@ impl MachineState {
             MachineState::Stopping => "stopping",
             MachineState::Frozen => "frozen",
             MachineState::Failed => "failed",
+            MachineState::Broken => "broken",
         }
     }
 
@@ -52,6 +56,8 @@ pub struct Machine {
     pub dir: PathBuf,
     pub unit: String,
     config: Mutex<MachineConfig>,
+    /// Why the machine is broken (its config unreadable or naming another machine).
+    problem: Option<String>,
     run: Mutex<Run>,
     /// Serializes start/stop/remove/limits on one machine; readers never wait on it.
     pub op: Arc<tokio::sync::Mutex<()>>,
@@ -61,18 +67,58 @@ pub struct Machine {
 
 impl Machine {
     pub fn new(dir: PathBuf, config: MachineConfig) -> Machine {
+        Machine::with(dir, config, None)
+    }
+
+    /// A machine whose directory berth cannot use; `name` is its directory's.
+    pub fn broken(dir: PathBuf, name: &str, problem: String) -> Machine {
+        Machine::with(dir, MachineConfig::placeholder(name), Some(problem))
+    }
+
+    fn with(dir: PathBuf, config: MachineConfig, problem: Option<String>) -> Machine {
+        let idle = if problem.is_some() {
+            MachineState::Broken
+        } else {
+            MachineState::Stopped
+        };
         Machine {
             name: config.name.clone(),
             unit: crate::names::scope_unit_name(&config.name),
             dir,
             config: Mutex::new(config),
+            problem,
             run: Mutex::new(Run {
-                state: MachineState::Stopped,
+                state: idle,
                 leader: 0,
                 pidfd: None,
             }),
             op: Arc::new(tokio::sync::Mutex::new(())),
             ended: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
+    }
+
+    /// What the machine is when nothing of it runs.
+    pub fn idle_state(&self) -> MachineState {
+        if self.problem.is_some() {
+            MachineState::Broken
+        } else {
+            MachineState::Stopped
+        }
+    }
+
+    /// Refuses changes to a broken machine, saying why it is broken.
+    pub fn usable(&self) -> Result<(), crate::error::Error> {
+        match &self.problem {
+            None => Ok(()),
+            Some(p) => Err(crate::error::Error::InvalidState(format!(
+                "machine {} is broken: {p}; repair {} or remove the machine",
+                self.name,
+                self.dir.join(crate::store::CONFIG_FILE).display()
+            ))),
         }
     }
 

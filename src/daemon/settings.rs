@@ -12,6 +12,7 @@ impl Daemon {
     /// machine runs, and on disk for the next start.
     pub async fn set_limits(self: &Arc<Self>, name: &str, changes: Limits) -> Result<()> {
         let (m, _op) = self.locked(name).await?;
+        m.usable()?;
         if changes.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "no limits given; pass at least one of {}",
@@ -33,6 +34,7 @@ impl Daemon {
 
     pub async fn set_autostart(&self, name: &str, enabled: bool) -> Result<()> {
         let (m, _op) = self.locked(name).await?;
+        m.usable()?;
         let mut cfg = m.config();
         cfg.autostart = enabled;
         commit_config(&m, cfg, "settings")?;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 impl Daemon {
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
         let (m, _op) = self.locked(name).await?;
+        m.usable()?;
         if m.state().is_active() {
             return Err(Error::InvalidState(format!(
                 "machine {name} is already {}; stop it first",
@@ -143,7 +144,7 @@ impl Daemon {
                 warn!("machine {}: {e}", m.name);
             }
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
-            m.set_state(MachineState::Stopped);
+            m.set_state(m.idle_state());
             info!("machine {}: stopped", m.name);
             daemon.emit_state(&m);
             m.ended.send_modify(|n| *n += 1);

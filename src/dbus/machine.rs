@@ -283,6 +283,17 @@ impl MachineIface {
         self.config().map(|c| c.ephemeral).unwrap_or(false)
     }
 
+    /// Why the machine is broken (State "broken"): its config cannot be read, or names
+    /// another machine. Empty when it is not.
+    #[zbus(property)]
+    fn problem(&self) -> String {
+        self.daemon
+            .machine(&self.name)
+            .ok()
+            .and_then(|m| m.problem().map(str::to_string))
+            .unwrap_or_default()
+    }
+
     /// "no" for a privileged machine, else its host ID range "BASE:COUNT".
     #[zbus(property)]
     fn private_users(&self) -> String {

@@ -9,6 +9,25 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Of `pids`, the one that is PID 1 of a PID namespace nested the least below ours (a
+/// machine's init, not the init of a container inside it); else the lowest PID.
+pub fn namespace_init(pids: &[u32]) -> Option<u32> {
+    let depth_if_init = |pid: u32| -> Option<usize> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let nspid: Vec<&str> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .collect();
+        (nspid.len() > 1 && nspid.last() == Some(&"1")).then_some(nspid.len())
+    };
+    pids.iter()
+        .filter_map(|&p| depth_if_init(p).map(|d| (d, p)))
+        .min()
+        .map(|(_, p)| p)
+        .or_else(|| pids.iter().min().copied())
+}
+
 /// Closes every descriptor from `first` up. The helpers call it first thing: berthd may
 /// hold descriptors received from D-Bus clients (Execute's stdio) that a concurrently
 /// spawned helper inherits, and nothing of that kind may reach a machine or keep a
@@ -23,6 +42,14 @@ pub fn close_fds_from(first: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_namespace_init_the_lowest_pid_leads() {
+        // The test's own processes are in our PID namespace: none is a namespace's init.
+        let me = std::process::id();
+        assert_eq!(namespace_init(&[me, 1]), Some(1));
+        assert_eq!(namespace_init(&[]), None);
+    }
 
     #[test]
     fn own_start_time_is_readable() {

@@ -40,6 +40,9 @@ pub trait Systemd: Send + Sync {
     async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path);
     /// Whether `pid` is a process of `unit`.
     async fn holds(&self, unit: &str, pid: u32) -> bool;
+    /// The machine's leader as systemd's scope shows it: the process that is its PID
+    /// namespace's init. None when the unit has no process (or does not exist).
+    async fn scope_leader(&self, unit: &str) -> Option<u32>;
 }
 
 /// systemd over D-Bus: PID 1's manager object and machined.
@@ -114,6 +117,16 @@ impl Systemd for Bus {
 
     async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path) {
         machined::register(&self.conn, name, leader, root_directory).await
+    }
+
+    async fn scope_leader(&self, unit: &str) -> Option<u32> {
+        let processes = self
+            .manager
+            .get_unit_processes(unit.to_string())
+            .await
+            .ok()?;
+        let pids: Vec<u32> = processes.into_iter().map(|(_, pid, _)| pid).collect();
+        crate::sys::process::namespace_init(&pids)
     }
 
     async fn holds(&self, unit: &str, pid: u32) -> bool {
