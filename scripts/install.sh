@@ -2,8 +2,9 @@
 # Installs berth into DESTDIR (use / for a real install; the test harness passes a test
 # host's root):  scripts/install.sh DESTDIR BINDIR
 # BINDIR holds built berthd and berthctl (e.g. target/release). The unit, D-Bus policy,
-# activation file and interface XML come from this repository (those not written yet are
-# skipped with a note); the completion and manual page come from berthctl itself.
+# activation file, interface XML and polkit actions come from this repository (those not
+# written yet are skipped with a note); the completion and manual page come from berthctl
+# itself.
 set -euo pipefail
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -39,6 +40,9 @@ put 755 "$bindir/berthctl" "$dest/usr/local/bin"
 optional 644 "$repo/units/berthd.service" "$dest/etc/systemd/system"
 optional 644 "$repo/dbus/org.berth.Berth1.conf" "$dest/usr/share/dbus-1/system.d"
 optional 644 "$repo/dbus/org.berth.Berth1.service" "$dest/usr/share/dbus-1/system-services"
+# Installed even where polkit is not (yet): polkitd reads its actions when it starts, and
+# notices new ones while it runs.
+optional 644 "$repo/dbus/org.berth.Berth1.policy" "$dest/usr/share/polkit-1/actions"
 
 shopt -s nullglob
 xml=("$repo"/dbus/org.berth.Berth1.*.xml)

@@ -3,6 +3,11 @@
 //! `berthctl` and the integration tests share these, so the API's methods and properties
 //! are spelled out in exactly one place on the client side. The macro also generates
 //! `*ProxyBlocking` twins for callers without a runtime.
+//!
+//! Methods that change something carry ALLOW_INTERACTIVE_AUTHORIZATION, as machined's
+//! clients do: a caller who is not root may then be asked for a password by polkit, if
+//! an authentication agent runs for its session. berthctl sets the flag itself, only when
+//! it runs on a terminal (src/cli/commands.rs).
 
 use std::collections::HashMap;
 
@@ -20,6 +25,7 @@ pub use crate::api::{
     default_path = "/org/berth/Berth1/Manager"
 )]
 pub trait Manager {
+    #[zbus(allow_interactive_auth)]
     fn create_machine(
         &self,
         name: &str,
@@ -53,32 +59,43 @@ pub trait Manager {
     default_service = "org.berth.Berth1"
 )]
 pub trait Machine {
+    #[zbus(allow_interactive_auth)]
     fn start(&self) -> zbus::Result<()>;
 
     /// Freeze every process of the machine (unified cgroup hierarchy only).
+    #[zbus(allow_interactive_auth)]
     fn freeze(&self) -> zbus::Result<()>;
 
+    #[zbus(allow_interactive_auth)]
     fn thaw(&self) -> zbus::Result<()>;
 
+    #[zbus(allow_interactive_auth)]
     fn set_autostart(&self, enabled: bool) -> zbus::Result<()>;
 
+    #[zbus(allow_interactive_auth)]
     fn stop(&self) -> zbus::Result<()>;
 
+    #[zbus(allow_interactive_auth)]
     fn restart(&self) -> zbus::Result<()>;
 
     /// `whom` is "leader" or "all".
+    #[zbus(allow_interactive_auth)]
     fn kill(&self, whom: &str, signal: i32) -> zbus::Result<()>;
 
     /// Refuses a running machine; see `remove_with_options`.
+    #[zbus(allow_interactive_auth)]
     fn remove(&self) -> zbus::Result<()>;
 
     /// Option `Force b` stops a running machine before removing it.
+    #[zbus(allow_interactive_auth)]
     fn remove_with_options(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
 
+    #[zbus(allow_interactive_auth)]
     fn set_limits(&self, limits: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
 
     /// Runs `argv` inside the machine with the given fds as its stdio and returns its
     /// exit status (128+N when killed by signal N).
+    #[zbus(allow_interactive_auth)]
     fn execute(
         &self,
         argv: &[&str],

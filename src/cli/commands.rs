@@ -1,14 +1,14 @@
 //! One async function per verb, each talking to berthd over one connection.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use futures_util::future::join_all;
 use serde_json::json;
 use zbus::names::InterfaceName;
-use zbus::proxy::CacheProperties;
-use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
+use zbus::proxy::{CacheProperties, MethodFlags};
+use zbus::zvariant::{DynamicDeserialize, DynamicType, Fd, OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, fdo};
 
 use super::args::{CreateArgs, ExecArgs, KillArgs, RemoveArgs, SetArgs};
@@ -20,6 +20,8 @@ use crate::client::{MACHINE_INTERFACE, MachineProxy, ManagerProxy, SERVICE};
 pub struct Session {
     conn: Connection,
     json: bool,
+    /// Someone is at a terminal who could type a password for polkit.
+    interactive: bool,
 }
 
 impl Session {
@@ -40,7 +42,11 @@ impl Session {
                     .map_err(fail)?
             }
         };
-        Ok(Session { conn, json })
+        Ok(Session {
+            conn,
+            json,
+            interactive: io::stdin().is_terminal(),
+        })
     }
 
     // A one-shot command reads each property at most once, so caching would only add a
@@ -66,13 +72,34 @@ impl Session {
         Ok(self.machine_at(path).await?)
     }
 
+    /// Calls a method that changes something. For a caller who is not root berthd asks
+    /// polkit, which may want a password: only worth waiting for when someone at a
+    /// terminal can type it, so a script gets polkit's answer at once instead. zbus sets
+    /// this flag per method in the proxy, not per call, hence the untyped call.
+    async fn change<B, R>(
+        &self,
+        proxy: &zbus::Proxy<'_>,
+        method: &str,
+        body: &B,
+    ) -> Result<R, CliError>
+    where
+        B: serde::Serialize + DynamicType,
+        R: for<'d> DynamicDeserialize<'d>,
+    {
+        let flags = if self.interactive {
+            MethodFlags::AllowInteractiveAuth.into()
+        } else {
+            Default::default()
+        };
+        let reply = proxy.call_with_flags(method, flags, body).await?;
+        Ok(reply.expect("a method call without NoReplyExpected has a reply"))
+    }
+
     pub async fn create(&self, args: &CreateArgs) -> Result<i32, CliError> {
         let options = create_options(args)?;
-        let path = self
-            .manager()
-            .await?
-            .create_machine(&args.name, &args.template, options)
-            .await?;
+        let manager = self.manager().await?;
+        let body = (args.name.as_str(), args.template.as_str(), options);
+        let path: OwnedObjectPath = self.change(manager.inner(), "CreateMachine", &body).await?;
         if self.json {
             print_json(&json!({ "name": args.name, "path": path.as_str() }))?;
         } else {
@@ -82,40 +109,46 @@ impl Session {
     }
 
     pub async fn start(&self, name: &str) -> Result<i32, CliError> {
-        self.machine(name).await?.start().await?;
+        let () = self
+            .change(self.machine(name).await?.inner(), "Start", &())
+            .await?;
         Ok(0)
     }
 
     pub async fn stop(&self, name: &str) -> Result<i32, CliError> {
-        self.machine(name).await?.stop().await?;
+        let () = self
+            .change(self.machine(name).await?.inner(), "Stop", &())
+            .await?;
         Ok(0)
     }
 
     pub async fn freeze(&self, name: &str, freeze: bool) -> Result<i32, CliError> {
-        let machine = self.machine(name).await?;
-        if freeze {
-            machine.freeze().await?;
-        } else {
-            machine.thaw().await?;
-        }
+        let method = if freeze { "Freeze" } else { "Thaw" };
+        let () = self
+            .change(self.machine(name).await?.inner(), method, &())
+            .await?;
         Ok(0)
     }
 
     pub async fn autostart(&self, name: &str, enabled: bool) -> Result<i32, CliError> {
-        self.machine(name).await?.set_autostart(enabled).await?;
+        let machine = self.machine(name).await?;
+        let () = self
+            .change(machine.inner(), "SetAutostart", &(enabled,))
+            .await?;
         Ok(0)
     }
 
     pub async fn restart(&self, name: &str) -> Result<i32, CliError> {
-        self.machine(name).await?.restart().await?;
+        let () = self
+            .change(self.machine(name).await?.inner(), "Restart", &())
+            .await?;
         Ok(0)
     }
 
     pub async fn kill(&self, args: &KillArgs) -> Result<i32, CliError> {
-        self.machine(&args.name)
-            .await?
-            .kill(args.whom.as_str(), args.signal)
-            .await?;
+        let machine = self.machine(&args.name).await?;
+        let body = (args.whom.as_str(), args.signal);
+        let () = self.change(machine.inner(), "Kill", &body).await?;
         Ok(0)
     }
 
@@ -123,9 +156,11 @@ impl Session {
         let machine = self.machine(&args.name).await?;
         if args.force {
             let options = HashMap::from([("Force", Value::Bool(true))]);
-            machine.remove_with_options(options).await?;
+            let () = self
+                .change(machine.inner(), "RemoveWithOptions", &(options,))
+                .await?;
         } else {
-            machine.remove().await?;
+            let () = self.change(machine.inner(), "Remove", &()).await?;
         }
         Ok(0)
     }
@@ -226,21 +261,22 @@ impl Session {
         let (stdin, stdout, stderr) = (io::stdin(), io::stdout(), io::stderr());
         // Whatever we buffered must reach the fd before the command writes to it too.
         stdout.lock().flush()?;
-        let status = machine
-            .execute(
-                &argv,
-                &env,
-                stdio(stdin.as_fd(), false)?,
-                stdio(stdout.as_fd(), true)?,
-                stdio(stderr.as_fd(), true)?,
-            )
-            .await?;
-        Ok(status)
+        let body = (
+            argv,
+            env,
+            stdio(stdin.as_fd(), false)?,
+            stdio(stdout.as_fd(), true)?,
+            stdio(stderr.as_fd(), true)?,
+        );
+        self.change(machine.inner(), "Execute", &body).await
     }
 
     pub async fn set(&self, args: &SetArgs) -> Result<i32, CliError> {
         let limits = limits_dict(&args.limits)?;
-        self.machine(&args.name).await?.set_limits(limits).await?;
+        let machine = self.machine(&args.name).await?;
+        let () = self
+            .change(machine.inner(), "SetLimits", &(limits,))
+            .await?;
         Ok(0)
     }
 }

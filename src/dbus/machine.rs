@@ -1,8 +1,9 @@
 //! org.berth.Berth1.Machine, one object per machine at /org/berth/Berth1/machine/NAME.
 
+use super::auth::{Action, authorize};
 use super::error::Result;
 use super::manager::{ManagerIface, machine_path};
-use super::{options, require_root};
+use super::options;
 use crate::api::KillWho;
 use crate::daemon::Daemon;
 use crate::daemon::machine::MachineState;
@@ -104,7 +105,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "starting a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.start(&self.name).await?)
     }
 
@@ -113,7 +114,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "stopping a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.stop(&self.name).await?)
     }
 
@@ -122,7 +123,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "restarting a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.restart(&self.name).await?)
     }
 
@@ -131,7 +132,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "freezing a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.freeze(&self.name, true).await?)
     }
 
@@ -140,7 +141,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "thawing a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.freeze(&self.name, false).await?)
     }
 
@@ -151,7 +152,7 @@ impl MachineIface {
         whom: String,
         signal: i32,
     ) -> Result<()> {
-        require_root(conn, &hdr, "signalling a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         let who: KillWho = whom.parse().map_err(Error::InvalidArgument)?;
         Ok(self.daemon.kill(&self.name, who, signal).await?)
     }
@@ -161,7 +162,7 @@ impl MachineIface {
         #[zbus(connection)] conn: &Connection,
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "removing a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.remove_machine(false).await?)
     }
 
@@ -172,7 +173,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
         options: HashMap<String, OwnedValue>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "removing a machine").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         let force = options::remove_force(options)?;
         Ok(self.remove_machine(force).await?)
     }
@@ -183,7 +184,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
         limits: HashMap<String, OwnedValue>,
     ) -> Result<()> {
-        require_root(conn, &hdr, "changing a machine's limits").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         let changes = options::limits(limits)?;
         Ok(self.daemon.set_limits(&self.name, changes).await?)
     }
@@ -195,7 +196,7 @@ impl MachineIface {
         #[zbus(header)] hdr: Header<'_>,
         enabled: bool,
     ) -> Result<()> {
-        require_root(conn, &hdr, "changing a machine's autostart").await?;
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         Ok(self.daemon.set_autostart(&self.name, enabled).await?)
     }
 
@@ -215,7 +216,7 @@ impl MachineIface {
         for fd in [&stdin, &stdout, &stderr] {
             set_cloexec(fd)?;
         }
-        require_root(conn, &hdr, "executing in a machine").await?;
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
         let gone = super::caller_gone(conn, &hdr).await?;
         Ok(self
             .daemon

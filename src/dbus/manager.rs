@@ -1,7 +1,8 @@
 //! org.berth.Berth1.Manager at /org/berth/Berth1/Manager.
 
+use super::auth::{Action, authorize};
 use super::error::Result;
-use super::{options, require_root};
+use super::options;
 use crate::daemon::Daemon;
 use crate::names;
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ impl ManagerIface {
         template: String,
         options: HashMap<String, OwnedValue>,
     ) -> Result<OwnedObjectPath> {
-        require_root(conn, &hdr, "creating a machine").await?;
+        authorize(conn, &hdr, Action::CreateMachine, &name).await?;
         let opts = options::create_options(options)?;
         let m = self.daemon.create(&name, &template, opts).await?;
         // The reply promises an object the caller can use at once.

@@ -1,7 +1,9 @@
 //! The D-Bus face of berthd (`org.berth.Berth1`): an ObjectManager at the root, the
 //! Manager object, and one object per machine. Methods translate arguments, check the
-//! caller, call the [`crate::daemon`] and turn its [`Event`]s into PropertiesChanged.
+//! caller (auth.rs), call the [`crate::daemon`] and turn its [`Event`]s into
+//! PropertiesChanged.
 
+pub mod auth;
 pub mod error;
 pub mod machine;
 pub mod manager;
@@ -12,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::spawn::CallerGone;
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tracing::warn;
 use zbus::Connection;
 use zbus::message::Header;
 
@@ -111,27 +112,4 @@ pub async fn caller_gone(conn: &Connection, hdr: &Header<'_>) -> Result<CallerGo
         }
         // The bus connection itself is gone: nobody is left to answer either.
     }))
-}
-
-/// Mutating calls are for root. The bus policy says so too; checking here keeps the
-/// rule when someone loosens the policy. polkit comes later.
-pub async fn require_root(conn: &Connection, hdr: &Header<'_>, action: &str) -> Result<()> {
-    let Some(sender) = hdr.sender() else {
-        return Err(Error::AccessDenied("caller unknown".into()));
-    };
-    let dbus = zbus::fdo::DBusProxy::new(conn)
-        .await
-        .map_err(|e| Error::bus("cannot ask the bus who called", e))?;
-    let uid = dbus
-        .get_connection_unix_user(sender.clone().into())
-        .await
-        .map_err(|e| Error::AccessDenied(format!("cannot identify the caller: {e}")))?;
-    if uid == 0 {
-        Ok(())
-    } else {
-        warn!(uid, action, "refused a caller that is not root");
-        Err(Error::AccessDenied(format!(
-            "{action} needs root (uid {uid} called); run it with sudo"
-        )))
-    }
 }
