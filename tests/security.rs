@@ -331,6 +331,41 @@ fn unprivileged_machine_is_root_only_inside(mode: CgroupMode, test: &str, on_tmp
         "root inside read a host file: {out:?}"
     );
 
+    // Its sysfs is read-only for good, and another one is refused.
+    for script in [
+        "mount -o remount,rw /sys",
+        "mkdir -p /tmp/s && mount -t sysfs sysfs /tmp/s",
+    ] {
+        let out = host.ok(&[
+            "berthctl",
+            "exec",
+            "un",
+            "--",
+            "sh",
+            "-c",
+            &format!("{script}; echo rc=$?"),
+        ]);
+        assert!(!out.contains("rc=0"), "{script}: {out}");
+    }
+    // A proc of its own (it may mount one, as systemd inside does) shows the kernel's
+    // secrets no more than the masked one: symbol addresses zeroed, timers closed.
+    let out = host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/p && mount -t proc proc /tmp/p && \
+         head -3 /tmp/p/kallsyms | cut -d' ' -f1 | sort -u; \
+         cat /tmp/p/timer_list >/dev/null 2>&1 && echo timers-readable; true",
+    ]);
+    assert!(
+        !out.contains("timers-readable")
+            && !out.trim().is_empty()
+            && out.lines().all(|l| l.chars().all(|c| c == '0')),
+        "{out}"
+    );
     // Kernel settings stay the host's, even written back unchanged.
     let out = host
         .sh("berthctl exec un -- sh -c 'cat /proc/sys/kernel/printk > /proc/sys/kernel/printk'");
