@@ -211,6 +211,30 @@ fn machine_lifecycle() {
         "134217728"
     );
     assert_eq!(scope_file(&host, "pids", "pids.max"), "64");
+    // A limit the kernel refuses (below what the machine uses) is an error, and the
+    // limits in force and on disk stay as they were.
+    let out = host.runw("berthctl set box --memory 4096");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("did not take effect"),
+        "{err}"
+    );
+    assert_eq!(
+        scope_file(&host, "memory", "memory.limit_in_bytes"),
+        "134217728"
+    );
+    let status = host.okw("berthctl status box");
+    assert!(status.contains("MemoryMax=128M"), "{status}");
+    let show = host.okw("systemctl show machine-box.scope -p MemoryLimit");
+    assert_eq!(
+        show.trim(),
+        "MemoryLimit=134217728",
+        "systemd's view put back"
+    );
+    // One limit under two names, with two values, is refused.
+    let out = host.runw("berthctl set box --memory 1G --limit MemoryLimit=2G");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("two names"), "{err}");
 
     // berthd restarts; the machine keeps running and is found again.
     host.okw("systemctl restart berthd");

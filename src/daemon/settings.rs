@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::store::{self, MachineConfig};
 use std::sync::Arc;
+use tracing::warn;
 
 impl Daemon {
     /// Applies `changes` on top of the stored limits: live through systemd when the
@@ -20,12 +21,24 @@ impl Daemon {
             )));
         }
         let mut cfg = m.config();
+        let before = cfg.limits.clone();
         cfg.limits.merge(&changes);
         crate::systemd::properties::limit_properties(&cfg.limits, self.host.flavor)?;
-        if m.state().is_active() {
-            self.systemd
+        if m.state().is_active()
+            && let Err(e) = self
+                .systemd
                 .set_limits(&m.unit, &cfg.limits, self.host.flavor)
-                .await?;
+                .await
+        {
+            // The stored limits stay the ones in force: put systemd's view back too.
+            if let Err(undo) = self
+                .systemd
+                .set_limits(&m.unit, &before, self.host.flavor)
+                .await
+            {
+                warn!("machine {name}: cannot put the limits back: {undo}");
+            }
+            return Err(e.context(format!("the limits of {name} are unchanged")));
         }
         commit_config(&m, cfg, "limits")?;
         self.emit(Event::LimitsChanged(name.to_string()));

@@ -99,6 +99,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             }
         }
     }
+    out.limits.check_twins()?;
     Ok(out)
 }
 
@@ -107,6 +108,7 @@ pub fn limits(dict: HashMap<String, OwnedValue>) -> Result<Limits> {
     for (key, value) in dict {
         out.set(&key, raw(&key, &value)?)?;
     }
+    out.check_twins()?;
     Ok(out)
 }
 
@@ -245,6 +247,13 @@ mod tests {
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
         assert!(err(vec![("StopTimeoutUSec", Value::U64(u64::MAX))]).contains("one hour"));
         assert!(err(vec![("PrivateUsers", Value::from("maybe"))]).contains("maybe"));
+        assert!(
+            err(vec![
+                ("MemoryMax", Value::from("1G")),
+                ("MemoryLimit", Value::from("2G"))
+            ])
+            .contains("one limit under two names")
+        );
         match create_options(dict(vec![("Network", Value::from("bridge"))])) {
             Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
             other => panic!("{other:?}"),

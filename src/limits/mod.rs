@@ -71,6 +71,25 @@ impl Flavor {
     }
 }
 
+/// Limits that are one quantity under two names: on some systemd one is sent as the
+/// other's property unchanged (MemoryLimit and MemoryMax).
+fn twins(key: &str) -> impl Iterator<Item = &'static str> + '_ {
+    let same_as = |limit: &Limit, other: &Limit| {
+        [Flavor::Legacy, Flavor::Unified].iter().any(|&f| {
+            matches!(
+                (limit.property(f), other.property(f)),
+                (Property::Into(p, Convert::Same), Property::Native(q, _))
+                    | (Property::Native(q, _), Property::Into(p, Convert::Same)) if p == q
+            )
+        })
+    };
+    let me = find(key);
+    TABLE
+        .iter()
+        .filter(move |other| me.is_some_and(|me| me.key != other.key && same_as(me, other)))
+        .map(|other| other.key)
+}
+
 pub fn is_limit_key(key: &str) -> bool {
     find(key).is_some()
 }
@@ -133,14 +152,44 @@ impl Limits {
             .collect()
     }
 
-    /// Every key set in `other` overrides self (for live SetLimits).
+    /// Every key set in `other` overrides self (for live SetLimits), and so do its
+    /// twins: `set --memory 1G` on a machine made with MemoryLimit=2G means 1G from now
+    /// on, not a machine with two memory limits.
     pub fn merge(&mut self, other: &Limits) {
+        for key in other.values.keys() {
+            for twin in twins(key) {
+                if !other.values.contains_key(twin) {
+                    self.values.remove(twin);
+                }
+            }
+        }
         self.values.extend(
             other
                 .values
                 .iter()
                 .map(|(key, value)| (*key, value.clone())),
         );
+    }
+
+    /// Refuses twins given together with different values (MemoryMax=1G with
+    /// MemoryLimit=2G): only one of them could apply, and which is a guess.
+    pub fn check_twins(&self) -> Result<(), LimitError> {
+        for (limit, value) in self.iter() {
+            for twin in twins(limit.key) {
+                match self.values.get(twin) {
+                    Some(other) if other != value && limit.key < twin => {
+                        return Err(LimitError::Invalid(format!(
+                            "{} {} and {twin} {} are one limit under two names: give one of them",
+                            limit.key,
+                            Shown(value),
+                            Shown(other)
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -766,7 +815,10 @@ mod tests {
                 "{context}"
             );
 
-            all.merge(&one);
+            // Gathered key by key: a merge would let MemoryMax replace its twin.
+            for (key, value) in one.entries() {
+                all.set(key, value).unwrap();
+            }
         }
         assert_eq!(all.entries().len(), TABLE.len());
         let keys: Vec<_> = all.entries().into_iter().map(|(k, _)| k).collect();
@@ -916,5 +968,48 @@ mod tests {
             let err = toml::from_str::<Limits>(file).unwrap_err().to_string();
             assert!(err.contains(expected), "{file:?}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod twin_tests {
+    use super::*;
+
+    fn limits(pairs: &[(&str, u64)]) -> Limits {
+        from_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), RawValue::Unsigned(*v))),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn memory_under_two_names_is_one_limit() {
+        assert_eq!(twins("MemoryMax").collect::<Vec<_>>(), ["MemoryLimit"]);
+        assert_eq!(twins("MemoryLimit").collect::<Vec<_>>(), ["MemoryMax"]);
+        // Weights under two names are two scales, not twins.
+        assert_eq!(twins("CPUShares").count(), 0);
+        let e = limits(&[("MemoryMax", 1 << 30), ("MemoryLimit", 2 << 30)])
+            .check_twins()
+            .unwrap_err();
+        assert!(
+            matches!(&e, LimitError::Invalid(m) if m.contains("MemoryLimit") && m.contains("MemoryMax")),
+            "{e:?}"
+        );
+        assert!(
+            limits(&[("MemoryMax", 1 << 30), ("MemoryLimit", 1 << 30)])
+                .check_twins()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn setting_one_twin_replaces_the_other() {
+        let mut stored = limits(&[("MemoryLimit", 2 << 30), ("TasksMax", 10)]);
+        stored.merge(&limits(&[("MemoryMax", 1 << 30)]));
+        assert_eq!(stored.get("MemoryLimit"), None);
+        assert_eq!(stored.get("MemoryMax"), Some(&RawValue::Unsigned(1 << 30)));
+        assert_eq!(stored.get("TasksMax"), Some(&RawValue::Unsigned(10)));
     }
 }

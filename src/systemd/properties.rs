@@ -13,7 +13,9 @@ use crate::error::Result;
 use crate::limits::keys::{
     BLKIO_WEIGHT_MAX, BLKIO_WEIGHT_MIN, CPU_SHARES_MAX, CPU_SHARES_MIN, WEIGHT_MAX, WEIGHT_MIN,
 };
-use crate::limits::{Convert, Flavor, LimitError, Limits, Property, RawValue, parse_cpu_list};
+use crate::limits::{
+    Convert, Flavor, LimitError, Limits, Property, RawValue, TABLE, parse_cpu_list,
+};
 
 /// A unit property value for systemd (`t`, `ay` or `b`).
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +34,31 @@ pub fn limit_properties(limits: &Limits, flavor: Flavor) -> Result<Vec<(String, 
         .into_iter()
         .chain(accounting)
         .map(|(name, value)| (name.to_owned(), owned(value)))
+        .collect())
+}
+
+/// What tells systemd a limit property is unset: u64::MAX for numbers ("infinity", or
+/// systemd's "invalid" that means the default), an empty mask for AllowedCPUs. For the
+/// properties of `flavor` that `limits` leaves unset, so that a live change makes
+/// systemd's limits exactly the stored ones, also when one is taken back.
+pub fn unset_values(limits: &Limits, flavor: Flavor) -> Result<Vec<(String, OwnedValue)>> {
+    let set: HashSet<&str> = limit_values(limits, flavor)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    Ok(TABLE
+        .iter()
+        .filter_map(|limit| match limit.property(flavor) {
+            Property::Native(name, how) if !set.contains(name) => Some((*name, how)),
+            _ => None,
+        })
+        .map(|(name, how)| {
+            let value = match how {
+                Convert::CpuMask => SdValue::Bytes(Vec::new()),
+                _ => SdValue::U64(u64::MAX),
+            };
+            (name.to_owned(), owned(value))
+        })
         .collect())
 }
 
@@ -309,8 +336,12 @@ mod tests {
 
     #[test]
     fn native_name_wins_when_both_are_set() {
+        // Both names of each limit, as a hand-edited config may have them (a merge would
+        // let the newer name replace the older).
         let mut limits = all_legacy();
-        limits.merge(&all_unified());
+        for (key, value) in all_unified().entries() {
+            limits.set(key, value).unwrap();
+        }
         let unified = sent(&limits, Flavor::Unified).unwrap();
         assert_eq!(unified["CPUWeight"], SdValue::U64(50));
         assert_eq!(unified["MemoryMax"], SdValue::U64(1 << 30));

@@ -2,7 +2,7 @@
 //! live limit changes, stop, kill and the accounting figures.
 
 use super::Bus;
-use super::properties::limit_properties;
+use super::properties::{SdValue, limit_properties, limit_values, unset_values};
 use crate::api::UNKNOWN_FIGURE;
 use crate::error::{Error, Result};
 use crate::limits::{Flavor, Limits};
@@ -104,17 +104,85 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
 }
 
 /// SetUnitProperties(runtime): the change applies now and lasts as long as the scope.
+/// systemd answers yes even where the kernel then refuses the value (a memory limit
+/// below what the machine uses is EBUSY on cgroup v1, only logged), so the cgroup files
+/// are read back: a limit that did not take is an error, not a quiet success.
 pub(super) async fn set_limits(
     sd: &Bus,
     unit: &str,
     limits: &Limits,
     flavor: Flavor,
 ) -> Result<()> {
-    let props = limit_properties(limits, flavor)?;
+    let mut props = limit_properties(limits, flavor)?;
+    props.extend(unset_values(limits, flavor)?);
     sd.manager()
         .set_unit_properties(unit.to_string(), true, props)
         .await
-        .map_err(|e| Error::bus(format!("systemd refused the limits for {unit}"), e))
+        .map_err(|e| Error::bus(format!("systemd refused the limits for {unit}"), e))?;
+    let cgroup = control_group(sd, unit).await?;
+    for (property, value) in limit_values(limits, flavor)? {
+        let SdValue::U64(wanted) = value else {
+            continue;
+        };
+        let Some(file) = cgroup_file(&cgroup, property, flavor) else {
+            continue;
+        };
+        // Hierarchies without the controller (a unified host here) have no such file.
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let applied = text.trim();
+        if !same_limit(property, wanted, applied) {
+            return Err(Error::Failed(format!(
+                "{property}={wanted} did not take effect on {unit}: the kernel kept {applied} \
+                 in {} (a memory limit below what the machine uses is refused)",
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn control_group(sd: &Bus, unit: &str) -> Result<String> {
+    let read = async {
+        let path = sd.manager().get_unit(unit.to_string()).await?;
+        zbus_systemd::systemd1::ScopeProxy::builder(sd.connection())
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?
+            .control_group()
+            .await
+    };
+    read.await
+        .map_err(|e| Error::bus(format!("cannot read the cgroup of {unit}"), e))
+}
+
+/// Where the kernel keeps a limit systemd was sent, for the ones berth reads back.
+fn cgroup_file(cgroup: &str, property: &str, flavor: Flavor) -> Option<std::path::PathBuf> {
+    let rel = cgroup.trim_start_matches('/');
+    let (controller, file) = match (flavor, property) {
+        (Flavor::Legacy, "MemoryLimit") => ("memory", "memory.limit_in_bytes"),
+        (Flavor::Legacy, "TasksMax") => ("pids", "pids.max"),
+        (Flavor::Legacy, "CPUShares") => ("cpu", "cpu.shares"),
+        (Flavor::Unified, "MemoryMax") => ("", "memory.max"),
+        (Flavor::Unified, "TasksMax") => ("", "pids.max"),
+        (Flavor::Unified, "CPUWeight") => ("", "cpu.weight"),
+        _ => return None,
+    };
+    let root = std::path::Path::new("/sys/fs/cgroup").join(controller);
+    Some(root.join(rel).join(file))
+}
+
+/// Whether the kernel's value is the one asked for; memory is kept in whole pages.
+fn same_limit(property: &str, wanted: u64, applied: &str) -> bool {
+    let Ok(applied) = applied.parse::<u64>() else {
+        return false;
+    };
+    match property {
+        "MemoryLimit" | "MemoryMax" => applied == wanted / 4096 * 4096,
+        _ => applied == wanted,
+    }
 }
 
 /// FreezeUnit/ThawUnit: systemd answers once the cgroup is (un)frozen. Only the
