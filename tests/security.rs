@@ -54,6 +54,11 @@ fn status_field(host: &TestHost, name: &str, pid: &str, field: &str) -> String {
         .to_string()
 }
 
+/// A shell script run inside machine `name`; its stdout (it must succeed).
+fn sh_in(host: &TestHost, name: &str, script: &str) -> String {
+    host.ok(&["berthctl", "exec", name, "--", "sh", "-c", script])
+}
+
 fn probe_in(host: &TestHost, name: &str, calls: &[&str]) -> Vec<String> {
     let mut argv = vec!["berthctl", "exec", name, "--", "/bin/syscall-probe"];
     argv.extend(calls);
@@ -297,25 +302,13 @@ fn unprivileged_machine_is_root_only_inside(mode: CgroupMode, test: &str, on_tmp
     assert_eq!(host.okw("berthctl exec un -- id -u").trim(), "0");
 
     // Root things inside still work: its files, its ports.
-    let out = host.ok(&[
-        "berthctl",
-        "exec",
+    let out = sh_in(
+        &host,
         "un",
-        "--",
-        "sh",
-        "-c",
         "touch /root/f && chown 1000:1000 /root/f && stat -c %u:%g /root/f",
-    ]);
+    );
     assert_eq!(out.trim(), "1000:1000");
-    let out = host.ok(&[
-        "berthctl",
-        "exec",
-        "un",
-        "--",
-        "sh",
-        "-c",
-        "httpd -p 80 && netstat -ltn",
-    ]);
+    let out = sh_in(&host, "un", "httpd -p 80 && netstat -ltn");
     assert!(out.contains(":80 "), "bound port 80: {out}");
 
     // A host file whose owner is not the machine's: nobody, and unreadable.
@@ -349,17 +342,13 @@ fn unprivileged_machine_is_root_only_inside(mode: CgroupMode, test: &str, on_tmp
     }
     // A proc of its own (it may mount one, as systemd inside does) shows the kernel's
     // secrets no more than the masked one: symbol addresses zeroed, timers closed.
-    let out = host.ok(&[
-        "berthctl",
-        "exec",
+    let out = sh_in(
+        &host,
         "un",
-        "--",
-        "sh",
-        "-c",
         "mkdir -p /tmp/p && mount -t proc proc /tmp/p && \
          head -3 /tmp/p/kallsyms | cut -d' ' -f1 | sort -u; \
          cat /tmp/p/timer_list >/dev/null 2>&1 && echo timers-readable; true",
-    ]);
+    );
     assert!(
         !out.contains("timers-readable")
             && !out.trim().is_empty()
