@@ -1,8 +1,8 @@
 //! Execute: a command inside a running machine with the caller's stdio; the spawner
 //! joins the machine and reports the command's exit status.
 
-use super::Daemon;
 use super::machine::MachineState;
+use super::{Daemon, validate};
 use crate::error::{Error, Result};
 use crate::spawn::CallerGone;
 use crate::spawn::protocol::ExecRequest;
@@ -17,6 +17,7 @@ impl Daemon {
         stdio: [OwnedFd; 3],
         caller_gone: CallerGone,
     ) -> Result<i32> {
+        validate::command(validate::EXECUTE, &argv, &environment)?;
         let m = self.machine(name)?;
         let run = m.run();
         if run.state != MachineState::Running {
@@ -24,9 +25,6 @@ impl Daemon {
                 "machine {name} is {}; start it first",
                 run.state.as_str()
             )));
-        }
-        if argv.is_empty() || argv[0].is_empty() {
-            return Err(Error::InvalidArgument("no command given to execute".into()));
         }
         let req = ExecRequest {
             leader: run.leader,
