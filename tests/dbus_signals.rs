@@ -276,3 +276,55 @@ fn input_that_could_never_run_is_refused_where_it_enters() {
         machine.remove().await.unwrap();
     });
 }
+
+#[test]
+fn of_two_removals_of_one_machine_the_second_finds_no_machine() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "remove_race") else {
+        return;
+    };
+    host.okw("berthctl list");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use zbus::zvariant::Value;
+        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the host's system bus");
+        let manager = ManagerProxy::new(&conn).await.unwrap();
+        // A PID 1 that ignores its halt signal holds the first removal in its stop for
+        // the whole timeout, so the second call surely reaches the machine's object.
+        let options = HashMap::from([
+            ("Command", Value::from(vec!["/bin/sleep", "1000"])),
+            ("StopTimeoutUSec", Value::U64(2_000_000)),
+        ]);
+        let path = manager
+            .create_machine("race", "busybox", options)
+            .await
+            .unwrap();
+        let machine = MachineProxy::builder(&conn)
+            .path(path)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        machine.start().await.unwrap();
+        let force = || HashMap::from([("Force", Value::Bool(true))]);
+        let (first, second) = tokio::join!(machine.remove_with_options(force()), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            machine.remove_with_options(force()).await
+        });
+        first.expect("the first removal succeeds");
+        let (name, msg) = refusal(second);
+        assert_eq!(name, "org.berth.Berth1.Error.NoSuchMachine", "{msg}");
+        assert!(msg.contains("no machine named \"race\""), "{msg}");
+        assert!(manager.list_machines().await.unwrap().is_empty());
+    });
+    // And berthctl, asking after the removal, says the same.
+    let out = host.runw("berthctl remove race");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no machine named \"race\""), "{out:?}");
+}
