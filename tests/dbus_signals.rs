@@ -176,3 +176,155 @@ fn state_changes_and_lifecycle_are_signalled() {
         }
     });
 }
+
+/// The D-Bus error name of a failed call, with its message.
+fn refusal<T: std::fmt::Debug>(r: zbus::Result<T>) -> (String, String) {
+    match r {
+        Err(zbus::Error::MethodError(name, msg, _)) => {
+            (name.as_str().to_string(), msg.unwrap_or_default())
+        }
+        other => panic!("expected a D-Bus error, got {other:?}"),
+    }
+}
+
+#[test]
+fn input_that_could_never_run_is_refused_where_it_enters() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "input_checked") else {
+        return;
+    };
+    host.okw("berthctl list");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use std::os::fd::AsFd;
+        use zbus::zvariant::Value;
+        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the host's system bus");
+        let manager = ManagerProxy::new(&conn).await.unwrap();
+        let invalid = "org.berth.Berth1.Error.InvalidArgument";
+        let piece = "a".repeat(100 << 10);
+        let too_big: Vec<String> = (0..24).map(|i| format!("V{i}={piece}")).collect();
+        let cases: Vec<(&str, Value<'static>, &str)> = vec![
+            ("Environment", vec!["1=2"].into(), "starts with a digit"),
+            ("Environment", vec!["A B=1"].into(), "\"A B=1\""),
+            ("Environment", vec!["=x"].into(), "empty"),
+            ("Environment", vec!["A"].into(), "not NAME=VALUE"),
+            ("Command", vec!["", "x"].into(), "Command[0] is empty"),
+            ("Environment", too_big.clone().into(), "ARG_MAX"),
+            (
+                "Command",
+                vec!["/bin/echo".to_string(), "a".repeat(200 << 10)].into(),
+                "MAX_ARG_STRLEN",
+            ),
+        ];
+        for (key, value, says) in cases {
+            let (name, msg) = refusal(
+                manager
+                    .create_machine("bad", "busybox", HashMap::from([(key, value)]))
+                    .await,
+            );
+            assert_eq!(name, invalid, "{key}: {msg}");
+            assert!(msg.contains(says), "{key}: {msg:?} lacks {says:?}");
+        }
+        assert!(manager.list_machines().await.unwrap().is_empty());
+
+        // Execute: the same checks, the same error, before anything runs.
+        let path = manager
+            .create_machine("box", "busybox", HashMap::new())
+            .await
+            .unwrap();
+        let machine = MachineProxy::builder(&conn)
+            .path(path)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        machine.start().await.unwrap();
+        let null = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let execute = async |argv: &[&str], env: &[&str]| {
+            let fd = || null.as_fd().into();
+            machine.execute(argv, env, fd(), fd(), fd()).await
+        };
+        assert_eq!(execute(&["true"], &["A=1"]).await.unwrap(), 0);
+        let many: Vec<&str> = std::iter::once("/bin/true")
+            .chain(std::iter::repeat_n(piece.as_str(), 24))
+            .collect();
+        let too_big: Vec<&str> = too_big.iter().map(String::as_str).collect();
+        for (argv, env, says) in [
+            (&["true"][..], &["1=2"][..], "environment entry \"1=2\""),
+            (&["true"][..], &["A B=1"][..], "environment entry \"A B=1\""),
+            (&["true"][..], &["=x"][..], "empty"),
+            (&["true"][..], &["A"][..], "not NAME=VALUE"),
+            (&[""][..], &[][..], "no command"),
+            (&many[..], &[][..], "argv and environment come to"),
+            (&["true"][..], &too_big[..], "ARG_MAX"),
+        ] {
+            let (name, msg) = refusal(execute(argv, env).await);
+            assert_eq!(name, invalid, "{msg}");
+            assert!(msg.contains(says), "{msg:?} lacks {says:?}");
+        }
+        machine.stop().await.unwrap();
+        machine.remove().await.unwrap();
+    });
+}
+
+#[test]
+fn of_two_removals_of_one_machine_the_second_finds_no_machine() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "remove_race") else {
+        return;
+    };
+    host.okw("berthctl list");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use zbus::zvariant::Value;
+        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the host's system bus");
+        let manager = ManagerProxy::new(&conn).await.unwrap();
+        // A PID 1 that ignores its halt signal holds the first removal in its stop for
+        // the whole timeout, so the second call surely reaches the machine's object.
+        let options = HashMap::from([
+            ("Command", Value::from(vec!["/bin/sleep", "1000"])),
+            ("StopTimeoutUSec", Value::U64(2_000_000)),
+        ]);
+        let path = manager
+            .create_machine("race", "busybox", options)
+            .await
+            .unwrap();
+        let machine = MachineProxy::builder(&conn)
+            .path(path)
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        machine.start().await.unwrap();
+        let force = || HashMap::from([("Force", Value::Bool(true))]);
+        let (first, second) = tokio::join!(machine.remove_with_options(force()), async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            machine.remove_with_options(force()).await
+        });
+        first.expect("the first removal succeeds");
+        let (name, msg) = refusal(second);
+        assert_eq!(name, "org.berth.Berth1.Error.NoSuchMachine", "{msg}");
+        assert!(msg.contains("no machine named \"race\""), "{msg}");
+        assert!(manager.list_machines().await.unwrap().is_empty());
+    });
+    // And berthctl, asking after the removal, says the same.
+    let out = host.runw("berthctl remove race");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no machine named \"race\""), "{out:?}");
+}

@@ -129,6 +129,37 @@ fn machine_lifecycle() {
         "{mounts}"
     );
     assert!(mounts.contains("sysfs /sys sysfs ro"), "{mounts}");
+    // Every tmpfs is bounded, as nspawn bounds them (the kernel shows size= and
+    // nr_inodes= only when they differ from its defaults, from half the RAM).
+    let option = |target: &str, key: &str| -> u64 {
+        let line = mounts
+            .lines()
+            .find(|l| l.starts_with(&format!("tmpfs {target} tmpfs ")))
+            .unwrap_or_else(|| panic!("no tmpfs on {target}:\n{mounts}"));
+        let options = line.split(' ').nth(3).unwrap();
+        let value = options
+            .split(',')
+            .find_map(|o| o.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in {line}"));
+        value.trim_end_matches('k').parse().unwrap()
+    };
+    let ram_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    assert_eq!(option("/dev", "size"), 4096);
+    assert_eq!(option("/dev", "nr_inodes"), 65536);
+    for (target, percent, inodes) in [("/dev/shm", 10, 409600), ("/run", 20, 819200)] {
+        assert_eq!(option(target, "nr_inodes"), inodes, "{target}");
+        let (size, want) = (option(target, "size"), ram_kib * percent / 100);
+        assert!(
+            size.abs_diff(want) <= 8,
+            "{target}: {size}k is not {percent}% of {ram_kib}k"
+        );
+    }
+    assert_eq!(option("/tmp", "nr_inodes"), 409600);
     let cgroup = host.okw("berthctl exec box -- cat /proc/1/cgroup");
     assert!(
         cgroup.lines().any(|l| l.ends_with(":/")),

@@ -61,9 +61,11 @@ fn limits_map_to_unified_properties() {
         "1"
     );
     assert!(host.okw("berthctl list").contains("frozen"));
+    // The refusal says what to do in this state, not "start it first".
     let out = host.runw("berthctl exec box -- true");
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("frozen"),
+        err.contains("is frozen; thaw it first (berthctl thaw box)") && !err.contains("start"),
         "{out:?}"
     );
     host.okw("berthctl thaw box");

@@ -277,7 +277,7 @@ pub fn status_json(props: &HashMap<String, OwnedValue>) -> Json {
     Json::Object(object)
 }
 
-/// The human `status` view: identity first, then limits and live figures that are known.
+/// The human `status` view: identity first, then limits and live figures ("-" if unknown).
 pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
     let text = |key: &str| match props.get(key).map(|v| unwrap_variant(v)) {
         Some(Value::Str(s)) if !s.is_empty() => s.as_str().to_owned(),
@@ -337,21 +337,22 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
         .get("Limits")
         .map_or_else(|| "-".to_owned(), |v| limits_line(dict_entries(v)));
     lines.push(("Limits", limits));
-    if let Some(ns) = live("CPUUsageNSec") {
-        lines.push(("CPU usage", duration_ns(ns)));
-    }
-    if let Some(bytes) = live("MemoryCurrent") {
-        lines.push(("Memory current", size_human(bytes)));
-    }
-    if let Some(tasks) = live("TasksCurrent") {
-        lines.push(("Tasks current", tasks.to_string()));
-    }
-    if let (Some(read), Some(written)) = (live("IOReadBytes"), live("IOWriteBytes")) {
-        lines.push((
-            "IO",
-            format!("{} read, {} written", size_human(read), size_human(written)),
-        ));
-    }
+    // A figure berthd does not know (UNKNOWN_FIGURE: machine not running, accounting
+    // off) reads "-", never as a number.
+    let shown = |figure: Option<u64>, show: fn(u64) -> String| figure.map_or("-".into(), show);
+    lines.push(("CPU usage", shown(live("CPUUsageNSec"), duration_ns)));
+    lines.push(("Memory current", shown(live("MemoryCurrent"), size_human)));
+    lines.push((
+        "Tasks current",
+        shown(live("TasksCurrent"), |n| n.to_string()),
+    ));
+    let io = match (live("IOReadBytes"), live("IOWriteBytes")) {
+        (Some(read), Some(written)) => {
+            format!("{} read, {} written", size_human(read), size_human(written))
+        }
+        _ => "-".into(),
+    };
+    lines.push(("IO", io));
     key_values(&lines)
 }
 
@@ -554,17 +555,19 @@ mod tests {
     fn status_text_lines() {
         assert_eq!(
             status_text(&machine_props()),
-            "Name:          web\n\
-             State:         running, autostart\n\
-             Leader:        4242\n\
-             Unit:          machine-web.scope\n\
-             Template:      debian\n\
-             Hostname:      web\n\
-             Root:          /var/lib/berth/machines/web\n\
-             Created:       2023-11-14 22:13:20 UTC\n\
-             Limits:        MemoryMax=64M AllowedCPUs=0-1 TasksMax=32\n\
-             CPU usage:     2.345s\n\
-             Tasks current: 3\n"
+            "Name:           web\n\
+             State:          running, autostart\n\
+             Leader:         4242\n\
+             Unit:           machine-web.scope\n\
+             Template:       debian\n\
+             Hostname:       web\n\
+             Root:           /var/lib/berth/machines/web\n\
+             Created:        2023-11-14 22:13:20 UTC\n\
+             Limits:         MemoryMax=64M AllowedCPUs=0-1 TasksMax=32\n\
+             CPU usage:      2.345s\n\
+             Memory current: -\n\
+             Tasks current:  3\n\
+             IO:             -\n"
         );
     }
 
@@ -584,6 +587,6 @@ mod tests {
         let mut stopped = machine_props();
         stopped.insert("Leader".into(), owned(Value::U32(0)));
         assert_eq!(status_json(&stopped)["leader"], Json::Null);
-        assert!(status_text(&stopped).contains("\nLeader:        -\n"));
+        assert!(status_text(&stopped).contains("\nLeader:         -\n"));
     }
 }

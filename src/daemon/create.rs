@@ -3,7 +3,7 @@
 //! exists whole or not at all.
 
 use super::machine::Machine;
-use super::{Daemon, now_usec};
+use super::{Daemon, now_usec, validate};
 use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use crate::security::users::{self, Ownership, UserRange, Users};
@@ -42,6 +42,12 @@ impl Daemon {
         // Refuse limits this host can't apply now, not at the first start.
         crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
         Confinement::new(&opts.security).map_err(Error::InvalidArgument)?;
+        // PID 1's argv as it will be exec'ed: the template's init when no Command is given.
+        validate::command(
+            validate::CREATE,
+            &template::init::pid1_argv(&opts.command, info),
+            &opts.environment,
+        )?;
         if let Some(h) = &opts.hostname {
             names::validate_machine_name(h)
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;

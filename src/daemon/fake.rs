@@ -550,6 +550,21 @@ async fn execute_needs_a_running_machine_and_a_command() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), Kind::InvalidArgument);
+    // The same checks as CreateMachine, before anything is spawned.
+    let e = b
+        .daemon
+        .execute(
+            "m",
+            vec!["true".into()],
+            vec!["A B=1".into()],
+            stdio(),
+            never(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidArgument);
+    assert!(e.to_string().contains("\"A B=1\""), "{e}");
+    assert!(b.spawner.execs.lock().unwrap().is_empty());
     let code = b
         .daemon
         .execute(
@@ -602,6 +617,29 @@ async fn an_operation_queued_behind_a_removal_finds_no_machine() {
     removal.await.unwrap().unwrap();
     assert!(!b.daemon.paths.machine_dir("m").exists());
     b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_could_never_run_is_not_created() {
+    let b = Bench::new("badcmd").await;
+    for (command, environment, says) in [
+        (vec![], vec!["1=2"], "starts with a digit"),
+        (vec![""], vec![], "Command[0] is empty"),
+        (vec!["/bin/sh"], vec!["NOEQUALS"], "not NAME=VALUE"),
+    ] {
+        let opts = CreateOptions {
+            command: command.into_iter().map(String::from).collect(),
+            environment: environment.into_iter().map(String::from).collect(),
+            ..Default::default()
+        };
+        let Err(e) = b.daemon.create("m", "busybox", opts).await else {
+            panic!("created with {says:?}");
+        };
+        assert_eq!(e.kind(), Kind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(b.daemon.machine("m").is_err());
+        assert!(!b.daemon.paths.machine_dir("m").exists());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

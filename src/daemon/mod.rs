@@ -22,6 +22,7 @@ mod remove;
 mod settings;
 mod start;
 mod stop;
+mod validate;
 
 pub use create::CreateOptions;
 

@@ -331,26 +331,36 @@ impl MachineIface {
             .collect()
     }
 
+    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
+    /// machine is not running or its accounting is off, as systemd reports unknown figures.
     #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
     async fn cpu_usage_nsec(&self) -> u64 {
         self.figure(Figure::CpuUsageNSec).await
     }
 
+    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
+    /// machine is not running or its accounting is off, as systemd reports unknown figures.
     #[zbus(property(emits_changed_signal = "false"))]
     async fn memory_current(&self) -> u64 {
         self.figure(Figure::MemoryCurrent).await
     }
 
+    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
+    /// machine is not running or its accounting is off, as systemd reports unknown figures.
     #[zbus(property(emits_changed_signal = "false"))]
     async fn tasks_current(&self) -> u64 {
         self.figure(Figure::TasksCurrent).await
     }
 
+    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
+    /// machine is not running or its accounting is off, as systemd reports unknown figures.
     #[zbus(property(emits_changed_signal = "false"), name = "IOReadBytes")]
     async fn io_read_bytes(&self) -> u64 {
         self.figure(Figure::IoReadBytes).await
     }
 
+    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
+    /// machine is not running or its accounting is off, as systemd reports unknown figures.
     #[zbus(property(emits_changed_signal = "false"), name = "IOWriteBytes")]
     async fn io_write_bytes(&self) -> u64 {
         self.figure(Figure::IoWriteBytes).await

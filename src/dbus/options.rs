@@ -25,15 +25,8 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
         match key.as_str() {
             "Hostname" => out.hostname = Some(string(&key, v)?),
             "Command" => out.command = strings(&key, v)?,
-            "Environment" => {
-                let env = strings(&key, v)?;
-                if let Some(bad) = env.iter().find(|e| !e.contains('=') || e.starts_with('=')) {
-                    return Err(Error::InvalidArgument(format!(
-                        "Environment entry {bad:?} is not KEY=VALUE"
-                    )));
-                }
-                out.environment = env;
-            }
+            // The daemon checks Command and Environment (daemon/validate.rs), as for Execute.
+            "Environment" => out.environment = strings(&key, v)?,
             "Capabilities" => out.security.capabilities = strings(&key, v)?,
             "DropCapabilities" => out.security.drop_capabilities = strings(&key, v)?,
             "SystemCallFilter" => out.security.system_call_filter = strings(&key, v)?,
@@ -243,7 +236,6 @@ mod tests {
         assert!(err(vec![("Hostname", Value::U32(3))]).contains("Hostname"));
         assert!(err(vec![("MemoryMax", Value::from("64Q"))]).contains("64Q"));
         assert!(err(vec![("TasksMax", Value::U64(0))]).contains("TasksMax"));
-        assert!(err(vec![("Environment", Value::from(vec!["NOEQUALS"]))]).contains("NOEQUALS"));
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
         assert!(err(vec![("StopTimeoutUSec", Value::U64(u64::MAX))]).contains("one hour"));
         assert!(err(vec![("PrivateUsers", Value::from("maybe"))]).contains("maybe"));

@@ -1,6 +1,7 @@
 //! The machine's filesystem view, built by PID 1 inside its new mount namespace: the
 //! rootfs bind-mounted on itself, /proc (with /proc/sys read-only but for the
-//! per-namespace /proc/sys/net), read-only /sys, a minimal /dev, tmpfs /run and /tmp,
+//! per-namespace /proc/sys/net), read-only /sys, a minimal /dev, tmpfs /run and /tmp
+//! (each tmpfs bounded in size and inodes as nspawn bounds them),
 //! then pivot_root so the host's mounts are gone from view.
 
 use super::protocol::SpawnRequest;
@@ -9,6 +10,32 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
+
+/// Sizes and inode counts of the tmpfs mounts a machine gets, systemd-nspawn's (from
+/// systemd's mount-util.h). Without them each tmpfs may grow to half of the host's RAM and
+/// as many inodes as that holds, /dev and /dev/shm and /run alike, for every machine.
+/// Percentages are of the host's RAM; pages a machine writes count against its own
+/// MemoryMax as well.
+///
+/// /dev holds device nodes, symlinks and no regular files to speak of: 4M, 64k inodes
+/// (TMPFS_LIMITS_PRIVATE_DEV).
+const DEV_TMPFS: &str = "size=4m,nr_inodes=64k";
+/// /dev/shm and /tmp are nspawn's "nested" tmpfs: 10% of RAM, 400k inodes (one per 4K
+/// page of 10% of 16G; NESTED_TMPFS_LIMITS). /tmp takes its size from TmpSize instead.
+const SHM_TMPFS: &str = "size=10%,nr_inodes=400k";
+const TMP_INODES: &str = "nr_inodes=400k";
+/// /run: 20% of RAM, 800k inodes, enough for a systemd inside to re-execute even on a
+/// 256M host (TMPFS_LIMITS_RUN).
+const RUN_TMPFS: &str = "size=20%,nr_inodes=800k";
+
+/// The /tmp mount's options: TmpSize when given (else the kernel's default, half of RAM,
+/// as before TmpSize existed), always nspawn's inode limit.
+fn tmp_options(tmp_size: Option<u64>) -> String {
+    match tmp_size {
+        Some(size) => format!("mode=1777,size={size},{TMP_INODES}"),
+        None => format!("mode=1777,{TMP_INODES}"),
+    }
+}
 
 /// Device nodes a machine gets, bind-mounted from the host so no mknod is needed (that
 /// keeps working once user namespaces arrive). The scope's DeviceAllow list
@@ -211,14 +238,11 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String
         &run,
         Some("tmpfs"),
         nosuid_nodev,
-        Some("mode=0755"),
+        Some(format!("mode=0755,{RUN_TMPFS}").as_str()),
     )?;
     let tmp = root.join("tmp");
     mkdir(&tmp)?;
-    let tmp_opts = match req.tmp_size {
-        Some(size) => format!("mode=1777,size={size}"),
-        None => "mode=1777".to_string(),
-    };
+    let tmp_opts = tmp_options(req.tmp_size);
     mnt(
         Some("tmpfs"),
         &tmp,
@@ -237,7 +261,7 @@ fn setup_dev(dev: &Path) -> Result<(), String> {
         dev,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=0755"),
+        Some(format!("mode=0755,{DEV_TMPFS}").as_str()),
     )?;
     for name in DEVICES {
         let target = dev.join(name);
@@ -266,7 +290,7 @@ fn setup_dev(dev: &Path) -> Result<(), String> {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        Some(format!("mode=1777,{SHM_TMPFS}").as_str()),
     )?;
     link("/proc/self/fd", &dev.join("fd"))?;
     for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
@@ -343,4 +367,18 @@ fn touch(path: &Path) -> Result<(), String> {
 
 fn link(target: &str, path: &Path) -> Result<(), String> {
     symlink(target, path).map_err(|e| format!("symlink {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmp_keeps_its_size_and_gets_an_inode_limit() {
+        assert_eq!(
+            tmp_options(Some(1 << 20)),
+            "mode=1777,size=1048576,nr_inodes=400k"
+        );
+        assert_eq!(tmp_options(None), "mode=1777,nr_inodes=400k");
+    }
 }

@@ -3,6 +3,7 @@
 use crate::security::Confinement;
 use crate::security::users::Users;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Everything PID 1 needs to become the machine.
@@ -59,15 +60,44 @@ pub fn base_environment() -> Vec<String> {
     ]
 }
 
-/// Base environment with `extra` entries overriding same-named ones.
+/// Base environment with `extra` entries added. Each entry replaces every earlier one of
+/// its name, base or extra, and stands where it was given: the result is what pushing the
+/// entries one by one and dropping same-named earlier ones gives, in two linear passes
+/// (one map from name to the index of its last entry), so a huge environment cannot make
+/// a start quadratic.
 pub fn merge_environment(extra: &[String]) -> Vec<String> {
-    let mut env = base_environment();
-    for e in extra {
-        let key = e.split('=').next().unwrap_or(e);
-        env.retain(|b| b.split('=').next() != Some(key));
-        env.push(e.clone());
+    let base = base_environment();
+    let all = || base.iter().chain(extra).enumerate();
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(base.len() + extra.len());
+    for (i, entry) in all() {
+        last.insert(entry_name(entry), i);
     }
-    env
+    all()
+        .filter(|(i, entry)| last[entry_name(entry)] == *i)
+        .map(|(_, entry)| entry.clone())
+        .collect()
+}
+
+/// The NAME of a NAME=VALUE entry (the whole entry if it has no `=`).
+fn entry_name(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(name, _)| name)
+}
+
+/// Whether `name` can name an environment variable: letters, digits and underscores, not
+/// starting with a digit, as POSIX's portable names and systemd's Environment= have it.
+pub fn env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name before '=' is empty".into());
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("the name {name:?} starts with a digit"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "the name {name:?} is not only ASCII letters, digits and underscores"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -108,5 +138,43 @@ mod tests {
         assert!(env.contains(&"FOO=1".to_string()));
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
         assert!(env.contains(&"container=berth".to_string()));
+    }
+
+    #[test]
+    fn later_entries_win_and_stand_where_they_were_given() {
+        let extra: Vec<String> = ["A=1", "HOME=/home", "B=1", "A=2", "A=3", "C=", "B=2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            merge_environment(&extra),
+            [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "container=berth",
+                "TERM=linux",
+                "HOME=/home",
+                "A=3",
+                "C=",
+                "B=2",
+            ]
+        );
+        assert_eq!(merge_environment(&[]), base_environment());
+        // Only the name decides: a value holding '=' is still one entry of its name.
+        assert_eq!(
+            merge_environment(&["X=a=b".into(), "X=c".into()])
+                .last()
+                .unwrap(),
+            "X=c"
+        );
+    }
+
+    #[test]
+    fn environment_names() {
+        for good in ["A", "_", "a_1", "PATH", "x9"] {
+            assert_eq!(env_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "1", "1A", "A B", "A-B", "A.B", "Ä", "A\tB"] {
+            assert!(env_name(bad).is_err(), "{bad:?}");
+        }
     }
 }
