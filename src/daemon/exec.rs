@@ -46,6 +46,9 @@ fn not_running(name: &str, state: MachineState) -> Error {
         MachineState::Stopped | MachineState::Failed => {
             format!("start it first (berthctl start {name})")
         }
+        MachineState::Broken => {
+            format!("repair its config or remove it (berthctl status {name} says what is wrong)")
+        }
         MachineState::Running => unreachable!("a running machine can execute"),
     };
     Error::InvalidState(format!(
