@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, boot_with_berth, interface_members, wait_until};
+use common::{
+    CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, interface_members, wait_until,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -293,46 +295,6 @@ fn machine_lifecycle() {
     assert_eq!(host.okw("berthctl --json list").trim(), "[]");
     assert!(!host.path("/var/lib/berth/machines/box").exists());
     assert_no_leftovers(&host);
-}
-
-/// Nothing of any machine remains: no scope, no cgroup, no files, no runtime state,
-/// no mount namespace holding the rootfs.
-fn assert_no_leftovers(host: &TestHost) {
-    let units = host.okw("systemctl list-units --all --no-legend machine-*");
-    assert!(units.trim().is_empty(), "units left: {units}");
-    let registered = host.okw("machinectl list --no-legend");
-    assert!(
-        registered.trim().is_empty(),
-        "machined still lists: {registered}"
-    );
-    for ctrl in ["memory", "pids", "cpu", "systemd"] {
-        let slice = host.path(&format!("/sys/fs/cgroup/{ctrl}/machine.slice"));
-        if let Ok(entries) = std::fs::read_dir(&slice) {
-            let scopes: Vec<_> = entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("machine-"))
-                .map(|e| e.path())
-                .collect();
-            assert!(scopes.is_empty(), "cgroups left: {scopes:?}");
-        }
-    }
-    let machines: Vec<_> = std::fs::read_dir(host.path("/var/lib/berth/machines"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(machines.is_empty(), "files left: {machines:?}");
-    let runtime: Vec<_> = std::fs::read_dir(host.path("/run/berth/machines"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(runtime.is_empty(), "runtime state left: {runtime:?}");
-    let mounts =
-        host.sh("cat /proc/[0-9]*/mountinfo 2>/dev/null | grep -c /var/lib/berth/machines || true");
-    assert_eq!(
-        String::from_utf8_lossy(&mounts.stdout).trim(),
-        "0",
-        "mounts left"
-    );
 }
 
 #[test]

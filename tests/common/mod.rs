@@ -7,8 +7,10 @@
 //! One file per concern: host.rs boots, drives and tears down a `TestHost`; cgroups.rs
 //! names the hosts' cgroups and removes them, and what crashed runs left
 //! (`cleanup_leftovers`, which every boot calls first); introspect.rs compares D-Bus
-//! interfaces; poll.rs has `wait_until`, the one way anything here waits. This file says
-//! whether a test can boot hosts at all and boots one with this build's berth.
+//! interfaces; leftovers.rs says what "nothing of any machine left" means in a host
+//! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits.
+//! This file says whether a test can boot hosts at all and boots one with this build's
+//! berth.
 //!
 //! A test process that dies takes its hosts with it (PR_SET_PDEATHSIG). What a host sees
 //! is this machine's / as it was at boot (an overlay): berth is copied in at boot from
@@ -22,6 +24,7 @@
 mod cgroups;
 mod host;
 mod introspect;
+mod leftovers;
 mod poll;
 
 /// The mode a host boots in: Hybrid or Unified (see `TestHost::boot`).
@@ -29,6 +32,7 @@ pub use berth::cgroup::CgroupMode;
 pub use cgroups::cgroup_mounts;
 pub use host::TestHost;
 pub use introspect::interface_members;
+pub use leftovers::assert_no_leftovers;
 pub use poll::wait_until;
 
 use std::path::Path;
