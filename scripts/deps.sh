@@ -8,6 +8,7 @@
 #   procps, kmod       ps/pkill and modprobe, expected by systemd units and the tests
 # With --test, also what only the tests need:
 #   gcc, libc6-dev     the tests build a static system-call probe to run inside machines
+#   g++                the fuzz targets link libFuzzer, which libfuzzer-sys builds from C++
 #   polkitd            the authorization tests ask a real polkit about non-root callers
 #                      (berth itself runs without it: then only root may change machines)
 # Quick when everything is there: no apt-get update unless something must be installed.
@@ -15,7 +16,7 @@ set -euo pipefail
 
 packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod)
 if [[ ${1:-} == --test ]]; then
-    packages+=(gcc libc6-dev polkitd)
+    packages+=(gcc g++ libc6-dev polkitd)
 fi
 
 missing=()

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite, as CI runs it: formatting, lints, unit tests and the
-# integration tests that boot real systemd hosts (hybrid and unified). Run as root on
+# integration tests that boot real systemd hosts (hybrid and unified), then a short
+# fuzzing run of the parsers (scripts/fuzz.sh, 15 s a target). Run as root on
 # a fresh Debian machine with the Rust toolchain; it installs the Debian packages it
 # needs itself.
 set -euo pipefail
@@ -17,3 +18,4 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo nextest run --locked --no-fail-fast "$@"
+scripts/fuzz.sh 15
