@@ -62,16 +62,31 @@ fn problem(name: &str) -> Option<String> {
             return Some(format!("it contains '{pair}'"));
         }
     }
+    // systemd refuses unit names over 255 bytes, and each '-' takes four ("\x2d").
+    let unit = scope_unit_name(name).len();
+    if unit > UNIT_NAME_MAX {
+        return Some(format!(
+            "its unit name would be {unit} bytes, over systemd's {UNIT_NAME_MAX} \
+             (each '-' is written \\x2d there): use fewer dashes"
+        ));
+    }
     None
 }
 
-/// Quotes a name for an error message; a hostile caller can send megabytes of name, and
-/// the message goes to the journal and back over the bus.
-fn shown(name: &str) -> String {
+/// systemd's UNIT_NAME_MAX.
+const UNIT_NAME_MAX: usize = 255;
+
+/// Quotes a name (or any value a caller sent) for an error message, cut short: a hostile
+/// caller can send megabytes, and the message goes to the journal and back over the bus.
+pub fn shown(name: &str) -> String {
+    // Cut the quoted form, not the input: an escaped control character takes 6 bytes.
     const SHOWN_MAX: usize = 80;
-    match name.char_indices().nth(SHOWN_MAX) {
-        Some((cut, _)) => format!("{:?}…", &name[..cut]),
-        None => format!("{name:?}"),
+    let quoted = format!("{name:?}");
+    match quoted.char_indices().nth(SHOWN_MAX + 1) {
+        Some((cut, _)) if quoted[cut..].chars().count() > 1 => {
+            format!("{}\"…", &quoted[..cut])
+        }
+        _ => quoted,
     }
 }
 
@@ -236,6 +251,24 @@ mod tests {
         assert_eq!(escape_path_label("9lives"), "_39lives");
         assert_eq!(escape_path_label("123"), "_3123");
         assert_eq!(escape_path_label("a9"), "a9");
+    }
+
+    #[test]
+    fn names_whose_unit_systemd_would_refuse_are_refused() {
+        // 62 characters, but 60 dashes become 240 bytes of \x2d in the unit name.
+        let dashed = format!("a{}a", "-".repeat(60));
+        let e = validate_machine_name(&dashed).unwrap_err();
+        assert!(e.contains("unit name") && e.contains("255"), "{e}");
+        assert!(validate_machine_name(&format!("a{}a", "-".repeat(20))).is_ok());
+    }
+
+    #[test]
+    fn shown_values_stay_short_whatever_they_hold() {
+        for evil in ["x".repeat(5000), "\u{17}".repeat(5000), "é".repeat(5000)] {
+            let s = shown(&evil);
+            assert!(s.chars().count() <= 84 && s.ends_with('…'), "{s}");
+        }
+        assert_eq!(shown("web"), "\"web\"");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! exec is refused with InvalidArgument naming it, not left to fail inside the machine.
 
 use crate::error::{Error, Result};
+use crate::names::shown;
 use crate::spawn::protocol::{env_name, merge_environment};
 
 /// The longest single argument or environment entry the kernel copies into a new
@@ -94,10 +95,12 @@ pub fn command(names: Names, argv: &[String], environment: &[String]) -> Result<
 fn environment_entry(what: &str, entry: &str) -> Result<()> {
     let Some((name, _)) = entry.split_once('=') else {
         return Err(Error::InvalidArgument(format!(
-            "{what} entry {entry:?} is not NAME=VALUE"
+            "{what} entry {} is not NAME=VALUE",
+            shown(entry)
         )));
     };
-    env_name(name).map_err(|e| Error::InvalidArgument(format!("{what} entry {entry:?}: {e}")))
+    env_name(name)
+        .map_err(|e| Error::InvalidArgument(format!("{what} entry {}: {e}", shown(entry))))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use crate::daemon::CreateOptions;
 use crate::error::{Error, Result};
 use crate::limits::{self, Limits, RawValue};
+use crate::names::shown;
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -75,7 +76,8 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 let n = string(&key, v)?;
                 if n != "none" {
                     return Err(Error::NotSupported(format!(
-                        "Network {n:?} is not supported yet; machines get a private network namespace with loopback only (\"none\")"
+                        "Network {} is not supported yet; machines get a private network namespace with loopback only (\"none\")",
+                        shown(&n)
                     )));
                 }
             }
@@ -87,7 +89,8 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             }
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {other:?}; see the CreateMachine options in the API documentation"
+                    "unknown option {}; see the CreateMachine options in the API documentation",
+                    shown(other)
                 )));
             }
         }
@@ -112,7 +115,8 @@ pub fn remove_force(dict: HashMap<String, OwnedValue>) -> Result<bool> {
             "Force" => force = boolean(&key, &value)?,
             other => {
                 return Err(Error::InvalidArgument(format!(
-                    "unknown option {other:?} (known: Force)"
+                    "unknown option {} (known: Force)",
+                    shown(other)
                 )));
             }
         }
@@ -143,9 +147,9 @@ fn unsigned(key: &str, v: &Value<'_>) -> Result<u64> {
         RawValue::Signed(n) => Err(Error::InvalidArgument(format!(
             "{key} {n}: must not be negative"
         ))),
-        RawValue::Text(t) => t
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("{key} {t:?}: expected a whole number"))),
+        RawValue::Text(t) => t.parse().map_err(|_| {
+            Error::InvalidArgument(format!("{key} {}: expected a whole number", shown(&t)))
+        }),
     }
 }
 
@@ -181,7 +185,8 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
 
 fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
     Error::InvalidArgument(format!(
-        "option {key} must be {expected}, not a value of type '{}'",
+        "option {} must be {expected}, not a value of type '{}'",
+        shown(key).trim_matches('"'),
         got.value_signature()
     ))
 }

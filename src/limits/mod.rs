@@ -203,14 +203,10 @@ struct Shown<'a>(&'a RawValue);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN_MAX: usize = 80;
         match self.0 {
             RawValue::Unsigned(n) => write!(f, "{n}"),
             RawValue::Signed(n) => write!(f, "{n}"),
-            RawValue::Text(s) => match s.char_indices().nth(SHOWN_MAX) {
-                Some((cut, _)) => write!(f, "{:?}…", &s[..cut]),
-                None => write!(f, "{s:?}"),
-            },
+            RawValue::Text(s) => f.write_str(&crate::names::shown(s)),
         }
     }
 }

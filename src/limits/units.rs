@@ -1,6 +1,7 @@
 //! Limit values as people write them: sizes, percents, CPU lists and whole numbers, and
 //! the checks each kind of value gets before berth keeps it.
 
+use crate::names::shown;
 use std::fmt::Write as _;
 
 use super::RawValue;
@@ -206,7 +207,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("unknown unit {unit:?} (use K, M, G or T)")),
+        _ => return Err(format!("unknown unit {} (use K, M, G or T)", shown(unit))),
     };
     number
         .parse::<u64>()
@@ -245,13 +246,14 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
                 return Err(if item.is_empty() {
                     format!("the CPU list has an empty entry ({HINT})")
                 } else {
-                    format!("{item:?} is not a CPU number or range ({HINT})")
+                    format!("{} is not a CPU number or range ({HINT})", shown(item))
                 });
             }
             match s.parse::<u32>() {
                 Ok(n) if n < CPUS_MAX => Ok(n),
                 _ => Err(format!(
-                    "CPU {s} is out of range (CPU numbers go up to {})",
+                    "CPU {} is out of range (CPU numbers go up to {})",
+                    shown(s).trim_matches('"'),
                     CPUS_MAX - 1
                 )),
             }
@@ -265,7 +267,8 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
         };
         if first > last {
             return Err(format!(
-                "the range \"{item}\" runs backwards (write \"{last}-{first}\")"
+                "the range {} runs backwards (write \"{last}-{first}\")",
+                shown(item)
             ));
         }
         chosen[first as usize..=last as usize].fill(true);

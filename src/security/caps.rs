@@ -11,6 +11,7 @@
 //! network namespace. AUDIT_CONTROL, which nspawn keeps, is left out: the audit subsystem
 //! is not namespaced, so it would let a machine change the host's audit rules.
 
+use crate::names::shown;
 use caps::{CapSet, Capability};
 use std::collections::BTreeSet;
 
@@ -53,7 +54,10 @@ pub fn parse(name: &str) -> Result<Capability, String> {
         format!("CAP_{canonical}")
     };
     full.parse().map_err(|_| {
-        format!("{trimmed:?} is not a capability (write them as capabilities(7) does, e.g. CAP_SYS_TIME)")
+        format!(
+            "{} is not a capability (write them as capabilities(7) does, e.g. CAP_SYS_TIME)",
+            shown(trimmed)
+        )
     })
 }
 

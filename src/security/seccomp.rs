@@ -11,6 +11,7 @@
 //! The filter is for the host's native architecture: a program of another ABI (32-bit
 //! x86 on x86_64) is killed rather than let past it.
 
+use crate::names::shown;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,8 +75,9 @@ fn names(word: &str) -> Result<Vec<&'static str>, String> {
     known.map(|n| vec![*n]).ok_or_else(|| {
         let groups: Vec<_> = GROUPS.iter().map(|(g, _)| *g).collect();
         format!(
-            "SystemCallFilter: {word:?} is not a system call or group berth filters \
+            "SystemCallFilter: {} is not a system call or group berth filters \
              (groups: {}; calls: those groups' members and {}, {})",
+            shown(word),
             groups.join(", "),
             DEFAULT_DENY
                 .iter()

@@ -8,6 +8,7 @@
 //! `BASE:COUNT` takes a range the host's administrator delegated to root in /etc/subuid
 //! and /etc/subgid, as LXC does. The range is kept with the machine.
 
+use crate::names::shown;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -88,7 +89,8 @@ impl std::str::FromStr for Request {
     fn from_str(s: &str) -> Result<Request, String> {
         let bad = || {
             format!(
-                "PrivateUsers {s:?}: expected \"no\", \"pick\" or BASE:COUNT like \"524288:65536\""
+                "PrivateUsers {}: expected \"no\", \"pick\" or BASE:COUNT like \"524288:65536\"",
+                shown(s)
             )
         };
         match s {
@@ -101,12 +103,14 @@ impl std::str::FromStr for Request {
         let count: u32 = count.parse().map_err(|_| bad())?;
         if base == 0 {
             return Err(format!(
-                "PrivateUsers {s:?}: a range from 0 would make the machine's root the host's"
+                "PrivateUsers {}: a range from 0 would make the machine's root the host's",
+                shown(s)
             ));
         }
         if count == 0 || u64::from(base) + u64::from(count) > u64::from(u32::MAX) {
             return Err(format!(
-                "PrivateUsers {s:?}: the range must hold at least one ID and end below 2^32"
+                "PrivateUsers {}: the range must hold at least one ID and end below 2^32",
+                shown(s)
             ));
         }
         Ok(Request::Range(UserRange { base, count }))
