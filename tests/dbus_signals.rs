@@ -20,6 +20,22 @@ async fn next_within<S: futures_util::Stream + Unpin>(stream: &mut S) -> S::Item
         .expect("stream open")
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A connection to the test host's system bus, as a client there has.
+async fn connect(host: &common::TestHost) -> zbus::Connection {
+    zbus::connection::Builder::address(host.bus_address().as_str())
+        .unwrap()
+        .build()
+        .await
+        .expect("connect to the host's system bus")
+}
+
 #[test]
 fn state_changes_and_lifecycle_are_signalled() {
     let Some(host) = boot_with_berth(CgroupMode::Hybrid, "signals") else {
@@ -27,16 +43,9 @@ fn state_changes_and_lifecycle_are_signalled() {
     };
     // Activate berthd first so the client sees a running service.
     host.okw("berthctl list");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
-        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
-            .unwrap()
-            .build()
-            .await
-            .expect("connect to the host's system bus");
+        let conn = connect(&host).await;
         let manager = ManagerProxy::new(&conn).await.unwrap();
         let objects = zbus::fdo::ObjectManagerProxy::builder(&conn)
             .destination(berth::api::BUS_NAME)
@@ -193,18 +202,11 @@ fn input_that_could_never_run_is_refused_where_it_enters() {
         return;
     };
     host.okw("berthctl list");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         use std::os::fd::AsFd;
         use zbus::zvariant::Value;
-        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
-            .unwrap()
-            .build()
-            .await
-            .expect("connect to the host's system bus");
+        let conn = connect(&host).await;
         let manager = ManagerProxy::new(&conn).await.unwrap();
         let invalid = "org.berth.Berth1.Error.InvalidArgument";
         let piece = "a".repeat(100 << 10);
@@ -283,17 +285,10 @@ fn of_two_removals_of_one_machine_the_second_finds_no_machine() {
         return;
     };
     host.okw("berthctl list");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         use zbus::zvariant::Value;
-        let conn = zbus::connection::Builder::address(host.bus_address().as_str())
-            .unwrap()
-            .build()
-            .await
-            .expect("connect to the host's system bus");
+        let conn = connect(&host).await;
         let manager = ManagerProxy::new(&conn).await.unwrap();
         // A PID 1 that ignores its halt signal holds the first removal in its stop for
         // the whole timeout, so the second call surely reaches the machine's object.

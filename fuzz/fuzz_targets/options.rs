@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use berth::daemon::MAX_STOP_TIMEOUT;
-use berth::dbus::options::{create_options, limits, raw, remove_force};
+use berth::dbus::options::{NOT_YET, create_options, limits, raw, remove_force};
 use berth::error::Error;
 use berth::limits::{Flavor, LimitError, from_pairs, is_limit_key};
 use berth::security::users::Request;
@@ -41,14 +41,6 @@ const OPTIONS: [&str; 13] = [
     "StopTimeoutUSec",
     "TmpSize",
     "Network",
-];
-/// In the API, refused as not supported yet.
-const NOT_YET: [&str; 5] = [
-    "Bridge",
-    "Address",
-    "PortForwards",
-    "Binds",
-    "BlockIOReadBandwidth",
 ];
 
 fuzz_target!(|data: &[u8]| {

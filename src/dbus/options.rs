@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Options in the API that later features implement; refused clearly until then.
-const NOT_YET: [&str; 5] = [
+pub const NOT_YET: [&str; 5] = [
     "Bridge",
     "Address",
     "PortForwards",
