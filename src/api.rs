@@ -11,8 +11,6 @@ pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
 pub const MACHINE_PATH_PREFIX: &str = "/org/berth/Berth1/machine";
 pub const MANAGER_INTERFACE: &str = "org.berth.Berth1.Manager";
 pub const MACHINE_INTERFACE: &str = "org.berth.Berth1.Machine";
-/// Prefix of every error name berthd replies with.
-pub const ERROR_PREFIX: &str = "org.berth.Berth1.Error";
 
 /// What a live figure property reads when it is not known (machine stopped, accounting
 /// off), as systemd itself reports unknown figures.
