@@ -122,6 +122,9 @@ impl Daemon {
         self: &Arc<Self>,
         request: users::Request,
     ) -> Result<(Option<Users>, Option<RangeReservation>)> {
+        if request == users::Request::No {
+            return Ok((None, None));
+        }
         let mut pending = self.pending_ranges.lock().expect("ranges lock");
         let machines: Vec<UserRange> = self
             .machines()
@@ -129,14 +132,11 @@ impl Daemon {
             .filter_map(|m| m.config().users.map(|u| u.range))
             .chain(pending.iter().copied())
             .collect();
-        let etc = Path::new("/etc");
-        let taken = users::Taken::read(etc, machines);
+        let taken = users::Taken::read(Path::new("/etc"), machines);
         let range = match request {
-            users::Request::No => return Ok((None, None)),
+            users::Request::No => unreachable!("answered above"),
             users::Request::Pick => taken.pick().map_err(Error::Failed)?,
-            users::Request::Range(r) => taken
-                .check(r, &etc.join("subuid"), &etc.join("subgid"))
-                .map_err(Error::InvalidArgument)?,
+            users::Request::Range(r) => taken.check(r).map_err(Error::InvalidArgument)?,
         };
         pending.push(range);
         let ownership = ownership_on(&self.paths.machines_dir());

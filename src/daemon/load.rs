@@ -126,10 +126,10 @@ impl Daemon {
                 self.emit_state(m);
                 self.watch_leader(m.clone(), fd);
             }
+            // A machine that was stopped when berthd went away has nothing to clear up.
+            None if recorded.is_none() => {}
             None => {
-                if recorded.is_some() {
-                    info!("machine {}: not running any more", m.name);
-                }
+                info!("machine {}: not running any more", m.name);
                 store::remove_runtime(&rt_dir, &m.name);
                 // The scope, if systemd still has it, holds no process: let it go.
                 if let Err(e) = self.systemd.wait_gone(&m.unit, Duration::ZERO).await {

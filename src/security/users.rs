@@ -140,8 +140,10 @@ pub fn read_subids(path: &Path) -> Vec<(String, UserRange)> {
 pub struct Taken {
     /// Other machines' ranges.
     pub machines: Vec<UserRange>,
-    /// /etc/subuid and /etc/subgid entries.
-    pub subids: Vec<(String, UserRange)>,
+    /// /etc/subuid entries.
+    pub subuid: Vec<(String, UserRange)>,
+    /// /etc/subgid entries.
+    pub subgid: Vec<(String, UserRange)>,
     /// IDs of the host's users and groups.
     pub host_ids: Vec<u32>,
 }
@@ -149,8 +151,6 @@ pub struct Taken {
 impl Taken {
     /// Reads the host's users, groups and delegations from `etc`.
     pub fn read(etc: &Path, machines: Vec<UserRange>) -> Taken {
-        let mut subids = read_subids(&etc.join("subuid"));
-        subids.extend(read_subids(&etc.join("subgid")));
         let mut host_ids = Vec::new();
         for file in ["passwd", "group"] {
             let text = std::fs::read_to_string(etc.join(file)).unwrap_or_default();
@@ -161,14 +161,19 @@ impl Taken {
         }
         Taken {
             machines,
-            subids,
+            subuid: read_subids(&etc.join("subuid")),
+            subgid: read_subids(&etc.join("subgid")),
             host_ids,
         }
     }
 
     fn clear(&self, r: UserRange) -> bool {
         !self.machines.iter().any(|m| m.overlaps(r))
-            && !self.subids.iter().any(|(_, s)| s.overlaps(r))
+            && !self
+                .subuid
+                .iter()
+                .chain(&self.subgid)
+                .any(|(_, s)| s.overlaps(r))
             && !self
                 .host_ids
                 .iter()
@@ -189,18 +194,16 @@ impl Taken {
 
     /// A range asked for by BASE:COUNT: delegated to root in both /etc/subuid and
     /// /etc/subgid, and no other machine's.
-    pub fn check(&self, r: UserRange, subuid: &Path, subgid: &Path) -> Result<UserRange, String> {
-        for file in [subuid, subgid] {
-            let delegated = read_subids(file)
-                .into_iter()
+    pub fn check(&self, r: UserRange) -> Result<UserRange, String> {
+        for (file, entries) in [("/etc/subuid", &self.subuid), ("/etc/subgid", &self.subgid)] {
+            let delegated = entries
+                .iter()
                 .any(|(owner, s)| owner == DELEGATE && s.contains(r));
             if !delegated {
                 return Err(format!(
-                    "PrivateUsers {r}: not delegated to {DELEGATE} in {} (add a line like \
+                    "PrivateUsers {r}: not delegated to {DELEGATE} in {file} (add a line like \
                      \"{DELEGATE}:{}:{}\", or use \"pick\")",
-                    file.display(),
-                    r.base,
-                    r.count
+                    r.base, r.count
                 ));
             }
         }
@@ -239,13 +242,15 @@ mod tests {
     fn picks_the_lowest_clear_range() {
         let taken = Taken {
             machines: vec![range(0x80000, 65536)],
-            subids: vec![("alice".into(), range(0x90000, 65536))],
+            subuid: vec![("alice".into(), range(0x90000, 65536))],
+            subgid: vec![],
             host_ids: vec![0, 1000, 0xa0005],
         };
         assert_eq!(taken.pick().unwrap(), range(0xb0000, 65536));
         let none = Taken {
             machines: vec![],
-            subids: vec![],
+            subuid: vec![],
+            subgid: vec![],
             host_ids: vec![],
         };
         assert_eq!(none.pick().unwrap(), range(0x80000, 65536));
@@ -260,25 +265,16 @@ mod tests {
         std::fs::write(&subgid, "root:1000000:500000\n").unwrap();
         let taken = Taken {
             machines: vec![range(1_100_000, 10)],
-            subids: vec![],
+            subuid: read_subids(&subuid),
+            subgid: read_subids(&subgid),
             host_ids: vec![],
         };
-        assert!(
-            taken
-                .check(range(1_000_000, 65536), &subuid, &subgid)
-                .is_ok()
-        );
-        let e = taken
-            .check(range(1_400_000, 200_000), &subuid, &subgid)
-            .unwrap_err();
+        assert!(taken.check(range(1_000_000, 65536)).is_ok());
+        let e = taken.check(range(1_400_000, 200_000)).unwrap_err();
         assert!(e.contains("subgid"), "{e}");
-        let e = taken
-            .check(range(100_000, 10), &subuid, &subgid)
-            .unwrap_err();
+        let e = taken.check(range(100_000, 10)).unwrap_err();
         assert!(e.contains("subuid") && e.contains("root:100000:10"), "{e}");
-        let e = taken
-            .check(range(1_099_990, 20), &subuid, &subgid)
-            .unwrap_err();
+        let e = taken.check(range(1_099_990, 20)).unwrap_err();
         assert!(e.contains("another machine"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
