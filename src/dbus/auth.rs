@@ -82,7 +82,8 @@ pub async fn authorize(
         return Err(Error::AccessDenied("caller unknown".into()));
     };
     let method = hdr.member().map(|m| m.as_str()).unwrap_or("?");
-    let what = format!("call {method} on machine {machine:?}");
+    // CreateMachine asks before the name is checked: quote it cut short.
+    let what = format!("call {method} on machine {}", crate::names::shown(machine));
     let dbus = zbus::fdo::DBusProxy::new(conn)
         .await
         .map_err(|e| Error::bus("cannot ask the bus who called", e))?;
