@@ -71,7 +71,8 @@ pub fn command(names: Names, argv: &[String], environment: &[String]) -> Result<
                 let which = if what == names.argv {
                     format!("{what}[{i}]")
                 } else {
-                    format!("{what} entry {}", s.split('=').next().unwrap_or_default())
+                    let name = s.split('=').next().unwrap_or_default();
+                    format!("{what} entry {}", shown(name).trim_matches('"'))
                 };
                 return Err(Error::InvalidArgument(format!(
                     "{which} is {} bytes; an argument or environment entry can be at most {} bytes (MAX_ARG_STRLEN), so it could never run",
