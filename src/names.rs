@@ -79,14 +79,26 @@ const UNIT_NAME_MAX: usize = 255;
 /// Quotes a name (or any value a caller sent) for an error message, cut short: a hostile
 /// caller can send megabytes, and the message goes to the journal and back over the bus.
 pub fn shown(name: &str) -> String {
-    // Cut the quoted form, not the input: an escaped control character takes 6 bytes.
+    let (inner, cut) = escaped_cut(name);
+    format!("\"{inner}\"{}", if cut { "…" } else { "" })
+}
+
+/// Like [`shown`], without the quotes, where the value is a bare word in the message
+/// ("CPU 8192 is out of range").
+pub fn shown_bare(name: &str) -> String {
+    let (inner, cut) = escaped_cut(name);
+    format!("{inner}{}", if cut { "…" } else { "" })
+}
+
+/// The value escaped as Rust's Debug does, cut to 80 characters of that escaped form
+/// (not of the input: an escaped control character takes 6), and whether it was cut.
+fn escaped_cut(name: &str) -> (String, bool) {
     const SHOWN_MAX: usize = 80;
     let quoted = format!("{name:?}");
-    match quoted.char_indices().nth(SHOWN_MAX + 1) {
-        Some((cut, _)) if quoted[cut..].chars().count() > 1 => {
-            format!("{}\"…", &quoted[..cut])
-        }
-        _ => quoted,
+    let inner = &quoted[1..quoted.len() - 1];
+    match inner.char_indices().nth(SHOWN_MAX) {
+        Some((cut, _)) => (inner[..cut].to_string(), true),
+        None => (inner.to_string(), false),
     }
 }
 
@@ -269,6 +281,8 @@ mod tests {
             assert!(s.chars().count() <= 84 && s.ends_with('…'), "{s}");
         }
         assert_eq!(shown("web"), "\"web\"");
+        assert_eq!(shown_bare("8192"), "8192");
+        assert!(shown_bare(&"9".repeat(500)).ends_with("9…"));
     }
 
     #[test]

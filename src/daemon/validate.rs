@@ -4,7 +4,7 @@
 //! exec is refused with InvalidArgument naming it, not left to fail inside the machine.
 
 use crate::error::{Error, Result};
-use crate::names::shown;
+use crate::names::{shown, shown_bare};
 use crate::spawn::protocol::{env_name, merge_environment};
 
 /// The longest single argument or environment entry the kernel copies into a new
@@ -72,7 +72,7 @@ pub fn command(names: Names, argv: &[String], environment: &[String]) -> Result<
                     format!("{what}[{i}]")
                 } else {
                     let name = s.split('=').next().unwrap_or_default();
-                    format!("{what} entry {}", shown(name).trim_matches('"'))
+                    format!("{what} entry {}", shown_bare(name))
                 };
                 return Err(Error::InvalidArgument(format!(
                     "{which} is {} bytes; an argument or environment entry can be at most {} bytes (MAX_ARG_STRLEN), so it could never run",

@@ -186,7 +186,7 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
 fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
     Error::InvalidArgument(format!(
         "option {} must be {expected}, not a value of type '{}'",
-        shown(key).trim_matches('"'),
+        crate::names::shown_bare(key),
         got.value_signature()
     ))
 }

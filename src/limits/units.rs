@@ -1,7 +1,7 @@
 //! Limit values as people write them: sizes, percents, CPU lists and whole numbers, and
 //! the checks each kind of value gets before berth keeps it.
 
-use crate::names::shown;
+use crate::names::{shown, shown_bare};
 use std::fmt::Write as _;
 
 use super::RawValue;
@@ -253,7 +253,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
                 Ok(n) if n < CPUS_MAX => Ok(n),
                 _ => Err(format!(
                     "CPU {} is out of range (CPU numbers go up to {})",
-                    shown(s).trim_matches('"'),
+                    shown_bare(s),
                     CPUS_MAX - 1
                 )),
             }
