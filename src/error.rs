@@ -42,6 +42,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Failed(String),
+    /// The caller (or a Job's Cancel) asked to stop; what was half made is gone.
+    #[error("{0} was cancelled")]
+    Cancelled(String),
     /// `source` happened while doing `what`; the kind stays the source's.
     #[error("{what}: {source}")]
     Context {
@@ -71,6 +74,7 @@ pub enum Kind {
     InvalidState,
     NotSupported,
     AccessDenied,
+    Cancelled,
     Failed,
 }
 
@@ -112,6 +116,7 @@ impl Error {
             Error::InvalidState(_) => Kind::InvalidState,
             Error::NotSupported(_) => Kind::NotSupported,
             Error::AccessDenied(_) => Kind::AccessDenied,
+            Error::Cancelled(_) => Kind::Cancelled,
             Error::Io { .. } | Error::Bus { .. } | Error::Failed(_) => Kind::Failed,
             Error::Context { source, .. } => source.kind(),
             Error::Rollback { cause, .. } => cause.kind(),

@@ -17,6 +17,7 @@ pub enum BerthError {
     InvalidState(String),
     NotSupported(String),
     AccessDenied(String),
+    Cancelled(String),
     Failed(String),
 }
 
@@ -36,6 +37,7 @@ impl From<Error> for BerthError {
             Kind::InvalidState => BerthError::InvalidState(message),
             Kind::NotSupported => BerthError::NotSupported(message),
             Kind::AccessDenied => BerthError::AccessDenied(message),
+            Kind::Cancelled => BerthError::Cancelled(message),
             Kind::Failed => BerthError::Failed(message),
         }
     }
