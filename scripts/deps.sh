@@ -6,17 +6,20 @@
 #   busybox-static     the one-file userland of the busybox template
 #   iproute2           veth pairs and bridges for machine networking
 #   procps, kmod       ps/pkill and modprobe, expected by systemd units and the tests
+#   debootstrap        the debootstrap template method
+#   nftables           NAT for machines (and for test hosts that must reach the archive)
 # With --test, also what only the tests need:
 #   gcc, libc6-dev     the tests build a static system-call probe to run inside machines
 #   g++                the fuzz targets link libFuzzer, which libfuzzer-sys builds from C++
 #   polkitd            the authorization tests ask a real polkit about non-root callers
 #                      (berth itself runs without it: then only root may change machines)
+#   zstd, xz-utils     the archive tests check GNU tar reads and writes what berth does
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
-packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod)
+packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod debootstrap nftables)
 if [[ ${1:-} == --test ]]; then
-    packages+=(gcc g++ libc6-dev polkitd)
+    packages+=(gcc g++ libc6-dev polkitd zstd xz-utils)
 fi
 
 missing=()

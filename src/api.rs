@@ -9,8 +9,14 @@ pub const ROOT_PATH: &str = "/org/berth/Berth1";
 pub const MANAGER_PATH: &str = "/org/berth/Berth1/Manager";
 /// Machine objects live below this path, one label per machine (see `names`).
 pub const MACHINE_PATH_PREFIX: &str = "/org/berth/Berth1/machine";
+/// Template objects, one label per template, escaped as machine names are.
+pub const TEMPLATE_PATH_PREFIX: &str = "/org/berth/Berth1/template";
+/// Job objects, one per long operation under way, by number.
+pub const JOB_PATH_PREFIX: &str = "/org/berth/Berth1/job";
 pub const MANAGER_INTERFACE: &str = "org.berth.Berth1.Manager";
 pub const MACHINE_INTERFACE: &str = "org.berth.Berth1.Machine";
+pub const TEMPLATE_INTERFACE: &str = "org.berth.Berth1.Template";
+pub const JOB_INTERFACE: &str = "org.berth.Berth1.Job";
 
 /// What a live figure property reads when it is not known (machine stopped, accounting
 /// off), as systemd itself reports unknown figures.

@@ -38,6 +38,18 @@ pub trait Manager {
     /// (name, state, leader pid or 0 when stopped, object path)
     fn list_machines(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
 
+    /// (name, state: building, ready or broken, object path)
+    fn list_templates(&self) -> zbus::Result<Vec<(String, String, OwnedObjectPath)>>;
+
+    /// Returns the Job at once; the template is usable when it completes successfully.
+    #[zbus(allow_interactive_auth)]
+    fn build_template(
+        &self,
+        name: &str,
+        method: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
     #[zbus(signal)]
     fn machine_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
 
@@ -157,4 +169,58 @@ pub trait Machine {
 
     #[zbus(property(emits_changed_signal = "false"))]
     fn tasks_current(&self) -> zbus::Result<u64>;
+}
+
+#[proxy(
+    interface = "org.berth.Berth1.Template",
+    default_service = "org.berth.Berth1"
+)]
+pub trait Template {
+    #[zbus(allow_interactive_auth)]
+    fn remove(&self) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn method(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn size_bytes(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn options(&self) -> zbus::Result<HashMap<String, String>>;
+    #[zbus(property)]
+    fn problem(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.berth.Berth1.Job",
+    default_service = "org.berth.Berth1"
+)]
+pub trait Job {
+    #[zbus(allow_interactive_auth)]
+    fn cancel(&self) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn operation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn object(&self) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn rate(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn unit(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn cancelable(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn started_at(&self) -> zbus::Result<u64>;
+
+    #[zbus(signal)]
+    fn message(&self, line: String) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn completed(&self, success: bool, message: String) -> zbus::Result<()>;
 }

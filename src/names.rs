@@ -4,6 +4,7 @@
 //! to ones systemd produced itself: `machinectl list`, `systemctl status
 //! machine-NAME.scope` and D-Bus object paths have to agree with what berth computes.
 
+use crate::api::{JOB_PATH_PREFIX, TEMPLATE_PATH_PREFIX};
 use std::fmt::Write as _;
 
 /// Linux's HOST_NAME_MAX, which machined applies to machine names.
@@ -123,6 +124,16 @@ pub fn escape_path_label(s: &str) -> String {
 
 fn kept_in_label(b: u8, position: usize) -> bool {
     b.is_ascii_alphabetic() || (position > 0 && b.is_ascii_digit())
+}
+
+/// The D-Bus object path of a template.
+pub fn template_object_path(name: &str) -> String {
+    format!("{TEMPLATE_PATH_PREFIX}/{}", escape_path_label(name))
+}
+
+/// The D-Bus object path of a Job.
+pub fn job_object_path(id: u64) -> String {
+    format!("{JOB_PATH_PREFIX}/{id}")
 }
 
 /// The D-Bus object path of a machine.

@@ -108,7 +108,7 @@ fn run_cycles(host: &TestHost, from: usize, to: usize, clients: usize) -> Durati
                     let mut l = longest.lock().unwrap_or_else(PoisonError::into_inner);
                     *l = (*l).max(took);
                     let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if d % 50 == 0 {
+                    if d.is_multiple_of(50) {
                         eprintln!("soak: {d}/{} cycles", to - from);
                     }
                 }

@@ -67,6 +67,9 @@ pub enum Command {
     /// Change a machine's resource limits (applied live and kept)
     #[command(after_help = "Example:\n  berthctl set web --memory 1G --cpu-quota 50%")]
     Set(SetArgs),
+    /// Build, list and remove templates (the root filesystems machines are made from)
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Example:\n  berthctl completions bash > /etc/bash_completion.d/berthctl"
@@ -106,6 +109,85 @@ pub struct SecurityArgs {
     pub system_call_filter: Vec<String>,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Build a template; a progress bar follows the build, Ctrl-C cancels it
+    #[command(after_help = "Examples:\n  \
+        berthctl template build deb --method debootstrap --suite bookworm --include vim,curl\n  \
+        berthctl template build fromtar --method tar --file rootfs.tar.zst\n  \
+        berthctl template build golden --method directory --source /srv/golden")]
+    Build(TemplateBuildArgs),
+    /// List templates: name, method, state, size, created
+    List(JsonArg),
+    /// Remove a template (machines made from it keep their own copies)
+    Remove(TemplateNameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateNameArg {
+    /// Template name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TemplateBuildArgs {
+    /// Template name
+    pub name: String,
+
+    /// How to build it
+    #[arg(long, value_parser = ["busybox", "debootstrap", "tar", "directory"])]
+    pub method: String,
+
+    /// debootstrap: the Debian release (default: the host's)
+    #[arg(long, help_heading = "debootstrap")]
+    pub suite: Option<String>,
+
+    /// debootstrap: the archive URL (default: the host's own apt source)
+    #[arg(long, value_name = "URL", help_heading = "debootstrap")]
+    pub mirror: Option<String>,
+
+    /// debootstrap: minbase (default), buildd or default
+    #[arg(long, help_heading = "debootstrap")]
+    pub variant: Option<String>,
+
+    /// debootstrap: more packages, comma-separated (systemd-sysv, dbus, iproute2 and
+    /// procps are always in)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PKG,...",
+        help_heading = "debootstrap"
+    )]
+    pub include: Vec<String>,
+
+    /// debootstrap: the architecture (default: the host's)
+    #[arg(long, help_heading = "debootstrap")]
+    pub arch: Option<String>,
+
+    /// tar: the archive (plain, gzip, xz or zstd, told by its content); - reads stdin
+    #[arg(long, value_name = "FILE", help_heading = "tar")]
+    pub file: Option<std::path::PathBuf>,
+
+    /// directory: the tree to copy (/proc, /sys, /dev, /run and /tmp come empty)
+    #[arg(long, value_name = "DIR", help_heading = "directory")]
+    pub source: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+/// How a long command shows its Job.
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Print only the result, no progress bar (also when stderr is not a terminal)
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// Print the work's own output as it comes (debootstrap's)
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
@@ -124,6 +206,7 @@ impl Command {
             Command::Create(args) => args.json.json,
             Command::List(args) => args.json,
             Command::Status(args) => args.json.json,
+            Command::Template(TemplateCommand::List(args)) => args.json,
             _ => false,
         }
     }

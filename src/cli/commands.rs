@@ -18,8 +18,8 @@ use super::parse::{KeyValue, create_options, limits_dict};
 use crate::client::{MACHINE_INTERFACE, MachineProxy, ManagerProxy, SERVICE};
 
 pub struct Session {
-    conn: Connection,
-    json: bool,
+    pub(super) conn: Connection,
+    pub(super) json: bool,
     /// Someone is at a terminal who could type a password for polkit.
     interactive: bool,
 }
@@ -52,7 +52,7 @@ impl Session {
     // A one-shot command reads each property at most once, so caching would only add a
     // GetAll and a match rule per proxy.
 
-    async fn manager(&self) -> Result<ManagerProxy<'static>, CliError> {
+    pub(super) async fn manager(&self) -> Result<ManagerProxy<'static>, CliError> {
         Ok(ManagerProxy::builder(&self.conn)
             .cache_properties(CacheProperties::No)
             .build()
@@ -76,7 +76,7 @@ impl Session {
     /// polkit, which may want a password: only worth waiting for when someone at a
     /// terminal can type it, so a script gets polkit's answer at once instead. zbus sets
     /// this flag per method in the proxy, not per call, hence the untyped call.
-    async fn change<B, R>(
+    pub(super) async fn change<B, R>(
         &self,
         proxy: &zbus::Proxy<'_>,
         method: &str,
@@ -344,14 +344,14 @@ fn connect_error(err: zbus::Error) -> String {
     }
 }
 
-fn print(text: &str) -> Result<(), CliError> {
+pub(super) fn print(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
+pub(super) fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
     text.push('\n');
     print(&text)

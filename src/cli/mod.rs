@@ -5,12 +5,14 @@ mod commands;
 mod error;
 mod output;
 mod parse;
+mod progress;
+mod template;
 
 use std::io;
 
 use clap::Parser;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, TemplateCommand};
 pub use error::CliError;
 
 use commands::Session;
@@ -74,6 +76,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Status(args) => session.status(&args.name).await,
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
+            Command::Template(TemplateCommand::Build(args)) => session.template_build(args).await,
+            Command::Template(TemplateCommand::List(_)) => session.template_list().await,
+            Command::Template(TemplateCommand::Remove(t)) => session.template_remove(&t.name).await,
             Command::Completions(_) | Command::Manpage => unreachable!("answered above"),
         }
     })

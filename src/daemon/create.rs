@@ -38,14 +38,14 @@ impl Daemon {
         opts: CreateOptions,
     ) -> Result<Arc<Machine>> {
         names::validate_machine_name(name).map_err(Error::InvalidName)?;
-        let info = template::info(template_name)?;
+        template::validate_name(template_name)?;
         // Refuse limits this host can't apply now, not at the first start.
         crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
         Confinement::new(&opts.security).map_err(Error::InvalidArgument)?;
-        // PID 1's argv as it will be exec'ed: the template's init when no Command is given.
+        // PID 1's argv as it will be exec'ed: /sbin/init when no Command is given.
         validate::command(
             validate::CREATE,
-            &template::init::pid1_argv(&opts.command, info),
+            &template::init::pid1_argv(&opts.command),
             &opts.environment,
         )?;
         if let Some(h) = &opts.hostname {
@@ -54,17 +54,13 @@ impl Daemon {
         }
         let _reservation = self.reserve(name)?;
         let (users, _range) = self.users_for(opts.private_users)?;
-        let templates_dir = self.paths.templates_dir();
-        let template_rootfs = {
-            let _build = self.template_builds.lock().await;
-            tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
-                .await
-                .map_err(|e| Error::failed("template build crashed", e))??
-        };
+        // Held until the copy is done: the template can't be removed under it.
+        let _in_use = self.templates_in_use.read().await;
+        let template_rootfs = self.template_rootfs(template_name).await?;
 
         let config = MachineConfig {
             name: name.to_string(),
-            template: info.name.to_string(),
+            template: template_name.to_string(),
             hostname: opts.hostname.unwrap_or_else(|| name.to_string()),
             command: opts.command,
             environment: opts.environment,

@@ -22,9 +22,11 @@ mod remove;
 mod settings;
 mod start;
 mod stop;
+mod template;
 mod validate;
 
 pub use create::CreateOptions;
+pub use template::TemplateEntry;
 
 use crate::cgroup::CgroupMode;
 use crate::error::{Error, Result};
@@ -64,6 +66,16 @@ pub enum Event {
     },
     LimitsChanged(String),
     AutostartChanged(String),
+    TemplateAdded(String),
+    TemplateChanged(String),
+    TemplateRemoved(String),
+    JobAdded(Arc<crate::jobs::Job>),
+    /// The Job's work is over (its worker cleaned up after a failure or cancel).
+    JobCompleted {
+        job: Arc<crate::jobs::Job>,
+        success: bool,
+        message: String,
+    },
     /// Answered once every event sent before it has been handled.
     Flush(tokio::sync::oneshot::Sender<()>),
 }
@@ -106,6 +118,10 @@ pub struct Daemon {
     /// One template build at a time: concurrent creations wait for the first build
     /// instead of racing it in the same staging directory.
     template_builds: tokio::sync::Mutex<()>,
+    templates: Mutex<BTreeMap<String, TemplateEntry>>,
+    /// Read-held while a machine is copied from a template; write-held to remove one.
+    templates_in_use: tokio::sync::RwLock<()>,
+    pub jobs: crate::jobs::Jobs,
     events: UnboundedSender<Event>,
 }
 
@@ -146,9 +162,13 @@ impl Daemon {
             reserved: Mutex::new(HashSet::new()),
             pending_ranges: Mutex::new(Vec::new()),
             template_builds: tokio::sync::Mutex::new(()),
+            templates: Mutex::new(BTreeMap::new()),
+            templates_in_use: tokio::sync::RwLock::new(()),
+            jobs: crate::jobs::Jobs::default(),
             events,
         });
         daemon.load().await;
+        daemon.load_templates();
         Ok(daemon)
     }
 
@@ -226,7 +246,7 @@ impl Daemon {
     }
 }
 
-fn now_usec() -> u64 {
+pub fn now_usec() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -14,7 +14,7 @@ use crate::spawn::protocol::SpawnRequest;
 use crate::store::{self, RuntimeState};
 use crate::sys::{PidFd, process};
 use crate::systemd::ScopeSpec;
-use crate::template::{self, init};
+use crate::template::init;
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
@@ -54,12 +54,11 @@ impl Daemon {
 
     async fn spawn_in_scope(&self, m: &Machine) -> Result<PidFd> {
         let cfg = m.config();
-        let info = template::info(&cfg.template)?;
         let req = SpawnRequest {
             name: m.name.clone(),
             hostname: cfg.hostname.clone(),
             rootfs: m.rootfs(),
-            command: init::pid1_argv(&cfg.command, info),
+            command: init::pid1_argv(&cfg.command),
             environment: cfg.environment.clone(),
             tmp_size: cfg.tmp_size,
             confinement: confinement(&cfg)?,

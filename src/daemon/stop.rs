@@ -5,7 +5,7 @@ use super::machine::{Machine, MachineState, Run};
 use super::{DEFAULT_STOP_TIMEOUT, Daemon, MAX_STOP_TIMEOUT, SCOPE_GONE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::store::MachineConfig;
-use crate::template::{self, init};
+use crate::template::init;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -88,12 +88,7 @@ impl Daemon {
 }
 
 fn halt_signal(m: &Machine, cfg: &MachineConfig) -> i32 {
-    init::halt_signal(
-        &m.rootfs(),
-        &cfg.command,
-        template::info(&cfg.template).ok(),
-        cfg.halt_signal,
-    )
+    init::halt_signal(&m.rootfs(), &cfg.command, cfg.halt_signal)
 }
 
 /// The configured stop timeout, never beyond [`MAX_STOP_TIMEOUT`] (a hand-edited config

@@ -59,6 +59,37 @@ impl ManagerIface {
             .collect()
     }
 
+    /// Templates: name, state (`building`, `ready`, `broken`), object path.
+    async fn list_templates(&self) -> Vec<(String, String, OwnedObjectPath)> {
+        self.daemon
+            .templates()
+            .into_iter()
+            .map(|(name, entry)| {
+                let path = super::template::template_path(&name);
+                (name, entry.state().to_string(), path)
+            })
+            .collect()
+    }
+
+    /// Starts building a template; returns its Job at once. Methods: busybox,
+    /// debootstrap (Suite, Mirror, Variant, Include, Architecture), tar (Archive: an open
+    /// file descriptor of a plain, gzip, xz or zstd tar), directory (Source).
+    async fn build_template(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        method: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        authorize(conn, &hdr, Action::ManageTemplates, &name).await?;
+        let spec = options::build_spec(&method, options)?;
+        let job = self.daemon.build_template(&name, spec).await?;
+        // The reply promises the Job and template objects exist.
+        self.daemon.events_flushed().await;
+        Ok(super::job::job_path(job.id))
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()

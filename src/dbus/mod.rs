@@ -1,13 +1,15 @@
 //! The D-Bus face of berthd (`org.berth.Berth1`): an ObjectManager at the root, the
-//! Manager object, and one object per machine. Methods translate arguments, check the
-//! caller (auth.rs), call the [`crate::daemon`] and turn its [`Event`]s into
-//! PropertiesChanged.
+//! Manager object, and one object per machine, template and Job under way. Methods
+//! translate arguments, check the caller (auth.rs), call the [`crate::daemon`] and turn
+//! its [`Event`]s into objects, signals and PropertiesChanged.
 
 pub mod auth;
 pub mod error;
+pub mod job;
 pub mod machine;
 pub mod manager;
 pub mod options;
+pub mod template;
 
 use crate::daemon::{Daemon, Event};
 use crate::error::{Error, Result};
@@ -69,6 +71,15 @@ async fn pump_events(conn: Connection, daemon: Arc<Daemon>, mut events: Unbounde
             } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
             Event::AutostartChanged(name) => machine::emit_autostart(&conn, name).await,
+            Event::TemplateAdded(name) => template::register(&conn, &daemon, name).await,
+            Event::TemplateChanged(name) => template::emit_changed(&conn, name).await,
+            Event::TemplateRemoved(name) => template::unregister(&conn, name).await,
+            Event::JobAdded(job) => job::register(&conn, &daemon, job).await,
+            Event::JobCompleted {
+                job,
+                success,
+                message,
+            } => job::complete(&conn, job, *success, message).await,
             Event::Flush(_) => Ok(()),
         };
         if let Event::Flush(done) = event {

@@ -5,6 +5,8 @@ use crate::daemon::CreateOptions;
 use crate::error::{Error, Result};
 use crate::limits::{self, Limits, RawValue};
 use crate::names::shown;
+use crate::template::build::BuildSpec;
+use crate::template::{Method, debootstrap};
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
@@ -183,6 +185,90 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
     }
 }
 
+/// BuildTemplate's method and options as a [`BuildSpec`]. Each method takes its own keys;
+/// a key of another method is an error naming it.
+pub fn build_spec(method: &str, options: HashMap<String, OwnedValue>) -> Result<BuildSpec> {
+    let method = Method::parse(method)?;
+    let allowed: &[&str] = match method {
+        Method::Busybox => &[],
+        Method::Debootstrap => &["Suite", "Mirror", "Variant", "Include", "Architecture"],
+        Method::Tar => &["Archive"],
+        Method::Directory => &["Source"],
+    };
+    let mut keys: Vec<_> = options.into_iter().collect();
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut text = HashMap::new();
+    let mut include = Vec::new();
+    let mut archive = None;
+    for (key, value) in keys {
+        let v: &Value<'_> = &value;
+        if !allowed.contains(&key.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "option {} is not one of the {} method's ({})",
+                shown(&key),
+                method.as_str(),
+                if allowed.is_empty() {
+                    "it takes none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            )));
+        }
+        match key.as_str() {
+            "Include" => include = strings(&key, v)?,
+            "Archive" => archive = Some(fd(&key, v)?),
+            _ => {
+                text.insert(key.clone(), string(&key, v)?);
+            }
+        }
+    }
+    let mut take = |k: &str| text.remove(k);
+    Ok(match method {
+        Method::Busybox => BuildSpec::Busybox,
+        Method::Debootstrap => BuildSpec::Debootstrap(debootstrap::Options::new(
+            take("Suite"),
+            take("Mirror"),
+            take("Variant"),
+            include,
+            take("Architecture"),
+        )?),
+        Method::Tar => BuildSpec::Tar(archive.ok_or_else(|| {
+            Error::InvalidArgument(
+                "the tar method needs option Archive: an open file descriptor of the archive"
+                    .into(),
+            )
+        })?),
+        Method::Directory => {
+            let source = take("Source").ok_or_else(|| {
+                Error::InvalidArgument(
+                    "the directory method needs option Source: the tree to copy".into(),
+                )
+            })?;
+            let path = std::path::PathBuf::from(&source);
+            if !path.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "Source {}: give an absolute path",
+                    shown(&source)
+                )));
+            }
+            BuildSpec::Directory(path)
+        }
+    })
+}
+
+/// A file descriptor passed in a variant, duplicated so it outlives the message.
+fn fd(key: &str, v: &Value<'_>) -> Result<std::os::fd::OwnedFd> {
+    match v {
+        Value::Fd(fd) => {
+            use std::os::fd::AsFd;
+            fd.as_fd().try_clone_to_owned()
+        }
+        .map_err(|e| Error::failed(format!("option {key}: cannot take the descriptor"), e)),
+        Value::Value(inner) => self::fd(key, inner),
+        other => Err(wrong_type(key, "a file descriptor", other)),
+    }
+}
+
 fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
     Error::InvalidArgument(format!(
         "option {} must be {expected}, not a value of type '{}'",
@@ -255,6 +341,22 @@ mod tests {
             Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn build_options_belong_to_their_method() {
+        let err = |m: &str, entries| build_spec(m, dict(entries)).unwrap_err().to_string();
+        assert!(err("rsync", vec![]).contains("rsync"));
+        assert!(err("busybox", vec![("Suite", Value::from("x"))]).contains("takes none"));
+        assert!(err("directory", vec![("Suite", Value::from("x"))]).contains("Source"));
+        assert!(err("directory", vec![]).contains("needs option Source"));
+        assert!(err("directory", vec![("Source", Value::from("srv"))]).contains("absolute"));
+        assert!(err("tar", vec![]).contains("Archive"));
+        assert!(err("tar", vec![("Archive", Value::from("/x.tar"))]).contains("file descriptor"));
+        assert!(matches!(
+            build_spec("directory", dict(vec![("Source", Value::from("/srv/golden"))])),
+            Ok(BuildSpec::Directory(p)) if p == std::path::Path::new("/srv/golden")
+        ));
     }
 
     #[test]

@@ -7,13 +7,20 @@
 //! [`check`]: Progress::check
 
 use crate::error::{Error, Result};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Lines of a worker's output kept for the Job's Message signals until sent; older ones
+/// are dropped rather than letting a chatty worker grow the daemon.
+const MAX_LINES: usize = 256;
 
 #[derive(Debug, Default)]
 pub struct Progress {
     done: AtomicU64,
     total: AtomicU64,
     cancelled: AtomicBool,
+    lines: Mutex<VecDeque<String>>,
 }
 
 impl Progress {
@@ -50,6 +57,24 @@ impl Progress {
         }
     }
 
+    /// A line of the worker's output (debootstrap's), for clients following the Job.
+    pub fn log(&self, line: String) {
+        let mut lines = self.lines.lock().expect("progress lines lock");
+        if lines.len() == MAX_LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The lines logged since the last call.
+    pub fn take_lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .expect("progress lines lock")
+            .drain(..)
+            .collect()
+    }
+
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }
@@ -81,6 +106,18 @@ mod tests {
         assert_eq!(p.fraction(), 0.5);
         p.add(20);
         assert_eq!(p.fraction(), 1.0);
+    }
+
+    #[test]
+    fn lines_are_bounded_and_taken_once() {
+        let p = Progress::new();
+        for i in 0..(MAX_LINES + 10) {
+            p.log(format!("line {i}"));
+        }
+        let lines = p.take_lines();
+        assert_eq!(lines.len(), MAX_LINES);
+        assert_eq!(lines[0], "line 10");
+        assert!(p.take_lines().is_empty());
     }
 
     #[test]

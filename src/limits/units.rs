@@ -220,7 +220,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn format_size(bytes: u64) -> String {
     if bytes != 0 {
         for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
-            if bytes % (1 << shift) == 0 {
+            if bytes.is_multiple_of(1 << shift) {
                 return format!("{}{unit}", bytes >> shift);
             }
         }

@@ -1,18 +1,12 @@
 //! The busybox template: one static busybox binary (Debian's busybox-static) with a link
 //! per applet, a root user and an inittab that keeps busybox init idle until halted.
 
-use super::TemplateInfo;
 use crate::error::{Error, IoContext, Result};
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-pub const INFO: TemplateInfo = TemplateInfo {
-    name: "busybox",
-    init: &["/sbin/init"],
-    // busybox init powers off on SIGUSR2 (SIGTERM would mean reboot).
-    halt_signal: libc::SIGUSR2,
-};
+pub const NAME: &str = "busybox";
 
 const CANDIDATES: [&str; 3] = ["/bin/busybox", "/usr/bin/busybox", "/usr/sbin/busybox"];
 

@@ -1,57 +1,47 @@
 //! What berth needs to know about a machine's init: which program runs as PID 1 and which
-//! signal asks it to power off. systemd halts on SIGRTMIN+3, busybox init on SIGUSR2 (its
-//! SIGTERM means reboot); anything else gets SIGTERM.
+//! signal asks it to power off. Both come from the machine's own tree, not from the
+//! template it was made from (which may be gone): systemd halts on SIGRTMIN+3, busybox
+//! init on SIGUSR2 (its SIGTERM means reboot); anything else gets SIGTERM.
 
-use super::TemplateInfo;
 use std::path::Path;
 
-/// argv of PID 1: the machine's own command, else the template's init.
-pub fn pid1_argv(command: &[String], template: &TemplateInfo) -> Vec<String> {
+/// PID 1 when a machine gives no Command, as in every distribution and in the busybox
+/// template.
+pub const DEFAULT_INIT: &str = "/sbin/init";
+
+/// argv of PID 1: the machine's own command, else /sbin/init.
+pub fn pid1_argv(command: &[String]) -> Vec<String> {
     if command.is_empty() {
-        template.init.iter().map(|s| s.to_string()).collect()
+        vec![DEFAULT_INIT.to_string()]
     } else {
         command.to_vec()
     }
 }
 
-/// The signal that asks this machine's init to power off: the configured one, else
-/// SIGRTMIN+3 for systemd, else what the template's init wants, else SIGTERM.
-pub fn halt_signal(
-    rootfs: &Path,
-    command: &[String],
-    template: Option<&TemplateInfo>,
-    configured: Option<i32>,
-) -> i32 {
+/// The signal that asks this machine's init to power off: the configured one, else by
+/// what PID 1's program is inside `rootfs`.
+pub fn halt_signal(rootfs: &Path, command: &[String], configured: Option<i32>) -> i32 {
     if let Some(s) = configured {
         return s;
     }
-    let init = command
-        .first()
-        .map(String::as_str)
-        .or_else(|| template.and_then(|t| t.init.first().copied()));
-    let Some(init) = init else {
-        return libc::SIGTERM;
-    };
-    if resolves_to_systemd(rootfs, init) {
-        return libc::SIGRTMIN() + 3;
-    }
-    match template {
-        Some(t) if command.is_empty() => t.halt_signal,
+    let init = command.first().map(String::as_str).unwrap_or(DEFAULT_INIT);
+    match resolve(rootfs, init) {
+        Some(p) if p.ends_with("/systemd") => libc::SIGRTMIN() + 3,
+        // Only busybox's own init: a Command that is some other applet gets SIGTERM.
+        Some(p) if p.ends_with("/busybox") && init.ends_with("/init") => libc::SIGUSR2,
         _ => libc::SIGTERM,
     }
 }
 
-/// Whether `init` (a path inside the rootfs) is systemd, following symlinks within the
-/// rootfs as /sbin/init usually is one.
-pub fn resolves_to_systemd(rootfs: &Path, init: &str) -> bool {
+/// `init` (a path inside the rootfs) with the symlinks on its last component followed
+/// within the rootfs, as /sbin/init usually is one.
+pub fn resolve(rootfs: &Path, init: &str) -> Option<String> {
     let mut path = init.to_string();
     for _ in 0..8 {
-        if path.ends_with("/systemd") {
-            return true;
-        }
         let on_host = rootfs.join(path.trim_start_matches('/'));
-        match std::fs::read_link(&on_host) {
-            Ok(target) => {
+        match std::fs::symlink_metadata(&on_host) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&on_host).ok()?;
                 let t = target.to_string_lossy().to_string();
                 path = if t.starts_with('/') {
                     t
@@ -60,10 +50,12 @@ pub fn resolves_to_systemd(rootfs: &Path, init: &str) -> bool {
                     parent.join(t).to_string_lossy().to_string()
                 };
             }
-            Err(_) => return false,
+            Ok(_) => return Some(path),
+            // A dangling link still tells what it meant (merged /usr trees link /lib).
+            Err(_) => return Some(path),
         }
     }
-    false
+    None
 }
 
 #[cfg(test)]
@@ -82,33 +74,36 @@ mod tests {
     }
 
     #[test]
-    fn systemd_init_is_recognized_through_links() {
+    fn init_is_resolved_through_links() {
         let root = fake_root("links");
-        assert!(resolves_to_systemd(&root, "/sbin/init"));
-        assert!(resolves_to_systemd(&root, "/lib/systemd/systemd"));
-        assert!(!resolves_to_systemd(&root, "/sbin/halt"));
-        assert!(!resolves_to_systemd(&root, "/bin/sh"));
+        assert_eq!(
+            resolve(&root, "/sbin/init").as_deref(),
+            Some("/sbin/../lib/systemd/systemd")
+        );
+        assert_eq!(
+            resolve(&root, "/sbin/halt").as_deref(),
+            Some("/bin/busybox")
+        );
+        assert_eq!(resolve(&root, "/bin/sh").as_deref(), Some("/bin/sh"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn halt_signal_by_init() {
         let root = fake_root("halt");
-        let busybox = &crate::template::busybox::INFO;
         let sh = vec!["/bin/sh".to_string()];
-        // The template's own init is systemd here (its /sbin/init links to it).
-        assert_eq!(
-            halt_signal(&root, &[], Some(busybox), None),
-            libc::SIGRTMIN() + 3
-        );
-        assert_eq!(halt_signal(&root, &sh, Some(busybox), None), libc::SIGTERM);
-        assert_eq!(
-            halt_signal(&root, &sh, Some(busybox), Some(libc::SIGINT)),
-            libc::SIGINT
-        );
-        let plain = std::env::temp_dir().join("berth-init-none");
-        assert_eq!(halt_signal(&plain, &[], Some(busybox), None), libc::SIGUSR2);
-        assert_eq!(halt_signal(&plain, &[], None, None), libc::SIGTERM);
+        assert_eq!(halt_signal(&root, &[], None), libc::SIGRTMIN() + 3);
+        assert_eq!(halt_signal(&root, &sh, None), libc::SIGTERM);
+        assert_eq!(halt_signal(&root, &sh, Some(libc::SIGINT)), libc::SIGINT);
+
+        let bb = std::env::temp_dir().join(format!("berth-init-bb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&bb);
+        std::fs::create_dir_all(bb.join("sbin")).unwrap();
+        symlink("/bin/busybox", bb.join("sbin/init")).unwrap();
+        assert_eq!(halt_signal(&bb, &[], None), libc::SIGUSR2);
+        let halt = vec!["/sbin/halt".to_string()];
+        assert_eq!(halt_signal(&root, &halt, None), libc::SIGTERM);
         std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&bb).unwrap();
     }
 }

@@ -24,6 +24,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Files tests share across hosts and processes of one run, bound live into every host.
+pub fn test_cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/berth-test-cache")
+}
+
 pub struct TestHost {
     /// The host's PID 1 as seen from the test process; 0 until known.
     pid: u32,
@@ -83,12 +88,22 @@ impl TestHost {
             .try_clone()
             .map_err(|e| format!("cannot dup boot log: {e}"))?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/boot.sh");
+        // What tests share between hosts (debian.rs's tree) is written while other hosts
+        // run: bound live, as the overlay would show it stale.
+        let shared = test_cache_dir();
+        fs::create_dir_all(&shared)
+            .map_err(|e| format!("cannot create {}: {e}", shared.display()))?;
+        let binds = match std::env::var("BERTH_HOST_BINDS") {
+            Ok(b) if !b.is_empty() => format!("{b}:{}", shared.display()),
+            _ => shared.display().to_string(),
+        };
         let mut cmd = Command::new("/bin/bash");
         cmd.arg(&script)
             .arg(mode.as_str())
             .arg(&host.statedir)
             .env("BERTH_TEST_CGROUP", &host.cgroup)
             .env("BERTH_BIN_DIR", bin_dir)
+            .env("BERTH_HOST_BINDS", binds)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -130,15 +145,31 @@ impl TestHost {
     /// Runs `argv` inside the host: all its namespaces and its root cgroup, a clean
     /// environment with only PATH, stdin from /dev/null.
     pub fn run(&self, argv: &[&str]) -> Output {
+        self.run_for(Duration::from_secs(120), argv)
+    }
+
+    /// `run` with a time limit of `limit` instead of two minutes, for long work
+    /// (debootstrap).
+    pub fn run_for(&self, limit: Duration, argv: &[&str]) -> Output {
         assert!(!argv.is_empty(), "TestHost::run needs a command");
         let pid = self.pid.to_string();
+        let secs = limit.as_secs().max(1).to_string();
         let mut cmd = Command::new("nsenter");
         // A hung command fails its test with exit 124 instead of stalling the suite.
-        cmd.args(["-t", pid.as_str(), "-a", "--", "timeout", "-k", "5", "120"])
-            .args(argv)
-            .env_clear()
-            .env("PATH", HOST_PATH)
-            .stdin(Stdio::null());
+        cmd.args([
+            "-t",
+            pid.as_str(),
+            "-a",
+            "--",
+            "timeout",
+            "-k",
+            "5",
+            secs.as_str(),
+        ])
+        .args(argv)
+        .env_clear()
+        .env("PATH", HOST_PATH)
+        .stdin(Stdio::null());
         let files = self.procs_files.clone();
         // Joining the host's cgroups makes the command part of the host: it shows "/" as its
         // cgroup, systemd may move it into units (systemd-run --scope), and it counts

@@ -22,10 +22,12 @@
 #![allow(dead_code, unused_imports)]
 
 mod cgroups;
+pub mod debian;
 mod host;
 mod introspect;
 mod leftovers;
 mod poll;
+pub mod uplink;
 
 /// The mode a host boots in: Hybrid or Unified (see `TestHost::boot`).
 pub use berth::cgroup::CgroupMode;
