@@ -35,6 +35,14 @@ pub trait Manager {
 
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    #[zbus(allow_interactive_auth)]
+    fn clone_machine(
+        &self,
+        source: &str,
+        new_name: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
     /// (name, state, leader pid or 0 when stopped, object path)
     fn list_machines(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
 
@@ -101,6 +109,19 @@ pub trait Machine {
     /// Option `Force b` stops a running machine before removing it.
     #[zbus(allow_interactive_auth)]
     fn remove_with_options(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn snapshot(&self, name: &str, comment: &str) -> zbus::Result<()>;
+
+    /// (name, created usec, comment), oldest first.
+    fn list_snapshots(&self) -> zbus::Result<Vec<(String, u64, String)>>;
+
+    /// `new_machine` empty: over this machine; else into a new machine of that name.
+    #[zbus(allow_interactive_auth)]
+    fn restore_snapshot(&self, snapshot: &str, new_machine: &str) -> zbus::Result<()>;
+
+    #[zbus(allow_interactive_auth)]
+    fn remove_snapshot(&self, name: &str) -> zbus::Result<()>;
 
     #[zbus(allow_interactive_auth)]
     fn set_limits(&self, limits: HashMap<&str, Value<'_>>) -> zbus::Result<()>;

@@ -255,7 +255,9 @@ fn cancelled_build_leaves_nothing() {
     assert!(e.contains("still being built"), "{e}");
     assert!(
         wait_until("debootstrap runs", Duration::from_secs(10), || {
-            host.run(&["pgrep", "-x", "debootstrap|wget"]).status.success()
+            host.run(&["pgrep", "-x", "debootstrap|wget"])
+                .status
+                .success()
         }),
         "debootstrap started"
     );
@@ -276,7 +278,10 @@ fn cancelled_build_leaves_nothing() {
     );
     assert!(
         wait_until("debootstrap is gone", Duration::from_secs(10), || {
-            !host.run(&["pgrep", "-x", "debootstrap|wget"]).status.success()
+            !host
+                .run(&["pgrep", "-x", "debootstrap|wget"])
+                .status
+                .success()
         }),
         "no debootstrap process left"
     );

@@ -67,6 +67,21 @@ pub enum Command {
     /// Change a machine's resource limits (applied live and kept)
     #[command(after_help = "Example:\n  berthctl set web --memory 1G --cpu-quota 50%")]
     Set(SetArgs),
+    /// Copy a stopped machine into a new one
+    #[command(
+        after_help = "Examples:\n  berthctl clone web web2\n  berthctl clone web scratch --ephemeral"
+    )]
+    Clone(CloneArgs),
+    /// Take a snapshot of a stopped machine's files
+    #[command(after_help = "Example:\n  berthctl snapshot web before-upgrade --comment \"pre 13\"")]
+    Snapshot(SnapshotArgs),
+    /// List a machine's snapshots
+    Snapshots(SnapshotsArgs),
+    /// Put a snapshot back over its stopped machine, or into a new machine with --as
+    Restore(RestoreArgs),
+    /// Remove a snapshot
+    #[command(name = "snapshot-remove")]
+    SnapshotRemove(SnapshotRefArgs),
     /// Build, list and remove templates (the root filesystems machines are made from)
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -107,6 +122,55 @@ pub struct SecurityArgs {
         allow_hyphen_values = true
     )]
     pub system_call_filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CloneArgs {
+    /// The machine to copy (stopped)
+    pub source: String,
+    /// The new machine's name
+    pub name: String,
+    /// Remove the copy when it stops
+    #[arg(long)]
+    pub ephemeral: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Machine name
+    pub machine: String,
+    /// Snapshot name
+    pub snapshot: String,
+    /// A note kept with the snapshot
+    #[arg(long, default_value = "")]
+    pub comment: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Machine name
+    pub machine: String,
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotRefArgs {
+    /// Machine name
+    pub machine: String,
+    /// Snapshot name
+    pub snapshot: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Machine name
+    pub machine: String,
+    /// Snapshot name
+    pub snapshot: String,
+    /// Make a new machine of this name from the snapshot instead
+    #[arg(long = "as", value_name = "NEW")]
+    pub new_machine: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +271,7 @@ impl Command {
             Command::List(args) => args.json,
             Command::Status(args) => args.json.json,
             Command::Template(TemplateCommand::List(args)) => args.json,
+            Command::Snapshots(args) => args.json.json,
             _ => false,
         }
     }

@@ -67,7 +67,7 @@ impl Session {
             .await
     }
 
-    async fn machine(&self, name: &str) -> Result<MachineProxy<'static>, CliError> {
+    pub(super) async fn machine(&self, name: &str) -> Result<MachineProxy<'static>, CliError> {
         let path = self.manager().await?.get_machine(name).await?;
         Ok(self.machine_at(path).await?)
     }

@@ -6,6 +6,7 @@ mod error;
 mod output;
 mod parse;
 mod progress;
+mod snapshot;
 mod template;
 
 use std::io;
@@ -76,6 +77,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Status(args) => session.status(&args.name).await,
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
+            Command::Clone(args) => session.clone_machine(args).await,
+            Command::Snapshot(args) => session.snapshot(args).await,
+            Command::Snapshots(args) => session.snapshots(&args.machine).await,
+            Command::Restore(args) => session.restore(args).await,
+            Command::SnapshotRemove(args) => session.snapshot_remove(args).await,
             Command::Template(TemplateCommand::Build(args)) => session.template_build(args).await,
             Command::Template(TemplateCommand::List(_)) => session.template_list().await,
             Command::Template(TemplateCommand::Remove(t)) => session.template_remove(&t.name).await,

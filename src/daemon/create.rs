@@ -74,26 +74,47 @@ impl Daemon {
             users,
             limits: opts.limits,
         };
-        let final_dir = self.paths.machine_dir(name);
+        let shift = match config.users {
+            Some(u) if u.ownership == Ownership::Chown => u.range.base,
+            _ => 0,
+        };
+        let final_dir = self
+            .make_machine_dir(&config, template_rootfs, shift)
+            .await?;
+        let m = Arc::new(Machine::new(final_dir, config));
+        self.insert(m.clone());
+        info!("machine {name}: created from template {template_name}");
+        Ok(m)
+    }
+
+    /// Makes `machines/NAME` (NAME from `cfg`) with `cfg` and a copy of `source` as its
+    /// rootfs, every owner moved up by `shift` (a machine whose files are shifted on a
+    /// file system that cannot idmap). Staged and renamed: the machine exists whole or not
+    /// at all. Shared by create, clone, restore-as and import.
+    pub(super) async fn make_machine_dir(
+        &self,
+        cfg: &MachineConfig,
+        source: std::path::PathBuf,
+        shift: u32,
+    ) -> Result<std::path::PathBuf> {
+        let name = cfg.name.clone();
+        let final_dir = self.paths.machine_dir(&name);
         let staging = self
             .paths
             .machines_dir()
             .join(format!(".{name}.create-{}", std::process::id()));
-        let cfg = config.clone();
+        let cfg = cfg.clone();
         let dest = final_dir.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let made = (|| {
                 std::fs::create_dir(&staging).at("cannot create", &staging)?;
                 let rootfs = staging.join(store::ROOTFS_DIR);
-                // On a file system that cannot idmap, the files are shifted once, here.
-                let shift = match cfg.users {
-                    Some(u) if u.ownership == Ownership::Chown => u.range.base,
-                    _ => 0,
-                };
-                crate::rootfs::copy_tree_shifted(&template_rootfs, &rootfs, shift)?;
-                let hostname = rootfs.join("etc/hostname");
-                std::fs::write(&hostname, format!("{}\n", cfg.hostname))
-                    .at("cannot write", &hostname)?;
+                crate::rootfs::copy_tree_shifted(&source, &rootfs, shift)?;
+                if rootfs.join("etc").is_dir() {
+                    let hostname = rootfs.join("etc/hostname");
+                    std::fs::write(&hostname, format!("{}\n", cfg.hostname))
+                        .at("cannot write", &hostname)?;
+                }
                 store::save_config(&staging, &cfg)?;
                 std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
             })();
@@ -105,16 +126,12 @@ impl Daemon {
         .await
         .map_err(|e| Error::failed("machine creation crashed", e))?
         .map_err(|e| e.context(format!("cannot create machine {name}")))?;
-
-        let m = Arc::new(Machine::new(final_dir, config));
-        self.insert(m.clone());
-        info!("machine {name}: created from template {template_name}");
-        Ok(m)
+        Ok(final_dir)
     }
 
     /// The user namespace a new machine gets, with its range held until the machine is
     /// registered (two creations must not pick the same range).
-    fn users_for(
+    pub(super) fn users_for(
         self: &Arc<Self>,
         request: users::Request,
     ) -> Result<(Option<Users>, Option<RangeReservation>)> {
@@ -146,7 +163,7 @@ impl Daemon {
         ))
     }
 
-    fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation> {
+    pub(super) fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation> {
         let exists = self
             .machines
             .lock()
@@ -185,7 +202,7 @@ fn ownership_on(dir: &Path) -> Ownership {
     }
 }
 
-struct RangeReservation {
+pub(super) struct RangeReservation {
     daemon: Arc<Daemon>,
     range: UserRange,
 }
@@ -198,7 +215,7 @@ impl Drop for RangeReservation {
 }
 
 /// Holds a name for a creation under way; released however the creation ends.
-struct Reservation {
+pub(super) struct Reservation {
     daemon: Arc<Daemon>,
     name: String,
 }

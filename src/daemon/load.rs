@@ -32,6 +32,9 @@ impl Daemon {
                 return;
             }
         };
+        for dir in &dirs {
+            recover_interrupted_restore(dir);
+        }
         for dir in dirs {
             let Some(m) = self.machine_in(dir) else {
                 continue;
@@ -136,6 +139,43 @@ impl Daemon {
                     warn!("machine {}: {e}", m.name);
                 }
             }
+        }
+    }
+}
+
+/// A restore interrupted between moving the old tree aside and renaming the new one in
+/// leaves no rootfs: the old one goes back (the restore did not happen). Then dot-entries
+/// of interrupted restores and snapshots go.
+fn recover_interrupted_restore(dir: &std::path::Path) {
+    let rootfs = dir.join(store::ROOTFS_DIR);
+    if !rootfs.exists() {
+        let old = store::list_leftovers(dir).into_iter().find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".rootfs.old-"))
+        });
+        if let Some(old) = old {
+            warn!(
+                "{}: putting back the tree of an interrupted restore",
+                dir.display()
+            );
+            if let Err(e) = std::fs::rename(&old, &rootfs) {
+                warn!("cannot put back {}: {e}", old.display());
+                return;
+            }
+        }
+    }
+    let inner = store::list_leftovers(dir)
+        .into_iter()
+        .chain(store::list_leftovers(
+            &dir.join(super::snapshot::SNAPSHOTS_DIR),
+        ));
+    for leftover in inner {
+        warn!(
+            "removing {}, left over from an interrupted operation",
+            leftover.display()
+        );
+        if let Err(e) = crate::rootfs::remove_tree(&leftover) {
+            warn!("cannot remove {}: {e}", leftover.display());
         }
     }
 }

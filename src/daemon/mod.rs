@@ -10,6 +10,7 @@
 //! so the unit tests in fake.rs drive the whole state machine without a host.
 
 mod autostart;
+mod clone;
 mod create;
 mod exec;
 #[cfg(test)]
@@ -20,12 +21,14 @@ mod load;
 pub mod machine;
 mod remove;
 mod settings;
+mod snapshot;
 mod start;
 mod stop;
 mod template;
 mod validate;
 
 pub use create::CreateOptions;
+pub use snapshot::SnapshotInfo;
 pub use template::TemplateEntry;
 
 use crate::cgroup::CgroupMode;

@@ -178,6 +178,61 @@ impl MachineIface {
         Ok(self.remove_machine(force).await?)
     }
 
+    /// Copies the stopped machine's tree as snapshot `name`.
+    async fn snapshot(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        comment: String,
+    ) -> Result<()> {
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
+        Ok(self.daemon.snapshot(&self.name, &name, &comment).await?)
+    }
+
+    /// (name, created usec, comment), oldest first.
+    async fn list_snapshots(&self) -> Result<Vec<(String, u64, String)>> {
+        Ok(self
+            .daemon
+            .snapshots(&self.name)
+            .await?
+            .into_iter()
+            .map(|s| (s.name, s.created_at, s.comment))
+            .collect())
+    }
+
+    /// Puts the snapshot back over this stopped machine (`new_machine` empty), or makes
+    /// machine `new_machine` of it.
+    async fn restore_snapshot(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        snapshot: String,
+        new_machine: String,
+    ) -> Result<()> {
+        let action = if new_machine.is_empty() {
+            Action::ManageMachines
+        } else {
+            Action::CreateMachine
+        };
+        authorize(conn, &hdr, action, &self.name).await?;
+        self.daemon
+            .restore_snapshot(&self.name, &snapshot, &new_machine)
+            .await?;
+        self.daemon.events_flushed().await;
+        Ok(())
+    }
+
+    async fn remove_snapshot(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+    ) -> Result<()> {
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
+        Ok(self.daemon.remove_snapshot(&self.name, &name).await?)
+    }
+
     async fn set_limits(
         &self,
         #[zbus(connection)] conn: &Connection,

@@ -38,6 +38,25 @@ impl ManagerIface {
         Ok(machine_path(&m.name))
     }
 
+    /// A copy of a stopped machine. Options: `Ephemeral b` (removed when it stops).
+    async fn clone_machine(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        source: String,
+        new_name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        authorize(conn, &hdr, Action::CreateMachine, &new_name).await?;
+        let ephemeral = options::clone_ephemeral(options)?;
+        let m = self
+            .daemon
+            .clone_machine(&source, &new_name, ephemeral)
+            .await?;
+        self.daemon.events_flushed().await;
+        Ok(machine_path(&m.name))
+    }
+
     async fn get_machine(&self, name: String) -> Result<OwnedObjectPath> {
         let m = self.daemon.machine(&name)?;
         Ok(machine_path(&m.name))

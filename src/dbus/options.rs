@@ -185,6 +185,23 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
     }
 }
 
+/// CloneMachine's options: only `Ephemeral b`.
+pub fn clone_ephemeral(dict: HashMap<String, OwnedValue>) -> Result<bool> {
+    let mut ephemeral = false;
+    for (key, value) in dict {
+        match key.as_str() {
+            "Ephemeral" => ephemeral = boolean(&key, &value)?,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown CloneMachine option {}; the only one is Ephemeral",
+                    shown(other)
+                )));
+            }
+        }
+    }
+    Ok(ephemeral)
+}
+
 /// BuildTemplate's method and options as a [`BuildSpec`]. Each method takes its own keys;
 /// a key of another method is an error naming it.
 pub fn build_spec(method: &str, options: HashMap<String, OwnedValue>) -> Result<BuildSpec> {

@@ -1,0 +1,90 @@
+//! CloneMachine: a new machine with a copy of a stopped machine's tree and settings, as
+//! `lxc-copy` makes one. The clone gets its own name, hostname, machine identity and (if
+//! the source has one) its own user ID range; it does not inherit autostart.
+
+use super::machine::Machine;
+use super::{Daemon, now_usec};
+use crate::error::{Error, Result};
+use crate::names;
+use crate::security::users::{self, Ownership};
+use crate::store::MachineConfig;
+use std::sync::Arc;
+use tracing::info;
+
+impl Daemon {
+    pub async fn clone_machine(
+        self: &Arc<Self>,
+        source: &str,
+        name: &str,
+        ephemeral: bool,
+    ) -> Result<Arc<Machine>> {
+        names::validate_machine_name(name).map_err(Error::InvalidName)?;
+        // Held for the copy: the source can't start (and change) under it.
+        let (src, _op) = self.locked(source).await?;
+        let from = src.config();
+        let rootfs = self.stopped_rootfs(&src, "clone")?;
+        let _reservation = self.reserve(name)?;
+        let request = if from.users.is_some() {
+            users::Request::Pick
+        } else {
+            users::Request::No
+        };
+        let (users, _range) = self.users_for(request)?;
+        let shift = shift_between(&from, users)?;
+        let config = MachineConfig {
+            name: name.to_string(),
+            // A hostname that was the machine's name follows the new name.
+            hostname: if from.hostname == source {
+                name.to_string()
+            } else {
+                from.hostname.clone()
+            },
+            created_at: now_usec(),
+            autostart: false,
+            ephemeral,
+            users,
+            ..from
+        };
+        let dir = self.make_machine_dir(&config, rootfs, shift).await?;
+        let m = Arc::new(Machine::new(dir, config));
+        self.insert(m.clone());
+        info!("machine {name}: cloned from {source}");
+        Ok(m)
+    }
+
+    /// The rootfs of a machine that must be stopped for `what` (clone, snapshot).
+    pub(super) fn stopped_rootfs(&self, m: &Machine, what: &str) -> Result<std::path::PathBuf> {
+        if let Some(problem) = m.problem() {
+            return Err(Error::InvalidState(format!(
+                "machine {} is broken ({problem}); cannot {what} it",
+                m.name
+            )));
+        }
+        if m.state().is_active() {
+            return Err(Error::InvalidState(format!(
+                "machine {} is {}; stop it before you {what} it",
+                m.name,
+                m.state().as_str()
+            )));
+        }
+        Ok(m.rootfs())
+    }
+}
+
+/// How far the copy's owners move: a source whose files are shifted on disk (Chown
+/// ownership) can only be copied as they are.
+fn shift_between(from: &MachineConfig, to: Option<users::Users>) -> Result<u32> {
+    let shifted = |u: Option<users::Users>| match u {
+        Some(u) if u.ownership == Ownership::Chown => Some(u.range.base),
+        _ => None,
+    };
+    match (shifted(from.users), shifted(to)) {
+        (None, None) => Ok(0),
+        (None, Some(base)) => Ok(base),
+        (Some(_), _) => Err(Error::NotSupported(format!(
+            "machine {} runs in a user namespace with its files shifted on disk (this file \
+             system has no idmapped mounts); cloning it is not supported yet",
+            from.name
+        ))),
+    }
+}

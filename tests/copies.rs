@@ -1,0 +1,123 @@
+//! Clones and snapshots of machines: copies that keep the tree and settings, refusals
+//! that name what was wrong, and nothing left behind.
+
+mod common;
+
+use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, wait_until};
+use std::time::Duration;
+
+fn err(host: &TestHost, cmdline: &str) -> String {
+    let out = host.runw(cmdline);
+    assert!(!out.status.success(), "{cmdline} should fail");
+    let e = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+    e
+}
+
+fn file_in(host: &TestHost, machine: &str, path: &str) -> String {
+    host.read(&format!("/var/lib/berth/machines/{machine}/rootfs{path}"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn clone_and_snapshots() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "clone_and_snapshots") else {
+        return;
+    };
+    host.okw("berthctl create web --template busybox --memory 64M");
+    host.okw("berthctl start web");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo one > /srv-data",
+    ]);
+    let e = err(&host, "berthctl clone web web2");
+    assert!(
+        e.contains("web is running; stop it before you clone it"),
+        "{e}"
+    );
+    let e = err(&host, "berthctl snapshot web s1");
+    assert!(e.contains("stop it before you snapshot it"), "{e}");
+    host.okw("berthctl stop web");
+
+    // A clone: same tree and limits, its own name and hostname.
+    host.okw("berthctl clone web web2");
+    assert_eq!(file_in(&host, "web2", "/srv-data"), "one\n");
+    assert_eq!(file_in(&host, "web2", "/etc/hostname"), "web2\n");
+    let status = host.okw("berthctl status web2 --json");
+    assert!(
+        status.contains("67108864") || status.contains("64M"),
+        "{status}"
+    );
+    host.okw("berthctl start web2");
+    assert_eq!(host.okw("berthctl exec web2 -- hostname").trim(), "web2");
+    host.okw("berthctl stop web2");
+    let e = err(&host, "berthctl clone web web2");
+    assert!(e.contains("already exists"), "{e}");
+    let e = err(&host, "berthctl clone nope x");
+    assert!(e.contains("no machine named \"nope\""), "{e}");
+
+    // An ephemeral clone goes away when it stops.
+    host.okw("berthctl clone web scratch --ephemeral");
+    host.okw("berthctl start scratch");
+    host.okw("berthctl stop scratch");
+    assert!(
+        wait_until("scratch is gone", Duration::from_secs(10), || {
+            !host.okw("berthctl list").contains("scratch")
+        }),
+        "ephemeral clone removed"
+    );
+
+    // Snapshots: taken, listed, restored over the machine and into a new one.
+    host.ok(&[
+        "berthctl",
+        "snapshot",
+        "web",
+        "before",
+        "--comment",
+        "pre 13",
+    ]);
+    let listed = host.okw("berthctl snapshots web");
+    assert!(
+        listed.starts_with("NAME") && listed.contains("before") && listed.contains("pre 13"),
+        "{listed}"
+    );
+    let e = err(&host, "berthctl snapshot web before");
+    assert!(e.contains("already exists"), "{e}");
+    host.okw("berthctl start web");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo two > /srv-data",
+    ]);
+    let e = err(&host, "berthctl restore web before");
+    assert!(e.contains("stop it before you restore it"), "{e}");
+    host.okw("berthctl stop web");
+    assert_eq!(file_in(&host, "web", "/srv-data"), "two\n");
+    host.okw("berthctl restore web before --as web-old");
+    assert_eq!(file_in(&host, "web-old", "/srv-data"), "one\n");
+    host.okw("berthctl restore web before");
+    assert_eq!(file_in(&host, "web", "/srv-data"), "one\n");
+    let e = err(&host, "berthctl restore web nosuch");
+    assert!(e.contains("has no snapshot \"nosuch\""), "{e}");
+    host.okw("berthctl snapshot-remove web before");
+    let json = host.okw("berthctl snapshots web --json");
+    assert_eq!(json.trim(), "[]");
+    let e = err(&host, "berthctl snapshot-remove web before");
+    assert!(e.contains("has no snapshot"), "{e}");
+    let e = err(&host, "berthctl snapshot web ../x");
+    assert!(e.contains("snapshot name"), "{e}");
+
+    for m in ["web", "web2", "web-old"] {
+        host.okw(&format!("berthctl remove {m}"));
+    }
+    assert_no_leftovers(&host);
+}
