@@ -461,6 +461,11 @@ fn dbus_api_matches_the_contract() {
     for (iface, path) in [
         ("org.berth.Berth1.Manager", manager.0),
         ("org.berth.Berth1.Machine", machine.0),
+        // web was made from busybox, built on first use.
+        (
+            "org.berth.Berth1.Template",
+            "/org/berth/Berth1/template/busybox",
+        ),
     ] {
         let live = host.okw(&format!(
             "busctl introspect --xml-interface org.berth.Berth1 {path}"

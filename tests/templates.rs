@@ -249,6 +249,24 @@ fn cancelled_build_leaves_nothing() {
         "Object",
     ]);
     assert_eq!(obj.trim(), "o \"/org/berth/Berth1/template/slow\"");
+    // dbus/org.berth.Berth1.Job.xml describes the live Job (hybrid.rs checks the others).
+    let live = host.ok(&[
+        "busctl",
+        "introspect",
+        "--xml-interface",
+        "org.berth.Berth1",
+        &job,
+    ]);
+    let iface = "org.berth.Berth1.Job";
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dbus/{iface}.xml")),
+    )
+    .unwrap();
+    assert_eq!(
+        common::interface_members(&live, iface),
+        common::interface_members(&file, iface),
+        "dbus/{iface}.xml differs from the live daemon"
+    );
     let state = host.okw("busctl --system get-property org.berth.Berth1 /org/berth/Berth1/template/slow org.berth.Berth1.Template State");
     assert_eq!(state.trim(), "s \"building\"");
     let e = err(&host, "berthctl create x --template slow");

@@ -21,7 +21,7 @@ pub enum Action {
     /// Run commands inside a machine (Execute; shells and consoles later), which is
     /// running them as root of that machine.
     Shell,
-    /// Add and remove templates (no method needs it yet).
+    /// Build and remove templates, and cancel their builds.
     ManageTemplates,
 }
 
