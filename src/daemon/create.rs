@@ -38,7 +38,7 @@ impl Daemon {
         opts: CreateOptions,
     ) -> Result<Arc<Machine>> {
         names::validate_machine_name(name).map_err(Error::InvalidName)?;
-        let info = template::info(template_name)?;
+        let info = template::lookup(&self.paths.templates_dir(), template_name)?;
         // Refuse limits this host can't apply now, not at the first start.
         crate::systemd::properties::limit_properties(&opts.limits, self.host.flavor)?;
         Confinement::new(&opts.security).map_err(Error::InvalidArgument)?;
@@ -57,14 +57,16 @@ impl Daemon {
         let templates_dir = self.paths.templates_dir();
         let template_rootfs = {
             let _build = self.template_builds.lock().await;
-            tokio::task::spawn_blocking(move || template::ensure(&templates_dir, info.name))
+            let name = template_name.to_string();
+            tokio::task::spawn_blocking(move || template::ensure(&templates_dir, &name))
                 .await
                 .map_err(|e| Error::failed("template build crashed", e))??
         };
 
+        let machine_id = crate::machine_id::new().map_err(Error::Failed)?;
         let config = MachineConfig {
             name: name.to_string(),
-            template: info.name.to_string(),
+            template: template_name.to_string(),
             hostname: opts.hostname.unwrap_or_else(|| name.to_string()),
             command: opts.command,
             environment: opts.environment,
@@ -76,6 +78,7 @@ impl Daemon {
             tmp_size: opts.tmp_size,
             security: opts.security,
             users,
+            machine_id: Some(machine_id),
             limits: opts.limits,
         };
         let final_dir = self.paths.machine_dir(name);
@@ -95,9 +98,12 @@ impl Daemon {
                     _ => 0,
                 };
                 crate::rootfs::copy_tree_shifted(&template_rootfs, &rootfs, shift)?;
-                let hostname = rootfs.join("etc/hostname");
-                std::fs::write(&hostname, format!("{}\n", cfg.hostname))
-                    .at("cannot write", &hostname)?;
+                write_etc(&rootfs, "hostname", &cfg.hostname, shift)?;
+                // Its own ID, never the one a template was made with: copies of one
+                // template must not share a journal directory or a D-Bus machine ID.
+                if let Some(id) = &cfg.machine_id {
+                    write_etc(&rootfs, "machine-id", id, shift)?;
+                }
                 store::save_config(&staging, &cfg)?;
                 std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
             })();
@@ -166,6 +172,18 @@ impl Daemon {
             name: name.to_string(),
         })
     }
+}
+
+/// Writes `value` and a newline to the machine's /etc/NAME, owned (if it is new) by the
+/// machine's root: host root, or `shift` when the files were shifted.
+fn write_etc(rootfs: &Path, name: &str, value: &str, shift: u32) -> Result<()> {
+    let path = rootfs.join("etc").join(name);
+    let existed = path.exists();
+    std::fs::write(&path, format!("{value}\n")).at("cannot write", &path)?;
+    if !existed && shift != 0 {
+        std::os::unix::fs::chown(&path, Some(shift), Some(shift)).at("cannot chown", &path)?;
+    }
+    Ok(())
 }
 
 /// Idmapped mounts where the file system supports them (the kernel's FS_ALLOW_IDMAP:

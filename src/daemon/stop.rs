@@ -57,7 +57,7 @@ impl Daemon {
             ..run.clone()
         });
         self.emit_state(m);
-        let signal = halt_signal(m, &cfg);
+        let signal = halt_signal(&self.paths.templates_dir(), m, &cfg);
         let deadline = Instant::now() + stop_timeout(&cfg);
         // Again and again: an init that has not installed its handler yet (a stop right
         // after a start) ignores the signal, and would otherwise cost the whole timeout.
@@ -87,11 +87,11 @@ impl Daemon {
     }
 }
 
-fn halt_signal(m: &Machine, cfg: &MachineConfig) -> i32 {
+fn halt_signal(templates_dir: &std::path::Path, m: &Machine, cfg: &MachineConfig) -> i32 {
     init::halt_signal(
         &m.rootfs(),
         &cfg.command,
-        template::info(&cfg.template).ok(),
+        template::lookup(templates_dir, &cfg.template).ok(),
         cfg.halt_signal,
     )
 }

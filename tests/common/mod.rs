@@ -22,6 +22,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod cgroups;
+mod debian;
 mod host;
 mod introspect;
 mod leftovers;
@@ -30,6 +31,7 @@ mod poll;
 /// The mode a host boots in: Hybrid or Unified (see `TestHost::boot`).
 pub use berth::cgroup::CgroupMode;
 pub use cgroups::cgroup_mounts;
+pub use debian::debian_template;
 pub use host::TestHost;
 pub use introspect::interface_members;
 pub use leftovers::assert_no_leftovers;
