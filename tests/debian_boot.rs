@@ -313,6 +313,18 @@ fn boots_systemd(mode: CgroupMode, unprivileged: bool, test: &str) {
         if failed.is_empty() { "none" } else { &failed }
     );
 
+    // berthd restarts; the machine, whose leader now sits in its own init.scope, is
+    // found again.
+    let leader = |host: &TestHost| {
+        let list: serde_json::Value =
+            serde_json::from_str(&host.okw("berthctl --json list")).unwrap();
+        (list[0]["state"].clone(), list[0]["leader"].clone())
+    };
+    let before = leader(&host);
+    assert_eq!(before.0, "running");
+    host.okw("systemctl restart berthd");
+    assert_eq!(leader(&host), before);
+
     // Stop: systemd powers off on SIGRTMIN+3, with no SIGKILL from berth.
     let stopping = Instant::now();
     host.ok(&["berthctl", "stop", NAME]);

@@ -8,7 +8,8 @@
 //! names the hosts' cgroups and removes them, and what crashed runs left
 //! (`cleanup_leftovers`, which every boot calls first); introspect.rs compares D-Bus
 //! interfaces; leftovers.rs says what "nothing of any machine left" means in a host
-//! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits.
+//! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits;
+//! debian.rs makes a Debian template available in a host (`debian_template`).
 //! This file says whether a test can boot hosts at all and boots one with this build's
 //! berth.
 //!
