@@ -284,6 +284,21 @@ fn boots_systemd(mode: CgroupMode, unprivileged: bool, test: &str) {
     if unprivileged {
         let base = host.okw(&format!("stat -c %u {scope}"));
         assert_ne!(base.trim(), "0", "the scope belongs to the machine's root");
+        // ... but not its limits, which stay the host's.
+        let limit = match mode {
+            CgroupMode::Unified => "/sys/fs/cgroup/cgroup.max.depth",
+            _ => "/sys/fs/cgroup/unified/cgroup.max.depth",
+        };
+        let out = host.run(&[
+            "berthctl",
+            "exec",
+            NAME,
+            "--",
+            "sh",
+            "-c",
+            &format!("cat {limit} >{limit}"),
+        ]);
+        assert!(!out.status.success(), "wrote {limit}: {out:?}");
     }
 
     // Still settled a while later (a unit failing late, as a getty restarting on a
