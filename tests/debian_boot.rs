@@ -2,7 +2,9 @@
 //! hosts, privileged and in a user namespace of its own: it reaches running (or
 //! degraded), its units live below its scope in the host's cgroup tree, it changed
 //! nothing of the host's kernel state, and `berthctl stop` powers it off without the
-//! SIGKILL fallback.
+//! SIGKILL fallback. Unprivileged machines run with their files shifted by chown (the
+//! test host's overlay, on hybrid) and on an idmapped rootfs (state on a tmpfs, on
+//! unified).
 
 mod common;
 
@@ -13,16 +15,31 @@ use std::time::{Duration, Instant};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const NAME: &str = "web";
 
+/// Who the machine's root is on the host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Root {
+    /// The host's root.
+    Privileged,
+    /// A picked range; its files shifted by chown (berth's state on the host's overlay).
+    Chown,
+    /// A picked range; its rootfs idmapped (berth's state on a tmpfs).
+    Idmap,
+}
+
 #[test]
 fn debian_boots_systemd_on_hybrid() {
-    boots_systemd(CgroupMode::Hybrid, false, "debian_boots_systemd_on_hybrid");
+    boots_systemd(
+        CgroupMode::Hybrid,
+        Root::Privileged,
+        "debian_boots_systemd_on_hybrid",
+    );
 }
 
 #[test]
 fn debian_boots_systemd_on_hybrid_unprivileged() {
     boots_systemd(
         CgroupMode::Hybrid,
-        true,
+        Root::Chown,
         "debian_boots_systemd_on_hybrid_unprivileged",
     );
 }
@@ -31,17 +48,17 @@ fn debian_boots_systemd_on_hybrid_unprivileged() {
 fn debian_boots_systemd_on_unified() {
     boots_systemd(
         CgroupMode::Unified,
-        false,
+        Root::Privileged,
         "debian_boots_systemd_on_unified",
     );
 }
 
 #[test]
-fn debian_boots_systemd_on_unified_unprivileged() {
+fn debian_boots_systemd_on_unified_unprivileged_idmapped() {
     boots_systemd(
         CgroupMode::Unified,
-        true,
-        "debian_boots_systemd_on_unified_unprivileged",
+        Root::Idmap,
+        "debian_boots_systemd_on_unified_unprivileged_idmapped",
     );
 }
 
@@ -111,16 +128,38 @@ fn wait_for_boot(host: &TestHost) -> String {
     }
 }
 
-fn boots_systemd(mode: CgroupMode, unprivileged: bool, test: &str) {
+fn boots_systemd(mode: CgroupMode, root: Root, test: &str) {
     let Some(host) = boot_with_berth(mode, test) else {
         return;
     };
+    let unprivileged = root != Root::Privileged;
+    if root == Root::Idmap {
+        host.ok(&[
+            "sh",
+            "-c",
+            "systemctl stop berthd && mkdir -p /var/lib/berth && \
+             mount -t tmpfs -o mode=0700 berth-state /var/lib/berth && systemctl start berthd",
+        ]);
+    }
     let template = debian_template(&host);
     let mut create = vec!["berthctl", "create", NAME, "--template", template.as_str()];
     if unprivileged {
         create.extend(["--private-users", "pick"]);
     }
     host.ok(&create);
+    if unprivileged {
+        let config = host.read(&format!("/var/lib/berth/machines/{NAME}/config.toml"));
+        let ownership = if root == Root::Idmap {
+            "idmap"
+        } else {
+            "chown"
+        };
+        let config = config.unwrap();
+        assert!(
+            config.contains(&format!("ownership = \"{ownership}\"")),
+            "{config}"
+        );
+    }
 
     // Kernel-wide values the machine's sysctl.d would change (Debian's systemd sets
     // these), as this machine has them.
