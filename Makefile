@@ -1,11 +1,12 @@
 # make build              release binaries in target/release
+# make bench             benchmarks against LXC, nspawn and tar (scripts/bench.sh; as root)
 # make install            build, then install into / (or DESTDIR=/some/root) with
 #                         scripts/install.sh; on a live systemd machine, reload it and dbus
 #                         so that the unit and bus policy take effect without a reboot.
 DESTDIR ?= /
 CARGO ?= cargo
 
-.PHONY: build install
+.PHONY: build install bench
 
 build:
 	$(CARGO) build --release
@@ -17,3 +18,6 @@ install: build
 		systemctl daemon-reload; \
 		systemctl reload dbus; \
 	fi
+
+bench:
+	scripts/bench.sh

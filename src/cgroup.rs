@@ -35,6 +35,52 @@ impl CgroupMode {
     }
 }
 
+/// The files of a delegated cgroup that its new owner writes to run the subtree: moving
+/// processes (cgroup.procs, cgroup.threads, v1's tasks) and enabling controllers below it
+/// (cgroup.subtree_control). Its limits stay the host's, as systemd leaves them when it
+/// delegates a cgroup to a user; so does v1's notify_on_release (it would run the host's
+/// release agent).
+const DELEGATED_FILES: [&str; 4] = [
+    "cgroup.procs",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+    "tasks",
+];
+
+/// The hierarchies a systemd tracks its processes in: the unified one, and on v1 hosts
+/// the name=systemd one (hybrid hosts have both).
+pub fn tracking_hierarchies(root: &Path, mode: CgroupMode) -> Vec<PathBuf> {
+    match mode {
+        CgroupMode::Unified => vec![root.to_path_buf()],
+        CgroupMode::Hybrid => vec![root.join("systemd"), root.join("unified")],
+        CgroupMode::Legacy => vec![root.join("systemd")],
+    }
+}
+
+/// Hands `cgroup` (a path like /machine.slice/machine-box.scope) to `owner` in the
+/// hierarchies processes are tracked in, as systemd-nspawn does for a container in a user
+/// namespace: its root (host ID `owner`) can then make cgroups below it and move its
+/// processes between them. The controller hierarchies stay the host's.
+pub fn delegate(root: &Path, mode: CgroupMode, cgroup: &str, owner: u32) -> std::io::Result<()> {
+    let rel = cgroup.trim_start_matches('/');
+    for hierarchy in tracking_hierarchies(root, mode) {
+        let dir = hierarchy.join(rel);
+        chown(&dir, owner)?;
+        for file in DELEGATED_FILES {
+            match chown(&dir.join(file), owner) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn chown(path: &Path, owner: u32) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(owner), Some(owner))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 /// One line of /proc/PID/cgroup turned into the directory of that cgroup.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CgroupDir {
@@ -107,6 +153,38 @@ mod tests {
             dirs[0].path,
             Path::new("/sys/fs/cgroup/machine.slice/machine-box.scope")
         );
+    }
+
+    #[test]
+    fn delegation_chowns_the_tracking_hierarchies_only() {
+        let root = std::env::temp_dir().join(format!("berth-delegate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let cg = "machine.slice/machine-box.scope";
+        for h in ["systemd", "unified", "memory"] {
+            std::fs::create_dir_all(root.join(h).join(cg)).unwrap();
+            for f in ["cgroup.procs", "memory.limit_in_bytes", "notify_on_release"] {
+                std::fs::write(root.join(h).join(cg).join(f), "").unwrap();
+            }
+        }
+        // Only root can give files away; elsewhere this checks just the error path.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(delegate(&root, CgroupMode::Hybrid, &format!("/{cg}"), 4242).is_err());
+            std::fs::remove_dir_all(&root).unwrap();
+            return;
+        }
+        delegate(&root, CgroupMode::Hybrid, &format!("/{cg}"), 4242).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let owner = |p: &str| std::fs::metadata(root.join(p)).unwrap().uid();
+        for h in ["systemd", "unified"] {
+            assert_eq!(owner(&format!("{h}/{cg}")), 4242);
+            assert_eq!(owner(&format!("{h}/{cg}/cgroup.procs")), 4242);
+            assert_eq!(owner(&format!("{h}/{cg}/notify_on_release")), 0);
+            assert_eq!(owner(&format!("{h}/{cg}/memory.limit_in_bytes")), 0);
+        }
+        assert_eq!(owner(&format!("memory/{cg}")), 0);
+        assert_eq!(owner(&format!("memory/{cg}/cgroup.procs")), 0);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

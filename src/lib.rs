@@ -16,6 +16,7 @@ pub mod dbus;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod machine_id;
 pub mod names;
 pub mod paths;
 pub mod revert;

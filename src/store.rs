@@ -44,6 +44,10 @@ pub struct MachineConfig {
     /// The machine's own user namespace; None: privileged (its root is the host's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<Users>,
+    /// The machine's ID (crate::machine_id), in its /etc/machine-id since creation; None
+    /// for machines made before berth gave them one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -65,6 +69,7 @@ impl MachineConfig {
             tmp_size: None,
             security: Settings::default(),
             users: None,
+            machine_id: None,
             limits: Limits::default(),
         }
     }
@@ -241,6 +246,7 @@ mod tests {
                 },
                 ownership: crate::security::users::Ownership::Chown,
             }),
+            machine_id: Some("0123456789abcdef0123456789abcdef".into()),
             limits,
         };
         save_config(&dir, &cfg).unwrap();

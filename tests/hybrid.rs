@@ -120,14 +120,20 @@ fn machine_lifecycle() {
     );
     assert!(ps.lines().count() <= 4, "{ps}");
     let mounts = host.okw("berthctl exec box -- cat /proc/mounts");
-    // Only the machine's own mounts: no cgroup trees, no berth state, no host /run.
+    // Only the machine's own mounts: no berth state, no host /run. The cgroup
+    // hierarchies are mounted in the machine's cgroup namespace (its scope is their
+    // root), the controllers read-only: only name=systemd and cgroup2 are its to write.
+    assert!(!mounts.contains("/var/lib/berth"), "{mounts}");
+    for line in mounts.lines().filter(|l| l.contains("cgroup")) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let target = fields[1];
+        assert!(target.starts_with("/sys/fs/cgroup"), "{line}");
+        let writable = target == "/sys/fs/cgroup/systemd" || target == "/sys/fs/cgroup/unified";
+        assert_eq!(fields[3].starts_with("rw"), writable, "{line}");
+    }
+    // About 45: berth's own, the masks over the host's kernel files, the hierarchies.
     assert!(
-        !mounts.contains("/var/lib/berth") && !mounts.contains("cgroup"),
-        "{mounts}"
-    );
-    // About 30: berth's own, plus the masks over the host's kernel files.
-    assert!(
-        !mounts.contains("/run/dbus") && mounts.lines().count() < 40,
+        !mounts.contains("/run/dbus") && mounts.lines().count() < 55,
         "{mounts}"
     );
     assert!(mounts.contains("sysfs /sys sysfs ro"), "{mounts}");

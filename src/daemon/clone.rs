@@ -43,6 +43,7 @@ impl Daemon {
             autostart: false,
             ephemeral,
             users,
+            machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
             ..from
         };
         let dir = self.make_machine_dir(&config, rootfs, shift).await?;

@@ -58,6 +58,7 @@ impl Daemon {
         let _in_use = self.templates_in_use.read().await;
         let template_rootfs = self.template_rootfs(template_name).await?;
 
+        let machine_id = crate::machine_id::new().map_err(Error::Failed)?;
         let config = MachineConfig {
             name: name.to_string(),
             template: template_name.to_string(),
@@ -72,6 +73,7 @@ impl Daemon {
             tmp_size: opts.tmp_size,
             security: opts.security,
             users,
+            machine_id: Some(machine_id),
             limits: opts.limits,
         };
         let shift = match config.users {
@@ -111,9 +113,12 @@ impl Daemon {
                 let rootfs = staging.join(store::ROOTFS_DIR);
                 crate::rootfs::copy_tree_shifted(&source, &rootfs, shift)?;
                 if rootfs.join("etc").is_dir() {
-                    let hostname = rootfs.join("etc/hostname");
-                    std::fs::write(&hostname, format!("{}\n", cfg.hostname))
-                        .at("cannot write", &hostname)?;
+                    write_etc(&rootfs, "hostname", &cfg.hostname, shift)?;
+                    // Its own ID, never the one a template or source was made with:
+                    // copies must not share a journal directory or a D-Bus machine ID.
+                    if let Some(id) = &cfg.machine_id {
+                        write_etc(&rootfs, "machine-id", id, shift)?;
+                    }
                 }
                 store::save_config(&staging, &cfg)?;
                 std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
@@ -179,6 +184,18 @@ impl Daemon {
             name: name.to_string(),
         })
     }
+}
+
+/// Writes `value` and a newline to the machine's /etc/NAME, owned (if it is new) by the
+/// machine's root: host root, or `shift` when the files were shifted.
+fn write_etc(rootfs: &Path, name: &str, value: &str, shift: u32) -> Result<()> {
+    let path = rootfs.join("etc").join(name);
+    let existed = path.exists();
+    std::fs::write(&path, format!("{value}\n")).at("cannot write", &path)?;
+    if !existed && shift != 0 {
+        std::os::unix::fs::chown(&path, Some(shift), Some(shift)).at("cannot chown", &path)?;
+    }
+    Ok(())
 }
 
 /// Idmapped mounts where the file system supports them (the kernel's FS_ALLOW_IDMAP:

@@ -119,7 +119,7 @@ impl Systemd for FakeSystemd {
         UNKNOWN_FIGURE
     }
 
-    async fn register_machine(&self, name: &str, _: u32, _: &Path) {
+    async fn register_machine(&self, name: &str, _: Option<[u8; 16]>, _: u32, _: &Path) {
         self.registered.lock().unwrap().push(name.to_string());
     }
 

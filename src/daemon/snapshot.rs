@@ -174,6 +174,7 @@ impl Daemon {
             },
             created_at: now_usec(),
             autostart: false,
+            machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
             ..from
         };
         let new_dir = self.make_machine_dir(&config, source, 0).await?;

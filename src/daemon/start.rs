@@ -63,6 +63,7 @@ impl Daemon {
             tmp_size: cfg.tmp_size,
             confinement: confinement(&cfg)?,
             users: cfg.users,
+            machine_id: cfg.machine_id.clone(),
         };
         let mut revert = Revert::new();
 
@@ -93,6 +94,7 @@ impl Daemon {
             limits: &cfg.limits,
             flavor: self.host.flavor,
             stop_timeout_usec: super::stop::stop_timeout(&cfg).as_micros() as u64,
+            owner: cfg.users.map(|u| u.range.base),
         };
         revert.check(self.systemd.start_scope(&spec).await).await?;
 
@@ -116,7 +118,12 @@ impl Daemon {
         // Registered while PID 1 still waits in its scope: were it to exit at once,
         // machined would otherwise keep a machine whose scope is already gone.
         self.systemd
-            .register_machine(&m.name, pid, &m.rootfs())
+            .register_machine(
+                &m.name,
+                cfg.machine_id.as_deref().and_then(crate::machine_id::bytes),
+                pid,
+                &m.rootfs(),
+            )
             .await;
 
         let waiting = pending.lock().expect("pending lock").take();

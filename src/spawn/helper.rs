@@ -2,7 +2,7 @@
 //! namespaces and forks its PID 1. It exits as soon as PID 1 has exec'ed, so PID 1 is
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
-use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment};
+use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
 use super::{mount, userns};
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
@@ -53,6 +53,8 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     // error pipe so a successful exec shows up as end-of-file.
     let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // Read while this helper still sees the host's mounts and files.
+    let host = mount::HostView::read();
     // An unprivileged machine: its user namespace first, the idmapped root made while
     // this helper is still privileged, then every other namespace from inside it.
     let root_tree = match &req.users {
@@ -78,7 +80,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
-            let message = match pid1(req, go_r, &root_tree) {
+            let message = match pid1(req, go_r, &root_tree, &host) {
                 Err(m) => m,
                 Ok(never) => match never {},
             };
@@ -127,6 +129,7 @@ fn pid1(
     req: &SpawnRequest,
     go_r: OwnedFd,
     root_tree: &mount::RootTree,
+    host: &mount::HostView,
 ) -> Result<Infallible, String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
     redirect_stdio().map_err(|e| format!("stdio: {e}"))?;
@@ -142,9 +145,11 @@ fn pid1(
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
     nix::unistd::sethostname(&req.hostname)
         .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
-    mount::setup_root(req, root_tree)?;
+    mount::setup_root(req, root_tree, host)?;
     req.confinement.apply()?;
-    let env = merge_environment(&req.environment);
+    let mut extra = pid1_environment(req.machine_id.as_deref());
+    extra.extend(req.environment.iter().cloned());
+    let env = merge_environment(&extra);
     Err(super::exec::exec_in_root(&req.command, &env))
 }
 

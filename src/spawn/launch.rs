@@ -37,7 +37,7 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
-    send(&mut stdin, &DaemonMsg::Spawn(req.clone())).await?;
+    send(&mut stdin, &DaemonMsg::Spawn(Box::new(req.clone()))).await?;
     match recv(&mut lines).await? {
         HelperMsg::Spawned { pid } => Ok(HelperMachine {
             child,

@@ -1,10 +1,13 @@
 //! The machine's filesystem view, built by PID 1 inside its new mount namespace: the
 //! rootfs bind-mounted on itself, /proc (with /proc/sys read-only but for the
-//! per-namespace /proc/sys/net), read-only /sys, a minimal /dev, tmpfs /run and /tmp
-//! (each tmpfs bounded in size and inodes as nspawn bounds them),
+//! per-namespace /proc/sys/net), read-only /sys, the host's cgroup hierarchies mounted
+//! again inside the machine's cgroup namespace (its scope is their root; only the
+//! hierarchies a systemd tracks processes in are writable), a minimal /dev, tmpfs /run
+//! and /tmp (each tmpfs bounded in size and inodes as nspawn bounds them), a read-only
+//! /run/host telling the machine who runs it (systemd's container interface),
 //! then pivot_root so the host's mounts are gone from view.
 
-use super::protocol::SpawnRequest;
+use super::protocol::{CONTAINER_MANAGER, SpawnRequest};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -27,6 +30,12 @@ const TMP_INODES: &str = "nr_inodes=400k";
 /// /run: 20% of RAM, 800k inodes, enough for a systemd inside to re-execute even on a
 /// 256M host (TMPFS_LIMITS_RUN).
 const RUN_TMPFS: &str = "size=20%,nr_inodes=800k";
+
+/// /sys/fs/cgroup on a v1 or hybrid host: a tmpfs holding only the hierarchies' mount
+/// points and links.
+const CGROUP_TMPFS: &str = "mode=0755,size=1m,nr_inodes=1k";
+/// /run/host: a few small files from the host.
+const RUN_HOST_TMPFS: &str = "mode=0755,size=1m,nr_inodes=1k";
 
 /// The /tmp mount's options: TmpSize when given (else the kernel's default, half of RAM,
 /// as before TmpSize existed), always nspawn's inode limit.
@@ -60,6 +69,132 @@ const PROC_READ_ONLY: [&str; 7] = ["acpi", "apm", "asound", "bus", "fs", "irq", 
 /// sysfs directories hidden behind an empty read-only tmpfs: firmware tables and
 /// variables (EFI) are the host's.
 const SYS_HIDDEN: [&str; 1] = ["firmware"];
+
+/// What a machine takes from the host's view of the system, read by the spawn helper
+/// while it still sees the host's files: the cgroup hierarchies to mount again inside the
+/// machine's cgroup namespace, and the host's os-release for /run/host/os-release.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostView {
+    pub cgroups: Vec<Hierarchy>,
+    /// Symbolic links in /sys/fs/cgroup (cpu -> cpu,cpuacct): name and target.
+    pub cgroup_links: Vec<(String, String)>,
+    pub os_release: Option<String>,
+}
+
+/// A cgroup hierarchy mounted below /sys/fs/cgroup on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Its mount point relative to /sys/fs/cgroup; empty for a unified host's cgroup2.
+    pub dir: String,
+    /// None for cgroup2; for v1 the options that name the hierarchy ("memory",
+    /// "none,name=systemd").
+    pub v1_options: Option<String>,
+}
+
+impl Hierarchy {
+    /// Whether the machine may write to it: cgroup2 and v1's name=systemd, where a
+    /// systemd inside makes its units' cgroups below its scope. The v1 controllers hold
+    /// the limits the host's systemd set, and stay read-only.
+    pub fn writable(&self) -> bool {
+        match &self.v1_options {
+            None => true,
+            Some(o) => o.split(',').any(|w| w == "name=systemd"),
+        }
+    }
+}
+
+impl HostView {
+    pub fn read() -> HostView {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let cgroups = cgroup_hierarchies(&mountinfo);
+        let cgroup_links = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| {
+                        let target = std::fs::read_link(e.path()).ok()?;
+                        Some((
+                            e.file_name().to_str()?.to_string(),
+                            target.to_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let os_release = ["/etc/os-release", "/usr/lib/os-release"]
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok());
+        HostView {
+            cgroups,
+            cgroup_links,
+            os_release,
+        }
+    }
+}
+
+/// The cgroup hierarchies mounted at or below /sys/fs/cgroup, from mountinfo text; the
+/// last mount on a path is the one in view.
+fn cgroup_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut found: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(target), Some(fstype), Some(superopts)) =
+            (fields.get(4), fields.get(sep + 1), fields.get(sep + 3))
+        else {
+            continue;
+        };
+        let Some(dir) = target
+            .strip_prefix("/sys/fs/cgroup")
+            .filter(|d| d.is_empty() || d.starts_with('/'))
+            .map(|d| d.trim_start_matches('/'))
+        else {
+            continue;
+        };
+        // Escaped names (\040 for a space) and nested paths are no hierarchy's.
+        if dir.contains(['\\', '/']) {
+            continue;
+        }
+        let v1_options = match *fstype {
+            "cgroup2" => None,
+            "cgroup" => Some(v1_naming_options(superopts)),
+            _ => continue,
+        };
+        found.retain(|h| h.dir != dir);
+        found.push(Hierarchy {
+            dir: dir.to_string(),
+            v1_options,
+        });
+    }
+    found
+}
+
+/// The options that name a v1 hierarchy again from its super options: controllers,
+/// name= and flags, without rw/ro and the release agent (the host's); "none" first for a
+/// named hierarchy without controllers, or the kernel would take every controller.
+fn v1_naming_options(superopts: &str) -> String {
+    const FLAGS: [&str; 5] = [
+        "noprefix",
+        "xattr",
+        "clone_children",
+        "cpuset_v2_mode",
+        "favordynmods",
+    ];
+    let kept: Vec<&str> = superopts
+        .split(',')
+        .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent="))
+        .collect();
+    let controllers = kept
+        .iter()
+        .any(|o| !o.starts_with("name=") && !FLAGS.contains(o));
+    let named = kept.iter().any(|o| o.starts_with("name="));
+    if named && !controllers {
+        format!("none,{}", kept.join(","))
+    } else {
+        kept.join(",")
+    }
+}
 
 /// The machine's rootfs as a detached mount, made by the spawn helper while it is still
 /// privileged: a clone of the directory, idmapped through the machine's user namespace
@@ -164,7 +299,7 @@ fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
 
 /// Builds the machine's filesystem view in this (new) mount namespace, relative to the
 /// attached root, and pivots into it.
-pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String> {
+pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> Result<(), String> {
     let none: Option<&str> = None;
     mnt(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
     // pivot_root needs the new root to be a mount point; from here paths are relative.
@@ -229,6 +364,8 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String
         }
     }
 
+    setup_cgroups(&sysfs.join("fs/cgroup"), host)?;
+
     setup_dev(&root.join("dev"))?;
 
     let run = root.join("run");
@@ -240,6 +377,7 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String
         nosuid_nodev,
         Some(format!("mode=0755,{RUN_TMPFS}").as_str()),
     )?;
+    setup_run_host(&run.join("host"), req, host)?;
     let tmp = root.join("tmp");
     mkdir(&tmp)?;
     let tmp_opts = tmp_options(req.tmp_size);
@@ -252,6 +390,87 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree) -> Result<(), String
     )?;
 
     pivot()
+}
+
+/// The host's cgroup hierarchies, mounted afresh in the machine's cgroup namespace, so
+/// each shows the machine's scope as its root (systemd's container interface: the
+/// machine's own subtree writable, the rest of the tree not there or read-only). A
+/// unified host gets one cgroup2 mount; a v1 or hybrid host a read-only tmpfs with each
+/// hierarchy in it, as its /sys/fs/cgroup is.
+fn setup_cgroups(target: &Path, host: &HostView) -> Result<(), String> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if host
+        .cgroups
+        .iter()
+        .any(|h| h.dir.is_empty() && h.v1_options.is_none())
+    {
+        return mnt(Some("cgroup2"), target, Some("cgroup2"), flags, None);
+    }
+    if host.cgroups.is_empty() {
+        return Ok(());
+    }
+    mnt(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        flags,
+        Some(CGROUP_TMPFS),
+    )?;
+    for h in host.cgroups.iter().filter(|h| !h.dir.is_empty()) {
+        let dir = target.join(&h.dir);
+        mkdir(&dir)?;
+        let flags = if h.writable() {
+            flags
+        } else {
+            flags | MsFlags::MS_RDONLY
+        };
+        match &h.v1_options {
+            None => mnt(Some("cgroup2"), &dir, Some("cgroup2"), flags, None)?,
+            Some(options) => mnt(
+                Some("cgroup"),
+                &dir,
+                Some("cgroup"),
+                flags,
+                Some(options.as_str()),
+            )?,
+        }
+    }
+    for (name, to) in &host.cgroup_links {
+        link(to, &target.join(name))?;
+    }
+    remount_ro(target)
+}
+
+/// /run/host, read-only: `container-manager` (what $container says), `container-uuid`
+/// (the machine's ID) and the host's `os-release`, as systemd's container interface
+/// describes them.
+fn setup_run_host(dir: &Path, req: &SpawnRequest, host: &HostView) -> Result<(), String> {
+    mkdir(dir)?;
+    mnt(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(RUN_HOST_TMPFS),
+    )?;
+    let write = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content)
+            .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)))
+            .map_err(|e| format!("write {}: {e}", path.display()))
+    };
+    write("container-manager", &format!("{CONTAINER_MANAGER}\n"))?;
+    if let Some(uuid) = req
+        .machine_id
+        .as_deref()
+        .and_then(crate::machine_id::as_uuid)
+    {
+        write("container-uuid", &format!("{uuid}\n"))?;
+    }
+    if let Some(os_release) = &host.os_release {
+        write("os-release", os_release)?;
+    }
+    remount_ro(dir)
 }
 
 fn setup_dev(dev: &Path) -> Result<(), String> {
@@ -372,6 +591,62 @@ fn link(target: &str, path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:23 / /sys rw - sysfs sysfs rw
+31 25 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+33 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset,clone_children
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/lib/systemd/systemd-cgroups-agent,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 1 0:40 / /srv/sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn hybrid_hierarchies_are_found_with_their_names() {
+        let found = cgroup_hierarchies(HYBRID);
+        let v1 = |dir: &str, o: &str| Hierarchy {
+            dir: dir.into(),
+            v1_options: Some(o.into()),
+        };
+        assert_eq!(
+            found,
+            [
+                v1("cpu,cpuacct", "cpu,cpuacct"),
+                v1("cpuset", "cpuset,clone_children"),
+                v1("systemd", "none,xattr,name=systemd"),
+                Hierarchy {
+                    dir: "unified".into(),
+                    v1_options: None
+                },
+            ]
+        );
+        let writable: Vec<_> = found
+            .iter()
+            .filter(|h| h.writable())
+            .map(|h| h.dir.as_str())
+            .collect();
+        assert_eq!(writable, ["systemd", "unified"]);
+    }
+
+    #[test]
+    fn a_unified_host_has_one_hierarchy_at_the_top() {
+        let info = "30 25 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup_hierarchies(info),
+            [Hierarchy {
+                dir: String::new(),
+                v1_options: None
+            }]
+        );
+        // A later mount on the same path hides the earlier one.
+        let info = format!("{HYBRID}60 25 0:50 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert!(
+            cgroup_hierarchies(&info)
+                .iter()
+                .any(|h| h.dir.is_empty() && h.v1_options.is_none())
+        );
+    }
 
     #[test]
     fn tmp_keeps_its_size_and_gets_an_inode_limit() {

@@ -21,11 +21,13 @@ pub struct SpawnRequest {
     pub confinement: Confinement,
     /// The machine's own user namespace; None runs it privileged.
     pub users: Option<Users>,
+    /// The machine's ID (crate::machine_id), passed to its init as `container_uuid`.
+    pub machine_id: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub enum DaemonMsg {
-    Spawn(SpawnRequest),
+    Spawn(Box<SpawnRequest>),
     /// The scope exists and holds PID 1: go on.
     Go,
     /// Give up: kill PID 1.
@@ -49,15 +51,36 @@ pub struct ExecRequest {
     pub confinement: Confinement,
 }
 
+/// How berth names itself to what runs in a machine: `$container` and
+/// /run/host/container-manager (systemd's container interface).
+pub const CONTAINER_MANAGER: &str = "berth";
+
 /// The environment every process berth starts in a machine begins with; systemd and
 /// other inits look at `container` to know where they run.
 pub fn base_environment() -> Vec<String> {
     vec![
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        "container=berth".into(),
+        format!("container={CONTAINER_MANAGER}"),
         "HOME=/root".into(),
         "TERM=linux".into(),
     ]
+}
+
+/// What PID 1 gets on top of the base environment, before the machine's own entries
+/// (which may override them):
+/// - `container_uuid`: the machine's ID as a UUID, as nspawn passes it; systemd takes it
+///   for /etc/machine-id only when that file is empty.
+/// - `SYSTEMD_GETTY_AUTO=0`: the machine's /dev/console is a sink, not a terminal, so a
+///   getty on it (the console-getty.service that systemd-getty-generator adds in a
+///   container) could only fail and restart until systemd gives up. PID 1's environment
+///   is not passed on to its services; other inits ignore it.
+pub fn pid1_environment(machine_id: Option<&str>) -> Vec<String> {
+    let uuid = machine_id
+        .and_then(crate::machine_id::as_uuid)
+        .map(|u| format!("container_uuid={u}"));
+    uuid.into_iter()
+        .chain(["SYSTEMD_GETTY_AUTO=0".to_string()])
+        .collect()
 }
 
 /// Base environment with `extra` entries added. Each entry replaces every earlier one of
@@ -116,12 +139,13 @@ mod tests {
             tmp_size: Some(1 << 20),
             confinement: Confinement::new(&Settings::default()).unwrap(),
             users: None,
+            machine_id: Some("0123456789abcdef0123456789abcdef".into()),
         };
-        let line = serde_json::to_string(&DaemonMsg::Spawn(req.clone())).unwrap();
+        let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));
         assert_eq!(
             serde_json::from_str::<DaemonMsg>(&line).unwrap(),
-            DaemonMsg::Spawn(req)
+            DaemonMsg::Spawn(Box::new(req))
         );
         let m = HelperMsg::Failed {
             message: "x\ny".into(),
@@ -165,6 +189,23 @@ mod tests {
                 .last()
                 .unwrap(),
             "X=c"
+        );
+    }
+
+    #[test]
+    fn pid1_gets_the_machine_id_and_no_console_getty() {
+        let env = pid1_environment(Some("0123456789abcdef0123456789abcdef"));
+        assert_eq!(
+            env,
+            [
+                "container_uuid=01234567-89ab-cdef-0123-456789abcdef",
+                "SYSTEMD_GETTY_AUTO=0"
+            ]
+        );
+        assert_eq!(pid1_environment(None), ["SYSTEMD_GETTY_AUTO=0"]);
+        assert_eq!(
+            pid1_environment(Some("not-an-id")),
+            ["SYSTEMD_GETTY_AUTO=0"]
         );
     }
 

@@ -9,13 +9,19 @@ use zbus_systemd::machine1::ManagerProxy;
 
 /// Registers a running machine by its leader; machined finds the scope from the PID and
 /// forgets the machine by itself when that scope goes away.
-pub async fn register(conn: &Connection, name: &str, leader: u32, root_directory: &Path) {
+pub async fn register(
+    conn: &Connection,
+    name: &str,
+    id: Option<[u8; 16]>,
+    leader: u32,
+    root_directory: &Path,
+) {
     let result = async {
         let machined = ManagerProxy::new(conn).await?;
         machined
             .register_machine(
                 name.to_string(),
-                Vec::new(),
+                id.map(Vec::from).unwrap_or_default(),
                 "berth".into(),
                 "container".into(),
                 leader,

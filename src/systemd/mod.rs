@@ -36,8 +36,15 @@ pub trait Systemd: Send + Sync {
     async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()>;
     /// One live figure of the unit, or [`UNKNOWN_FIGURE`].
     async fn figure(&self, unit: &str, figure: Figure) -> u64;
-    /// Tells systemd-machined about a running machine, if machined is there.
-    async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path);
+    /// Tells systemd-machined about a running machine (by its ID, when it has one), if
+    /// machined is there.
+    async fn register_machine(
+        &self,
+        name: &str,
+        id: Option<[u8; 16]>,
+        leader: u32,
+        root_directory: &Path,
+    );
     /// Whether `pid` is a process of `unit`.
     async fn holds(&self, unit: &str, pid: u32) -> bool;
     /// The machine's leader as systemd's scope shows it: the process that is its PID
@@ -115,8 +122,14 @@ impl Systemd for Bus {
         scope::figure(self, unit, figure).await
     }
 
-    async fn register_machine(&self, name: &str, leader: u32, root_directory: &Path) {
-        machined::register(&self.conn, name, leader, root_directory).await
+    async fn register_machine(
+        &self,
+        name: &str,
+        id: Option<[u8; 16]>,
+        leader: u32,
+        root_directory: &Path,
+    ) {
+        machined::register(&self.conn, name, id, leader, root_directory).await
     }
 
     async fn scope_leader(&self, unit: &str) -> Option<u32> {

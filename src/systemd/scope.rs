@@ -22,6 +22,9 @@ pub struct ScopeSpec<'a> {
     pub flavor: Flavor,
     /// What systemd waits, on StopUnit, between SIGTERM and SIGKILL.
     pub stop_timeout_usec: u64,
+    /// The host ID of an unprivileged machine's root, which gets the scope's cgroup
+    /// delegated (crate::cgroup::delegate) so that a systemd inside can run its units.
+    pub owner: Option<u32>,
 }
 
 /// The accounting figures of a scope that berth passes on.
@@ -87,7 +90,10 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
         None
     };
     match tokio::time::timeout(JOB_TIMEOUT, wait).await {
-        Ok(Some(result)) if result == "done" => Ok(()),
+        Ok(Some(result)) if result == "done" => match spec.owner {
+            Some(owner) => delegate(sd, spec.unit, owner).await,
+            None => Ok(()),
+        },
         Ok(Some(result)) => Err(Error::Failed(format!(
             "systemd could not start {}: job result '{result}' (see journalctl -u {})",
             spec.unit, spec.unit
@@ -101,6 +107,21 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
             JOB_TIMEOUT.as_secs()
         ))),
     }
+}
+
+/// Gives the scope's cgroup to the machine's root (Delegate=yes only lets systemd leave
+/// it alone; a root in a user namespace also needs to own it).
+async fn delegate(sd: &Bus, unit: &str, owner: u32) -> Result<()> {
+    let cgroup = control_group(sd, unit).await?;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let handed = crate::cgroup::CgroupMode::detect(root)
+        .and_then(|mode| crate::cgroup::delegate(root, mode, &cgroup, owner));
+    handed.map_err(|e| {
+        Error::failed(
+            format!("cannot hand the cgroup of {unit} to the machine's root"),
+            e,
+        )
+    })
 }
 
 /// SetUnitProperties(runtime): the change applies now and lasts as long as the scope.

@@ -57,9 +57,15 @@ pub fn run(spec: BuildSpec, rootfs: &Path, progress: &Progress) -> Result<()> {
         BuildSpec::Tar(_fd) => Err(Error::NotSupported(
             "the tar method is not built yet".into(),
         )),
-        BuildSpec::Directory(_source) => Err(Error::NotSupported(
-            "the directory method is not built yet".into(),
-        )),
+        BuildSpec::Directory(source) => {
+            if !source.is_dir() {
+                return Err(Error::InvalidArgument(format!(
+                    "Source {}: not a directory",
+                    source.display()
+                )));
+            }
+            crate::rootfs::copy_tree(&source, rootfs)
+        }
     }
 }
 

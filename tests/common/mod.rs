@@ -8,7 +8,8 @@
 //! names the hosts' cgroups and removes them, and what crashed runs left
 //! (`cleanup_leftovers`, which every boot calls first); introspect.rs compares D-Bus
 //! interfaces; leftovers.rs says what "nothing of any machine left" means in a host
-//! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits.
+//! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits;
+//! debian.rs makes a Debian template available in a host (`debian_template`).
 //! This file says whether a test can boot hosts at all and boots one with this build's
 //! berth.
 //!
@@ -32,6 +33,7 @@ pub mod uplink;
 /// The mode a host boots in: Hybrid or Unified (see `TestHost::boot`).
 pub use berth::cgroup::CgroupMode;
 pub use cgroups::cgroup_mounts;
+pub use debian::debian_template;
 pub use host::TestHost;
 pub use introspect::interface_members;
 pub use leftovers::assert_no_leftovers;

@@ -1,0 +1,173 @@
+//! berth's benchmarks against its peers, measured in one run on one test host, in
+//! alternation, so that the ratios hold whatever the machine: `make bench` (as root).
+//! Prints a Markdown table with the median and p95 of each figure and berth's ratio to
+//! each peer; docs/benchmarks.md keeps the results with the machine and date.
+//!
+//! Figures (issue 6):
+//! - create a machine from a cached Debian template, vs `cp -a` of the same tree and
+//!   `lxc-copy` of an LXC container holding the same tree;
+//! - ephemeral create from a ~200 MB and a ~2 GB template (flat in size);
+//! - export and import of a machine as tar.zst, vs `tar -I zstd` of the same tree.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{CgroupMode, TestHost, boot_with_berth, debian};
+use std::time::Duration;
+
+/// Runs of each command; medians of few runs are steady enough for whole-second copies.
+const RUNS: usize = 5;
+
+/// Seconds `script` takes inside the host, timed by the host's bash (no nsenter cost).
+fn timed(host: &TestHost, script: &str) -> f64 {
+    let wrapped = format!("TIMEFORMAT=%3R; time {{ {script} ; }} >/dev/null 2>/tmp/bench.err");
+    let out = host.run_for(
+        Duration::from_secs(600),
+        &["bash", "-c", &format!("{wrapped}; echo $? >/tmp/bench.rc")],
+    );
+    let rc = host.read("/tmp/bench.rc").unwrap_or_default();
+    assert_eq!(
+        rc.trim(),
+        "0",
+        "benchmark command failed: {script}\n{}",
+        host.read("/tmp/bench.err").unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no time from: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+struct Figure {
+    name: String,
+    samples: Vec<f64>,
+}
+
+impl Figure {
+    fn sorted(&self) -> Vec<f64> {
+        let mut s = self.samples.clone();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        s
+    }
+    fn median(&self) -> f64 {
+        let s = self.sorted();
+        s[s.len() / 2]
+    }
+    fn p95(&self) -> f64 {
+        let s = self.sorted();
+        s[((s.len() as f64 * 0.95).ceil() as usize).min(s.len()) - 1]
+    }
+}
+
+/// Runs each (name, setup, command, cleanup) RUNS times, alternating between them.
+fn alternate(host: &TestHost, cases: &[(&str, &str, &str, &str)]) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = cases
+        .iter()
+        .map(|c| Figure {
+            name: c.0.to_string(),
+            samples: Vec::new(),
+        })
+        .collect();
+    for run in 0..RUNS {
+        for (i, (_, setup, cmd, cleanup)) in cases.iter().enumerate() {
+            let n = run.to_string();
+            if !setup.is_empty() {
+                host.ok(&["bash", "-c", &setup.replace("{n}", &n)]);
+            }
+            // The page cache holds the source for every peer alike.
+            host.ok(&["sync"]);
+            figures[i]
+                .samples
+                .push(timed(host, &cmd.replace("{n}", &n)));
+            if !cleanup.is_empty() {
+                host.ok(&["bash", "-c", &cleanup.replace("{n}", &n)]);
+            }
+        }
+    }
+    figures
+}
+
+fn report(title: &str, figures: &[Figure]) {
+    println!("\n### {title}\n");
+    println!("| command | median s | p95 s | berth / this |");
+    println!("|---|---|---|---|");
+    let berth = figures[0].median();
+    for f in figures {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.2} |",
+            f.name,
+            f.median(),
+            f.p95(),
+            berth / f.median()
+        );
+    }
+}
+
+fn main() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "bench") else {
+        return;
+    };
+    debian::debian_template(&host, "deb");
+    let tree = "/var/lib/berth/templates/deb/rootfs";
+    let size = host.okw(&format!("du -sm {tree}"));
+    println!(
+        "# berth benchmarks\n\nDebian {} template: {} MB",
+        debian::SUITE,
+        size.split_whitespace().next().unwrap_or("?")
+    );
+
+    // An LXC container holding the same tree, for lxc-copy.
+    host.ok(&["bash", "-c", &format!(
+        "mkdir -p /var/lib/lxc/base && cp -a {tree} /var/lib/lxc/base/rootfs && \
+         printf 'lxc.uts.name = base\\nlxc.rootfs.path = dir:/var/lib/lxc/base/rootfs\\n' > /var/lib/lxc/base/config"
+    )]);
+    let create = alternate(
+        &host,
+        &[
+            (
+                "berthctl create --template deb",
+                "",
+                "berthctl create c{n} --template deb",
+                "berthctl remove c{n}",
+            ),
+            (
+                "cp -a",
+                "",
+                &format!("cp -a {tree} /var/tmp/cp{{n}}"),
+                "rm -rf /var/tmp/cp{n}",
+            ),
+            (
+                "lxc-copy",
+                "",
+                "lxc-copy -n base -N l{n}",
+                "lxc-destroy -n l{n}",
+            ),
+        ],
+    );
+    report("Create a machine from a cached template", &create);
+
+    // A template ten times the size: the Debian tree plus 1.8 GB of data.
+    host.ok(&["bash", "-c", &format!(
+        "cp -a {tree} /var/tmp/big && head -c 1800M /dev/urandom > /var/tmp/big/var/blob && \
+         berthctl template build big --method directory --source /var/tmp/big --no-progress && rm -rf /var/tmp/big"
+    )]);
+    let ephemeral = alternate(
+        &host,
+        &[
+            (
+                "create --ephemeral, 200 MB template",
+                "",
+                "berthctl create e{n} --template deb --ephemeral",
+                "berthctl remove e{n}",
+            ),
+            (
+                "create --ephemeral, 2 GB template",
+                "",
+                "berthctl create f{n} --template big --ephemeral",
+                "berthctl remove f{n}",
+            ),
+        ],
+    );
+    report("Ephemeral create: flat in template size", &ephemeral);
+}
