@@ -48,6 +48,10 @@ pub struct MachineConfig {
     /// for machines made before berth gave them one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
+    /// An ephemeral machine's read-only tree (a template's or a stopped machine's
+    /// rootfs): it runs on an overlay of it and has no rootfs of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
 }
@@ -70,6 +74,7 @@ impl MachineConfig {
             security: Settings::default(),
             users: None,
             machine_id: None,
+            base: None,
             limits: Limits::default(),
         }
     }

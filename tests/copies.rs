@@ -61,9 +61,43 @@ fn clone_and_snapshots() {
     let e = err(&host, "berthctl clone nope x");
     assert!(e.contains("no machine named \"nope\""), "{e}");
 
-    // An ephemeral clone goes away when it stops.
+    // An ephemeral clone runs on an overlay of web's files (no copy) and goes away when
+    // it stops; web stays as it was, and can't start or go while scratch exists.
     host.okw("berthctl clone web scratch --ephemeral");
+    assert!(
+        !host.path("/var/lib/berth/machines/scratch/rootfs").exists(),
+        "nothing copied"
+    );
     host.okw("berthctl start scratch");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "scratch",
+        "--",
+        "sh",
+        "-c",
+        "echo three > /srv-data",
+    ]);
+    assert_eq!(
+        host.okw("berthctl exec scratch -- cat /srv-data"),
+        "three\n"
+    );
+    assert_eq!(
+        host.okw("berthctl exec scratch -- hostname").trim(),
+        "scratch"
+    );
+    assert_eq!(
+        file_in(&host, "web", "/srv-data"),
+        "one\n",
+        "the base is untouched"
+    );
+    let e = err(&host, "berthctl start web");
+    assert!(
+        e.contains("ephemeral machine scratch runs on an overlay"),
+        "{e}"
+    );
+    let e = err(&host, "berthctl remove web");
+    assert!(e.contains("scratch"), "{e}");
     host.okw("berthctl stop scratch");
     assert!(
         wait_until("scratch is gone", Duration::from_secs(10), || {
@@ -115,6 +149,47 @@ fn clone_and_snapshots() {
     assert!(e.contains("has no snapshot"), "{e}");
     let e = err(&host, "berthctl snapshot web ../x");
     assert!(e.contains("snapshot name"), "{e}");
+
+    // An ephemeral machine from a template: O(1), its writes gone with it, and the
+    // template kept while it exists.
+    host.okw("berthctl template build bb --method busybox");
+    host.okw("berthctl create eph --template bb --ephemeral");
+    assert!(
+        !host.path("/var/lib/berth/machines/eph/rootfs").exists(),
+        "nothing copied"
+    );
+    let e = err(&host, "berthctl template remove bb");
+    assert!(
+        e.contains("ephemeral machine eph runs on an overlay"),
+        "{e}"
+    );
+    host.okw("berthctl start eph");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "eph",
+        "--",
+        "sh",
+        "-c",
+        "echo x > /etc/motd && rm /bin/ls",
+    ]);
+    assert!(
+        host.path("/var/lib/berth/templates/bb/rootfs/bin/ls")
+            .exists()
+    );
+    assert!(
+        !host
+            .path("/var/lib/berth/templates/bb/rootfs/etc/motd")
+            .exists()
+    );
+    host.okw("berthctl stop eph");
+    assert!(
+        wait_until("eph is gone", Duration::from_secs(10), || {
+            !host.okw("berthctl list").contains("eph")
+        }),
+        "ephemeral machine removed"
+    );
+    host.okw("berthctl template remove bb");
 
     for m in ["web", "web2", "web-old"] {
         host.okw(&format!("berthctl remove {m}"));

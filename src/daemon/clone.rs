@@ -44,6 +44,9 @@ impl Daemon {
             ephemeral,
             users,
             machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
+            // Ephemeral: an overlay on the source's tree, which stays read-only (start,
+            // restore and remove of the source are refused) while the clone exists.
+            base: (ephemeral && users.is_none()).then(|| rootfs.clone()),
             ..from
         };
         let dir = self.make_machine_dir(&config, rootfs, shift).await?;

@@ -74,6 +74,9 @@ impl Daemon {
             security: opts.security,
             users,
             machine_id: Some(machine_id),
+            // Ephemeral: an overlay on the template, nothing copied. A machine in a user
+            // namespace needs its tree idmapped or shifted, which an overlay can't be here.
+            base: (opts.ephemeral && users.is_none()).then(|| template_rootfs.clone()),
             limits: opts.limits,
         };
         let shift = match config.users {
@@ -110,6 +113,12 @@ impl Daemon {
         tokio::task::spawn_blocking(move || -> Result<()> {
             let made = (|| {
                 std::fs::create_dir(&staging).at("cannot create", &staging)?;
+                if cfg.base.is_some() {
+                    // Runs on an overlay of its base: its hostname and ID go on top then.
+                    store::save_config(&staging, &cfg)?;
+                    return std::fs::rename(&staging, &dest)
+                        .at("cannot rename into place", &staging);
+                }
                 let rootfs = staging.join(store::ROOTFS_DIR);
                 crate::rootfs::copy_tree_shifted(&source, &rootfs, shift)?;
                 if rootfs.join("etc").is_dir() {

@@ -151,8 +151,12 @@ impl Machine {
         }
     }
 
+    /// The tree the machine runs on: its own rootfs, or an ephemeral machine's base.
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join(crate::store::ROOTFS_DIR)
+        match self.config().base {
+            Some(base) => base,
+            None => self.dir.join(crate::store::ROOTFS_DIR),
+        }
     }
 }
 

@@ -240,6 +240,27 @@ impl Daemon {
         }
     }
 
+    /// Refuses to change `tree` (a machine's rootfs, a template's directory) while
+    /// ephemeral machines run on an overlay of it: an overlay's lower layer must not move.
+    fn check_no_overlay_on(&self, tree: &Path, what: &str) -> Result<()> {
+        let users: Vec<String> = self
+            .machines()
+            .iter()
+            .filter(|m| m.config().base.is_some_and(|b| b.starts_with(tree)))
+            .map(|m| m.name.clone())
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidState(format!(
+            "cannot {what}: ephemeral machine{} {} run{} on an overlay of its files; remove {} first",
+            if users.len() == 1 { "" } else { "s" },
+            users.join(", "),
+            if users.len() == 1 { "s" } else { "" },
+            if users.len() == 1 { "it" } else { "them" },
+        )))
+    }
+
     /// A live figure of a running machine, from systemd; unknown when it is not running.
     pub async fn figure(&self, name: &str, figure: Figure) -> u64 {
         match self.machine(name) {

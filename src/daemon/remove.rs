@@ -11,6 +11,7 @@ use tracing::info;
 impl Daemon {
     pub async fn remove(self: &Arc<Self>, name: &str, force: bool) -> Result<()> {
         let (m, _op) = self.locked(name).await?;
+        self.check_no_overlay_on(&m.dir, &format!("remove {name}"))?;
         if m.state().is_active() {
             if !force {
                 return Err(Error::InvalidState(format!(

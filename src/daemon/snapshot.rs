@@ -135,6 +135,7 @@ impl Daemon {
         let source = dir.join(store::ROOTFS_DIR);
         if new_machine.is_empty() {
             let rootfs = self.stopped_rootfs(&m, "restore")?;
+            self.check_no_overlay_on(&m.dir, &format!("restore {machine}"))?;
             let fresh = m
                 .dir
                 .join(format!(".rootfs.restore-{}", std::process::id()));
@@ -175,6 +176,7 @@ impl Daemon {
             created_at: now_usec(),
             autostart: false,
             machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
+            base: None,
             ..from
         };
         let new_dir = self.make_machine_dir(&config, source, 0).await?;

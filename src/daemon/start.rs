@@ -28,6 +28,7 @@ impl Daemon {
                 m.state().as_str()
             )));
         }
+        self.check_no_overlay_on(&m.dir, &format!("start {name}"))?;
         m.set_state(MachineState::Starting);
         self.emit_state(&m);
         match self.spawn_in_scope(&m).await {
@@ -58,6 +59,7 @@ impl Daemon {
             name: m.name.clone(),
             hostname: cfg.hostname.clone(),
             rootfs: m.rootfs(),
+            overlay: cfg.base.is_some(),
             command: init::pid1_argv(&cfg.command),
             environment: cfg.environment.clone(),
             tmp_size: cfg.tmp_size,

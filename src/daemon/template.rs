@@ -247,6 +247,7 @@ impl Daemon {
             TemplateEntry::Ready(_) | TemplateEntry::Broken { .. } => {}
         }
         let dir = template::template_dir(&self.paths.templates_dir(), name);
+        self.check_no_overlay_on(&dir, &format!("remove template {name}"))?;
         // Renamed first, so a crash half way leaves a dot-directory, never half a template.
         let doomed = self
             .paths

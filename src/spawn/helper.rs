@@ -65,6 +65,13 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
             userns::enter(&ns)?;
             tree
         }
+        None if req.overlay => {
+            let mut etc = vec![("hostname".to_string(), req.hostname.clone())];
+            if let Some(id) = &req.machine_id {
+                etc.push(("machine-id".to_string(), id.clone()));
+            }
+            mount::RootTree::overlay(&req.rootfs, etc)?
+        }
         None => mount::RootTree::clone_of(&req.rootfs, None)?,
     };
     unshare(

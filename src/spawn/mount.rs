@@ -202,7 +202,18 @@ fn v1_naming_options(superopts: &str) -> String {
 /// (/var/lib/berth is 0700, closed to an unprivileged root): it attaches the tree on a
 /// staging tmpfs of its own and works from the tree's descriptor.
 pub struct RootTree {
-    tree: OwnedFd,
+    source: TreeSource,
+}
+
+enum TreeSource {
+    Clone(OwnedFd),
+    /// An ephemeral machine: the read-only tree under an overlay whose upper layer is on
+    /// PID 1's staging tmpfs, so its writes live in the machine's own memory and vanish
+    /// with its mount namespace. `etc` are files written on top (hostname, machine-id).
+    Overlay {
+        lower: std::path::PathBuf,
+        etc: Vec<(String, String)>,
+    },
 }
 
 /// Where PID 1 attaches its root before pivoting: a tmpfs it mounts over /tmp of the
@@ -236,7 +247,27 @@ impl RootTree {
             idmap_tree(&tree, userns)
                 .map_err(|e| format!("idmapping {}: {e}", rootfs.display()))?;
         }
-        Ok(RootTree { tree })
+        Ok(RootTree {
+            source: TreeSource::Clone(tree),
+        })
+    }
+
+    /// An overlay on `lower` with a fresh upper layer, made when PID 1 attaches it; `etc`
+    /// files (name, content) are written into the upper layer's /etc.
+    pub fn overlay(lower: &Path, etc: Vec<(String, String)>) -> Result<RootTree, String> {
+        let text = lower.to_string_lossy();
+        if text.contains([',', ':', '\\']) || !lower.is_absolute() {
+            return Err(format!(
+                "{}: cannot be an overlay's lower layer (a comma, colon or backslash in it)",
+                lower.display()
+            ));
+        }
+        Ok(RootTree {
+            source: TreeSource::Overlay {
+                lower: lower.to_path_buf(),
+                etc,
+            },
+        })
     }
 
     /// Mounts the tree in this mount namespace and makes it the working directory.
@@ -249,12 +280,16 @@ impl RootTree {
             Some("mode=0700"),
         )?;
         mkdir(Path::new(STAGED_ROOT))?;
+        let tree = match &self.source {
+            TreeSource::Clone(tree) => tree,
+            TreeSource::Overlay { lower, etc } => return attach_overlay(lower, etc),
+        };
         let target = CString::new(STAGED_ROOT).expect("no NUL");
         // SAFETY: plain syscall with a valid descriptor and strings.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_move_mount,
-                self.tree.as_raw_fd(),
+                tree.as_raw_fd(),
                 c"".as_ptr(),
                 libc::AT_FDCWD,
                 target.as_ptr(),
@@ -268,8 +303,46 @@ impl RootTree {
             ));
         }
         // The tree's descriptor now names the root of the attached mount.
-        nix::unistd::fchdir(&self.tree).map_err(|e| format!("fchdir to the root: {e}"))
+        nix::unistd::fchdir(tree).map_err(|e| format!("fchdir to the root: {e}"))
     }
+}
+
+fn attach_overlay(lower: &Path, etc: &[(String, String)]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let upper = Path::new(STAGING).join("upper");
+    let work = Path::new(STAGING).join("work");
+    mkdir(&upper)?;
+    mkdir(&work)?;
+    // The merged root takes the upper root's owner and mode: make them the tree's.
+    let meta = std::fs::metadata(lower).map_err(|e| format!("{}: {e}", lower.display()))?;
+    std::fs::set_permissions(
+        &upper,
+        std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+    )
+    .map_err(|e| format!("chmod {}: {e}", upper.display()))?;
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    mnt(
+        Some("overlay"),
+        STAGED_ROOT,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )?;
+    std::env::set_current_dir(STAGED_ROOT).map_err(|e| format!("chdir to the root: {e}"))?;
+    if Path::new("etc").is_dir() {
+        for (name, content) in etc {
+            let file = Path::new("etc").join(name);
+            let _ = std::fs::remove_file(&file);
+            std::fs::write(&file, format!("{content}\n"))
+                .map_err(|e| format!("writing /etc/{name}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {

@@ -23,6 +23,10 @@ pub struct SpawnRequest {
     pub users: Option<Users>,
     /// The machine's ID (crate::machine_id), passed to its init as `container_uuid`.
     pub machine_id: Option<String>,
+    /// `rootfs` is the read-only base of an overlay whose writes vanish with the machine
+    /// (ephemeral machines; privileged only).
+    #[serde(default)]
+    pub overlay: bool,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
