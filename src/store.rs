@@ -252,6 +252,7 @@ mod tests {
                 ownership: crate::security::users::Ownership::Chown,
             }),
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+            base: Some("/var/lib/berth/templates/deb/rootfs".into()),
             limits,
         };
         save_config(&dir, &cfg).unwrap();

@@ -144,6 +144,7 @@ mod tests {
             confinement: Confinement::new(&Settings::default()).unwrap(),
             users: None,
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+            overlay: true,
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));
