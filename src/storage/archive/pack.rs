@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, major, minor};
 use nix::unistd::{Whence, dup, lseek};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -133,6 +133,15 @@ fn names(dir: &OwnedFd) -> nix::Result<Vec<(CString, Option<Type>)>> {
 /// The sizes of the regular files below `dir`, for the progress total: a best effort,
 /// since what cannot be read now fails with a clear error in the real walk.
 fn regular_bytes(dir: &OwnedFd, progress: &Progress) -> Result<u64> {
+    regular_bytes_in(dir, progress, &mut HashSet::new())
+}
+
+/// `seen`: inodes with several links counted already, as the archive holds them once.
+fn regular_bytes_in(
+    dir: &OwnedFd,
+    progress: &Progress,
+    seen: &mut HashSet<(u64, u64)>,
+) -> Result<u64> {
     progress.check("packing the archive")?;
     let Ok(names) = names(dir) else { return Ok(0) };
     let mut total = 0;
@@ -140,16 +149,20 @@ fn regular_bytes(dir: &OwnedFd, progress: &Progress) -> Result<u64> {
         match kind {
             Some(Type::Directory) => {
                 if let Ok(fd) = openat(dir, name.as_c_str(), OPEN_DIR, Mode::empty()) {
-                    total += regular_bytes(&fd, progress)?;
+                    total += regular_bytes_in(&fd, progress, seen)?;
                 }
             }
             Some(Type::File) | None => {
                 if let Ok(st) = fstatat(dir, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     match file_type(&st) {
-                        SFlag::S_IFREG => total += st.st_size as u64,
+                        SFlag::S_IFREG
+                            if st.st_nlink < 2 || seen.insert((st.st_dev, st.st_ino)) =>
+                        {
+                            total += st.st_size as u64
+                        }
                         SFlag::S_IFDIR => {
                             if let Ok(fd) = openat(dir, name.as_c_str(), OPEN_DIR, Mode::empty()) {
-                                total += regular_bytes(&fd, progress)?;
+                                total += regular_bytes_in(&fd, progress, seen)?;
                             }
                         }
                         _ => {}
@@ -401,7 +414,8 @@ impl<W: Write> Packer<'_, W> {
                         // Replaced by something else since: archived as it was, or not.
                         Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
                         Err(e) => {
-                            return Err(io::Error::from(e)).at("cannot open", self.path(&child_rel));
+                            return Err(io::Error::from(e))
+                                .at("cannot open", self.path(&child_rel));
                         }
                     };
                     let st = fstat(&sub)

@@ -255,7 +255,35 @@ struct Meta {
     mode: u32,
     mtime: TimeSpec,
     xattrs: Vec<(CString, Vec<u8>)>,
+    /// PAX sparse records (GNU tar's `--sparse` in the POSIX format).
+    sparse: PaxSparse,
 }
+
+/// GNU tar's PAX sparse formats: 0.0 and 0.1 list the map in records, 1.0 at the start of
+/// the entry's data; all give the file's real name and size in records.
+#[derive(Default)]
+struct PaxSparse {
+    name: Option<Vec<u8>>,
+    real_size: Option<u64>,
+    major: Option<u64>,
+    /// 0.1's "offset,length,offset,length..."
+    map: Option<Vec<u8>>,
+    /// 0.0's repeated offset and numbytes records, in order.
+    numbers: Vec<u64>,
+}
+
+/// How a regular file's data lies in its entry.
+enum Layout {
+    /// As it is (holes of old GNU sparse entries come as zeros from the tar reader).
+    Dense,
+    /// These (offset, length) segments, then holes up to the real size.
+    Segments(Vec<(u64, u64)>, u64),
+    /// PAX sparse 1.0: the map is at the start of the data.
+    MapInData(u64),
+}
+
+/// Maps and numbers of sparse entries are bounded like other metadata.
+const SPARSE_MAP_MAX: usize = 1 << 20;
 
 struct Space {
     reserve: u64,
@@ -333,6 +361,45 @@ fn c_name(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("relative() refuses NUL bytes")
 }
 
+/// Segments that go forward without overlapping and end within the file.
+fn check_segments(segments: Vec<(u64, u64)>, size: u64) -> Option<Vec<(u64, u64)>> {
+    let mut end = 0u64;
+    for (offset, len) in &segments {
+        if *offset < end {
+            return None;
+        }
+        end = offset.checked_add(*len)?;
+    }
+    (end <= size).then_some(segments)
+}
+
+fn sparse_layout(sparse: &PaxSparse, name: &str) -> Result<Layout> {
+    let corrupt = || invalid(format!("entry {name} has a corrupt sparse map"));
+    let Some(size) = sparse.real_size else {
+        return Ok(Layout::Dense);
+    };
+    if sparse.major == Some(1) {
+        return Ok(Layout::MapInData(size));
+    }
+    let numbers: Vec<u64> = match &sparse.map {
+        Some(map) => {
+            let text = std::str::from_utf8(map).map_err(|_| corrupt())?;
+            text.split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| n.trim().parse().map_err(|_| corrupt()))
+                .collect::<Result<_>>()?
+        }
+        None if !sparse.numbers.is_empty() => sparse.numbers.clone(),
+        None => return Ok(Layout::Dense),
+    };
+    if numbers.len() % 2 != 0 || numbers.len() > 2 * SPARSE_MAP_MAX {
+        return Err(corrupt());
+    }
+    let pairs = numbers.chunks(2).map(|p| (p[0], p[1])).collect();
+    let segments = check_segments(pairs, size).ok_or_else(corrupt)?;
+    Ok(Layout::Segments(segments, size))
+}
+
 /// A PAX time, "SECONDS[.FRACTION]", possibly negative.
 fn pax_time(value: &[u8]) -> Option<TimeSpec> {
     let text = std::str::from_utf8(value).ok()?;
@@ -362,9 +429,12 @@ const OPEN_DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-/// Opening a path inside the root: no symlink anywhere, no escape even if one appeared.
+/// Opening a directory inside the root: no symlink anywhere, no escape even if one
+/// appeared. (Without O_NOFOLLOW: with it a final symlink fails as "not a directory",
+/// without it RESOLVE_NO_SYMLINKS fails it as ELOOP, which the messages tell apart.)
 fn in_root() -> OpenHow {
-    OpenHow::new().flags(OPEN_DIR).resolve(
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    OpenHow::new().flags(flags).resolve(
         ResolveFlag::RESOLVE_IN_ROOT
             | ResolveFlag::RESOLVE_NO_SYMLINKS
             | ResolveFlag::RESOLVE_NO_MAGICLINKS,
@@ -493,8 +563,21 @@ impl<'a> Unpacker<'a> {
             // Global PAX records and GNU volume labels describe no file.
             return Ok(());
         }
+        let mut meta = self.meta(entry, &name)?;
+        let mut layout = Layout::Dense;
+        let (raw, name) = match meta.sparse.name.take() {
+            // The header's name is a made-up "GNUSparseFile.0/NAME".
+            Some(real) if kind.is_file() => {
+                let name = shown(&real);
+                self.last = Some(name.clone());
+                (real, name)
+            }
+            _ => (raw, name),
+        };
+        if kind.is_file() {
+            layout = sparse_layout(&meta.sparse, &name)?;
+        }
         let rel = relative(&raw, &name)?;
-        let meta = self.meta(entry, &name)?;
         let is_dir_name = raw.ends_with(b"/");
         match kind {
             EntryType::Directory => self.dir(&rel, &name, &meta)?,
@@ -503,7 +586,7 @@ impl<'a> Unpacker<'a> {
                 self.dir(&rel, &name, &meta)?
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(entry, &rel, &name, &meta, kind == EntryType::GNUSparse)?
+                self.file(entry, &rel, &name, &meta, layout)?
             }
             EntryType::Symlink => self.symlink(entry, &rel, &name, &meta)?,
             EntryType::Link => self.hardlink(entry, &rel, &name)?,
@@ -532,10 +615,35 @@ impl<'a> Unpacker<'a> {
         let mode = header.mode().map_err(bad)? & 0o7777;
         let mut mtime = TimeSpec::new(header.mtime().map_err(bad)?.min(i64::MAX as u64) as i64, 0);
         let mut xattrs = Vec::new();
+        let mut sparse = PaxSparse::default();
+        let number = |v: &[u8]| -> Result<u64> {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| invalid(format!("entry {name} has a corrupt sparse map")))
+        };
         if let Some(records) = entry.pax_extensions().map_err(bad)? {
             for record in records {
                 let record = record.map_err(bad)?;
                 let key = record.key_bytes();
+                let value = record.value_bytes();
+                match key {
+                    b"GNU.sparse.name" => sparse.name = Some(value.to_vec()),
+                    b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                        sparse.real_size = Some(number(value)?)
+                    }
+                    b"GNU.sparse.major" => sparse.major = Some(number(value)?),
+                    b"GNU.sparse.map" => sparse.map = Some(value.to_vec()),
+                    b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                        if sparse.numbers.len() >= SPARSE_MAP_MAX {
+                            return Err(invalid(format!(
+                                "entry {name} has too large a sparse map"
+                            )));
+                        }
+                        sparse.numbers.push(number(value)?);
+                    }
+                    _ => {}
+                }
                 if key == b"mtime" {
                     if let Some(t) = pax_time(record.value_bytes()) {
                         mtime = t;
@@ -556,6 +664,7 @@ impl<'a> Unpacker<'a> {
             mode,
             mtime,
             xattrs,
+            sparse,
         })
     }
 
@@ -786,20 +895,15 @@ impl<'a> Unpacker<'a> {
         rel: &[u8],
         name: &str,
         meta: &Meta,
-        sparse: bool,
+        layout: Layout,
     ) -> Result<()> {
         if rel.is_empty() {
             return Err(invalid(format!(
                 "entry {name} would replace the root directory with a file"
             )));
         }
-        let size = entry.size();
         // A sparse entry's holes take no space; what it stores does.
-        let stored = if sparse {
-            entry.header().entry_size().unwrap_or(size)
-        } else {
-            size
-        };
+        let stored = entry.header().entry_size().unwrap_or(entry.size());
         self.space
             .need(&self.root, stored.saturating_add(ENTRY_OVERHEAD), name)?;
         let (dir, file) = self.parent_of(rel, name)?;
@@ -814,11 +918,45 @@ impl<'a> Unpacker<'a> {
             )
         })?;
         let out = File::from(fd);
-        let mut offset = 0u64;
+        let (segments, size) = match layout {
+            Layout::Dense => (vec![(0, entry.size())], entry.size()),
+            Layout::Segments(segments, size) => (segments, size),
+            Layout::MapInData(size) => (self.read_sparse_map(entry, name, size)?, size),
+        };
+        // Where the last byte written ends: the file is extended over what follows.
+        let mut written_end = 0;
+        for (start, len) in segments {
+            if !self.copy_data(entry, &out, start, len, name)? && len > 0 {
+                written_end = start + len;
+            }
+        }
+        if written_end < size {
+            out.set_len(size).map_err(|e| failed("write", name, e))?;
+        }
+        self.summary.bytes += size;
+        self.apply(out.as_fd(), meta, name)?;
+        futimens(&out, &TimeSpec::UTIME_OMIT, &meta.mtime)
+            .map_err(|e| failed("set the time of", name, e))?;
+        self.summary.entries += 1;
+        Ok(())
+    }
+
+    /// Copies `len` bytes of the entry to `out` at `offset`, leaving runs of zeros as
+    /// holes; whether it ended in one.
+    fn copy_data<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        out: &File,
+        mut offset: u64,
+        len: u64,
+        name: &str,
+    ) -> Result<bool> {
+        let mut left = len;
         let mut ends_in_hole = false;
-        loop {
-            let n = match entry.read(&mut self.buf) {
-                Ok(0) => break,
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = match entry.read(&mut self.buf[..want]) {
+                Ok(0) => return Err(self.truncated()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.stream_error(e)),
@@ -831,20 +969,60 @@ impl<'a> Unpacker<'a> {
                 }
                 offset += chunk.len() as u64;
             }
+            left -= n as u64;
             self.progress.check("unpacking the archive")?;
         }
-        if offset != size {
-            return Err(self.truncated());
+        Ok(ends_in_hole)
+    }
+
+    /// PAX sparse 1.0's map: decimal numbers, one a line (the count, then offset and
+    /// length pairs), padded to whole 512-byte blocks.
+    fn read_sparse_map<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+        size: u64,
+    ) -> Result<Vec<(u64, u64)>> {
+        let corrupt = || invalid(format!("entry {name} has a corrupt sparse map"));
+        let mut text = Vec::new();
+        let mut numbers: Vec<u64> = Vec::new();
+        let mut wanted = None;
+        while wanted.is_none_or(|w| numbers.len() < w) {
+            if text.len() > SPARSE_MAP_MAX * 8 {
+                return Err(corrupt());
+            }
+            let mut block = [0u8; 512];
+            let mut got = 0;
+            while got < block.len() {
+                match entry.read(&mut block[got..]) {
+                    Ok(0) => return Err(self.truncated()),
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(self.stream_error(e)),
+                }
+            }
+            text.extend_from_slice(&block);
+            numbers.clear();
+            let mut lines = text.split(|b| *b == b'\n');
+            // The last piece is not yet a whole line.
+            let whole = text.iter().filter(|b| **b == b'\n').count();
+            for line in lines.by_ref().take(whole) {
+                let n = std::str::from_utf8(line).ok().and_then(|l| l.parse().ok());
+                numbers.push(n.ok_or_else(corrupt)?);
+                if wanted.is_none() {
+                    let count = usize::try_from(numbers[0]).map_err(|_| corrupt())?;
+                    if count > SPARSE_MAP_MAX {
+                        return Err(corrupt());
+                    }
+                    wanted = Some(1 + 2 * count);
+                }
+                if wanted.is_some_and(|w| numbers.len() == w) {
+                    break;
+                }
+            }
         }
-        if ends_in_hole {
-            out.set_len(offset).map_err(|e| failed("write", name, e))?;
-        }
-        self.summary.bytes += size;
-        self.apply(out.as_fd(), meta, name)?;
-        futimens(&out, &TimeSpec::UTIME_OMIT, &meta.mtime)
-            .map_err(|e| failed("set the time of", name, e))?;
-        self.summary.entries += 1;
-        Ok(())
+        let pairs = numbers[1..].chunks(2).map(|p| (p[0], p[1])).collect();
+        check_segments(pairs, size).ok_or_else(corrupt)
     }
 
     fn symlink<R: Read>(
