@@ -159,6 +159,8 @@ fn make_tree(root: &Path, devices: bool) {
     fs::write(root.join("etc/tagged"), b"x").unwrap();
     set_xattr(&root.join("etc/tagged"), "user.berth", b"value\0with nul");
     set_xattr(&root.join("etc/tagged"), "trusted.berth", b"t");
+    // PAX records hold any byte; a reader splitting them at newlines loses this one.
+    set_xattr(&root.join("etc/tagged"), "user.lines", b"one\ntwo\n");
     set_xattr(&root.join("usr/lib"), "user.dir", b"d");
     fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
     fs::create_dir(root.join("home")).unwrap();
@@ -188,6 +190,12 @@ fn make_tree(root: &Path, devices: bool) {
     sparse.write_all_at(&[1; 5000], 1 << 20).unwrap();
     drop(sparse);
     fs::write(root.join("etc/empty-file"), b"").unwrap();
+    // Names are bytes: neither UTF-8 nor free of newlines.
+    fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"etc/caf\xe9\nline")),
+        b"latin-1",
+    )
+    .unwrap();
     mknod(&root.join("tmp/fifo"), libc::S_IFIFO, 0);
     if devices {
         mknod(&root.join("null"), libc::S_IFCHR, libc::makedev(1, 3));
@@ -1049,4 +1057,64 @@ fn reads_from_a_pipe_in_small_pieces() {
         unpack(Trickle(&archive), &dst, &keep(), &Progress::new()).unwrap();
         assert_same_tree(&src, &dst);
     }
+}
+
+/// `BERTH_BENCH_TREE=/usr/share cargo test --release --lib bench_against_gnu_tar -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_against_gnu_tar() {
+    use std::time::Instant;
+    let tree = PathBuf::from(std::env::var("BERTH_BENCH_TREE").unwrap());
+    let s = Scratch::new("bench");
+    let ours = s.0.join("ours.tar.zst");
+    let t = Instant::now();
+    let out = fs::File::create(&ours).unwrap();
+    pack(&tree, out, &PackOptions::default(), &Progress::new()).unwrap();
+    let pack_ours = t.elapsed();
+    let theirs = s.0.join("theirs.tar.zst");
+    let t = Instant::now();
+    let st = Command::new("tar")
+        .args(["--xattrs", "--numeric-owner", "-I", "zstd", "-C"])
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&theirs)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pack_theirs = t.elapsed();
+    let t = Instant::now();
+    let dst = s.dir("ours");
+    unpack(
+        fs::File::open(&ours).unwrap(),
+        &dst,
+        &keep(),
+        &Progress::new(),
+    )
+    .unwrap();
+    let unpack_ours = t.elapsed();
+    let dst = s.dir("theirs");
+    let t = Instant::now();
+    let st = Command::new("tar")
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-I",
+            "zstd",
+            "-xpf",
+        ])
+        .arg(&theirs)
+        .arg("-C")
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let unpack_theirs = t.elapsed();
+    let size = |p: &Path| fs::metadata(p).unwrap().len();
+    eprintln!(
+        "pack: ours {pack_ours:?} ({} bytes), tar -I zstd {pack_theirs:?} ({} bytes)\nunpack: ours {unpack_ours:?}, tar -I zstd {unpack_theirs:?}",
+        size(&ours),
+        size(&theirs)
+    );
 }

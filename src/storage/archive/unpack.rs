@@ -28,7 +28,7 @@ use nix::sys::stat::{
 use nix::sys::statvfs::fstatvfs;
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
@@ -145,6 +145,8 @@ pub fn unpack(
             progress.check("unpacking the archive")?;
             flow.in_header.set(true);
             flow.header_bytes.set(0);
+            flow.record.borrow_mut().clear();
+            let start = flow.pos.get();
             let next = entries.next();
             flow.in_header.set(false);
             let mut entry = match next {
@@ -152,7 +154,14 @@ pub fn unpack(
                 Some(Ok(entry)) => entry,
                 Some(Err(e)) => return Err(un.stream_error(e)),
             };
-            un.entry(&mut entry)?;
+            let Some(pax) = pax_records(&flow.record.borrow(), start) else {
+                un.inside = false;
+                return Err(invalid(format!(
+                    "corrupt tar archive {}: malformed PAX records",
+                    un.place()
+                )));
+            };
+            un.entry(&mut entry, pax)?;
             // What an entry's handler did not read (a skipped device's data, say).
             io::copy(&mut entry, &mut io::sink()).map_err(|e| un.stream_error(e))?;
             un.inside = false;
@@ -179,6 +188,12 @@ struct Flow {
     in_header: Cell<bool>,
     header_bytes: Cell<u64>,
     header_too_big: Cell<bool>,
+    /// Bytes of the decoded stream read so far.
+    pos: Cell<u64>,
+    /// What the tar reader read while finding the next entry (its extension headers and
+    /// their data): PAX records are parsed from it, as the tar crate splits them at
+    /// newlines, which binary values (ACLs) and names may hold.
+    record: RefCell<Vec<u8>>,
 }
 
 /// The caller's input, counted into the progress.
@@ -226,8 +241,10 @@ impl Read for Decoded<'_> {
                 if n == 0 && !buf.is_empty() {
                     flow.eof.set(true);
                 }
+                flow.pos.set(flow.pos.get() + n as u64);
                 if flow.in_header.get() {
                     flow.header_bytes.set(flow.header_bytes.get() + n as u64);
+                    flow.record.borrow_mut().extend_from_slice(&buf[..n]);
                 }
                 Ok(n)
             }
@@ -257,6 +274,8 @@ struct Meta {
     xattrs: Vec<(CString, Vec<u8>)>,
     /// PAX sparse records (GNU tar's `--sparse` in the POSIX format).
     sparse: PaxSparse,
+    /// A link target from a PAX record, over the header's.
+    link: Option<Vec<u8>>,
 }
 
 /// GNU tar's PAX sparse formats: 0.0 and 0.1 list the map in records, 1.0 at the start of
@@ -359,6 +378,46 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
 
 fn c_name(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("relative() refuses NUL bytes")
+}
+
+/// The PAX records of the entry the tar reader just found, from the bytes it read to
+/// find it (`record`, starting at stream position `start`): its extension headers, each
+/// followed by its data, then the entry's own header.
+/// `None` if they are malformed.
+fn pax_records(record: &[u8], start: u64) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    // Headers start on 512-byte boundaries; before the first lies the previous entry's
+    // padding.
+    let mut at = ((512 - start % 512) % 512) as usize;
+    let mut records = Vec::new();
+    while let Some(block) = record.get(at..at + 512) {
+        let header = tar::Header::from_byte_slice(block);
+        let kind = header.entry_type();
+        if !(kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink()) {
+            break;
+        }
+        let size = usize::try_from(header.entry_size().ok()?).ok()?;
+        let data = record.get(at + 512..at + 512 + size)?;
+        if kind.is_pax_local_extensions() {
+            records = parse_pax(data)?;
+        }
+        at += 512 + size.next_multiple_of(512);
+    }
+    Some(records)
+}
+
+/// PAX records, "LENGTH KEY=VALUE\n" each, the length counting the whole record: values
+/// may hold any byte.
+fn parse_pax(mut data: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !data.is_empty() && data[0] != 0 {
+        let space = data.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&data[..space]).ok()?.parse().ok()?;
+        let body = data.get(space + 1..len)?.strip_suffix(b"\n")?;
+        let equals = body.iter().position(|b| *b == b'=')?;
+        out.push((body[..equals].to_vec(), body[equals + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Some(out)
 }
 
 /// Segments that go forward without overlapping and end within the file.
@@ -553,8 +612,18 @@ impl<'a> Unpacker<'a> {
         invalid(format!("corrupt tar archive {}: {e}", self.place()))
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        pax: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        let record = |key: &[u8]| {
+            pax.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let raw = record(b"path").unwrap_or_else(|| entry.path_bytes().into_owned());
         let name = shown(&raw);
         self.last = Some(name.clone());
         self.inside = true;
@@ -563,7 +632,18 @@ impl<'a> Unpacker<'a> {
             // Global PAX records and GNU volume labels describe no file.
             return Ok(());
         }
-        let mut meta = self.meta(entry, &name)?;
+        // The tar reader found the entry's data by the size it parsed; the wrong one
+        // would put the next header somewhere in the data.
+        if let Some(size) = record(b"size")
+            && !kind.is_gnu_sparse()
+            && std::str::from_utf8(&size).ok().and_then(|v| v.parse().ok()) != Some(entry.size())
+        {
+            return Err(invalid(format!(
+                "entry {name} has a PAX size record the tar reader cannot follow; refusing it"
+            )));
+        }
+        let mut meta = self.meta(entry, &pax, &name)?;
+        meta.link = record(b"linkpath");
         let mut layout = Layout::Dense;
         let (raw, name) = match meta.sparse.name.take() {
             // The header's name is a made-up "GNUSparseFile.0/NAME".
@@ -589,7 +669,7 @@ impl<'a> Unpacker<'a> {
                 self.file(entry, &rel, &name, &meta, layout)?
             }
             EntryType::Symlink => self.symlink(entry, &rel, &name, &meta)?,
-            EntryType::Link => self.hardlink(entry, &rel, &name)?,
+            EntryType::Link => self.hardlink(entry, &rel, &name, &meta)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.node(entry, &rel, &name, &meta)?
             }
@@ -603,15 +683,20 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
+    fn meta<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        pax: &[(Vec<u8>, Vec<u8>)],
+        name: &str,
+    ) -> Result<Meta> {
         let header = entry.header();
         let bad = |e: io::Error| invalid(format!("entry {name} has a corrupt header: {e}"));
         let id = |v: u64| {
             u32::try_from(v)
                 .map_err(|_| invalid(format!("entry {name} has owner {v}, out of range")))
         };
-        let uid = id(header.uid().map_err(bad)?)?;
-        let gid = id(header.gid().map_err(bad)?)?;
+        let mut uid = id(header.uid().map_err(bad)?)?;
+        let mut gid = id(header.gid().map_err(bad)?)?;
         let mode = header.mode().map_err(bad)? & 0o7777;
         let mut mtime = TimeSpec::new(header.mtime().map_err(bad)?.min(i64::MAX as u64) as i64, 0);
         let mut xattrs = Vec::new();
@@ -622,12 +707,19 @@ impl<'a> Unpacker<'a> {
                 .and_then(|v| v.trim().parse().ok())
                 .ok_or_else(|| invalid(format!("entry {name} has a corrupt sparse map")))
         };
-        if let Some(records) = entry.pax_extensions().map_err(bad)? {
-            for record in records {
-                let record = record.map_err(bad)?;
-                let key = record.key_bytes();
-                let value = record.value_bytes();
+        {
+            for (key, value) in pax {
+                let (key, value) = (key.as_slice(), value.as_slice());
+                let owner = |v: &[u8]| {
+                    let v: u64 = std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| invalid(format!("entry {name} has a corrupt owner")))?;
+                    id(v)
+                };
                 match key {
+                    b"uid" => uid = owner(value)?,
+                    b"gid" => gid = owner(value)?,
                     b"GNU.sparse.name" => sparse.name = Some(value.to_vec()),
                     b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
                         sparse.real_size = Some(number(value)?)
@@ -645,7 +737,7 @@ impl<'a> Unpacker<'a> {
                     _ => {}
                 }
                 if key == b"mtime" {
-                    if let Some(t) = pax_time(record.value_bytes()) {
+                    if let Some(t) = pax_time(value) {
                         mtime = t;
                     }
                 } else if let Some(attr) = key.strip_prefix(b"SCHILY.xattr.") {
@@ -654,7 +746,7 @@ impl<'a> Unpacker<'a> {
                             "entry {name} has an extended attribute name with a NUL byte"
                         ))
                     })?;
-                    xattrs.push((attr, record.value_bytes().to_vec()));
+                    xattrs.push((attr, value.to_vec()));
                 }
             }
         }
@@ -665,6 +757,7 @@ impl<'a> Unpacker<'a> {
             mtime,
             xattrs,
             sparse,
+            link: None,
         })
     }
 
@@ -1032,8 +1125,12 @@ impl<'a> Unpacker<'a> {
         name: &str,
         meta: &Meta,
     ) -> Result<()> {
-        let target = match entry.link_name_bytes() {
-            Some(t) if !t.is_empty() => t.into_owned(),
+        let target = match meta
+            .link
+            .clone()
+            .or_else(|| entry.link_name_bytes().map(|t| t.into_owned()))
+        {
+            Some(t) if !t.is_empty() => t,
             _ => return Err(invalid(format!("symlink {name} has no target"))),
         };
         if rel.is_empty() {
@@ -1059,10 +1156,12 @@ impl<'a> Unpacker<'a> {
         entry: &mut tar::Entry<'_, R>,
         rel: &[u8],
         name: &str,
+        meta: &Meta,
     ) -> Result<()> {
-        let raw = entry
-            .link_name_bytes()
-            .map(|t| t.into_owned())
+        let raw = meta
+            .link
+            .clone()
+            .or_else(|| entry.link_name_bytes().map(|t| t.into_owned()))
             .unwrap_or_default();
         let target_name = shown(&raw);
         let not_earlier = || {
