@@ -13,9 +13,12 @@ mod autostart;
 mod clone;
 mod create;
 mod exec;
+mod export;
 #[cfg(test)]
 mod fake;
 mod freeze;
+mod import;
+mod job;
 mod kill;
 mod load;
 pub mod machine;

@@ -156,6 +156,7 @@ impl Daemon {
                     job: job.clone(),
                 },
             );
+            // Under the lock, so the pump makes the template's object before the Job's.
             self.emit(Event::TemplateAdded(name.to_string()));
             self.emit(Event::JobAdded(job.clone()));
             job
@@ -168,26 +169,17 @@ impl Daemon {
         let daemon = self.clone();
         let name = name.to_string();
         let worker_job = job.clone();
-        tokio::spawn(async move {
-            let result = daemon.run_build(&name, spec, &worker_job).await;
-            let (success, message) = match &result {
+        self.run_job(job.clone(), async move {
+            match daemon.run_build(&name, spec, &worker_job).await {
                 Ok(cfg) => {
-                    info!("template {name}: built ({} bytes)", cfg.size_bytes);
                     daemon.set_template(&name, Some(TemplateEntry::Ready(cfg.clone())));
-                    (true, format!("template {name} built"))
+                    Ok(format!("template {name} built ({} bytes)", cfg.size_bytes))
                 }
                 Err(e) => {
-                    warn!("template {name}: build failed: {e}");
                     daemon.set_template(&name, None);
-                    (false, e.to_string())
+                    Err(e)
                 }
-            };
-            daemon.jobs.finish(worker_job.id);
-            daemon.emit(Event::JobCompleted {
-                job: worker_job,
-                success,
-                message,
-            });
+            }
         });
         Ok(job)
     }
