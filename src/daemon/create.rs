@@ -94,7 +94,12 @@ impl Daemon {
                     Some(u) if u.ownership == Ownership::Chown => u.range.base,
                     _ => 0,
                 };
-                crate::rootfs::copy_tree_shifted(&template_rootfs, &rootfs, shift)?;
+                let opts = crate::storage::copy::CopyOptions {
+                    shift,
+                    ..Default::default()
+                };
+                let progress = crate::jobs::Progress::new();
+                crate::storage::copy::copy_tree(&template_rootfs, &rootfs, &opts, &progress)?;
                 let hostname = rootfs.join("etc/hostname");
                 std::fs::write(&hostname, format!("{}\n", cfg.hostname))
                     .at("cannot write", &hostname)?;
@@ -102,7 +107,7 @@ impl Daemon {
                 std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
             })();
             if made.is_err() {
-                let _ = crate::rootfs::remove_tree(&staging);
+                let _ = crate::storage::copy::remove_tree(&staging);
             }
             made
         })

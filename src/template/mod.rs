@@ -44,7 +44,7 @@ pub fn ensure(templates_dir: &Path, name: &str) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(templates_dir).at("cannot create", templates_dir)?;
     let staging = templates_dir.join(format!(".{}.build-{}", info.name, std::process::id()));
-    let _ = crate::rootfs::remove_tree(&staging);
+    let _ = crate::storage::copy::remove_tree(&staging);
     let built = (|| {
         std::fs::create_dir(&staging).at("cannot create", &staging)?;
         match info.name {
@@ -56,7 +56,7 @@ pub fn ensure(templates_dir: &Path, name: &str) -> Result<PathBuf> {
         std::fs::rename(&staging, templates_dir.join(info.name)).at("cannot rename", &staging)
     })();
     if let Err(e) = built {
-        let _ = crate::rootfs::remove_tree(&staging);
+        let _ = crate::storage::copy::remove_tree(&staging);
         return Err(e.context(format!("cannot build template {}", info.name)));
     }
     Ok(rootfs)
