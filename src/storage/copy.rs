@@ -79,14 +79,8 @@ pub struct TreeSize {
 /// If `dst` lies inside `src` (copying `/`), it is skipped rather than copied into
 /// itself.
 pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions, progress: &Progress) -> Result<()> {
-    // Reading must not change the source (a snapshot's atimes); only the owner or root
-    // may ask for that.
-    let noatime = if nix::unistd::geteuid().is_root() {
-        OFlag::O_NOATIME
-    } else {
-        OFlag::empty()
-    };
-    let src_root = nix::fcntl::open(src, dir_flags() | noatime, Mode::empty())
+    let mut noatime = noatime();
+    let src_root = open_quietly(AT_FDCWD, src, dir_flags(), &mut noatime)
         .map_err(|e| Error::io("cannot copy", src, e.into()))?;
     let src_st = fstat(&src_root).map_err(|e| Error::io("cannot copy", src, e.into()))?;
     nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700))
@@ -131,7 +125,8 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions, progress: &Progress
 /// directories are counted but not entered; a mount point is an error with
 /// `one_file_system`). `shift` does not matter here.
 pub fn tree_size(path: &Path, opts: &CopyOptions) -> Result<TreeSize> {
-    let root = nix::fcntl::open(path, dir_flags(), Mode::empty())
+    let mut noatime = noatime();
+    let root = open_quietly(AT_FDCWD, path, dir_flags(), &mut noatime)
         .map_err(|e| Error::io("cannot measure", path, e.into()))?;
     let st = fstat(&root).map_err(|e| Error::io("cannot measure", path, e.into()))?;
     let mut m = Measure {
@@ -140,6 +135,7 @@ pub fn tree_size(path: &Path, opts: &CopyOptions) -> Result<TreeSize> {
         rel: PathBuf::new(),
         root_dev: st.st_dev,
         seen: HashSet::new(),
+        noatime,
         size: TreeSize {
             apparent_bytes: 0,
             allocated_bytes: allocated(&st),
@@ -153,8 +149,9 @@ pub fn tree_size(path: &Path, opts: &CopyOptions) -> Result<TreeSize> {
 
 /// Removes `path` and everything below it; a path that does not exist is no error.
 /// Symlinks are removed, never followed (`path` itself included), and the removal never
-/// descends into another file system mounted inside the tree: that is an error naming
-/// the mount point, so a stray bind mount of host files is not emptied. Directories a
+/// descends into another file system mounted inside the tree (or on `path` itself): that
+/// is an error naming the mount point, so a stray bind mount of host files is not
+/// emptied. A btrfs subvolume inside the tree is no mount point: it is removed. Directories a
 /// non-root caller cannot enter or change (mode 000, 0555) are opened up first.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     let dir = match nix::fcntl::open(path, subdir_flags(), Mode::empty()) {
@@ -177,11 +174,18 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let dev = fstat(&dir)?.st_dev;
+    let mount = mount_of(dir.as_fd())?;
+    let parent = nix::fcntl::openat(&dir, "..", dir_flags(), Mode::empty())?;
+    if mount_of(parent.as_fd())? != mount {
+        return Err(io::Error::other(format!(
+            "{} is a mount point: not removing another file system's files",
+            path.display()
+        )));
+    }
     let mut remover = Remover {
         root: path,
         rel: PathBuf::new(),
-        dev,
+        mount,
     };
     remover
         .empty(&mut Dir::from_fd(dir)?)
@@ -195,6 +199,53 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
         })?;
     match std::fs::remove_dir(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Which mount a directory is on: its mount ID where the kernel tells it (5.8), else its
+/// device. The ID tells a btrfs subvolume (a device of its own) from a mount point.
+fn mount_of(dir: BorrowedFd) -> io::Result<(bool, u64)> {
+    // SAFETY: statx fills the struct it is given; an all-zero statx is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0 {
+        return Ok((true, stx.stx_mnt_id));
+    }
+    Ok((false, fstat(dir)?.st_dev))
+}
+
+/// Reading must not change the source (a snapshot's atimes, a template's): O_NOATIME,
+/// which only the owner or root may ask for.
+fn noatime() -> OFlag {
+    if nix::unistd::geteuid().is_root() {
+        OFlag::O_NOATIME
+    } else {
+        OFlag::empty()
+    }
+}
+
+/// Opens a source file or directory with `noatime`, or from then on without it where the
+/// file system refuses it (one that squashes root).
+fn open_quietly<P: ?Sized + nix::NixPath>(
+    dir: BorrowedFd,
+    name: &P,
+    flags: OFlag,
+    noatime: &mut OFlag,
+) -> nix::Result<OwnedFd> {
+    match nix::fcntl::openat(dir, name, flags | *noatime, Mode::empty()) {
+        Err(Errno::EPERM) if !noatime.is_empty() => {
+            *noatime = OFlag::empty();
+            nix::fcntl::openat(dir, name, flags, Mode::empty())
+        }
         other => other,
     }
 }
@@ -378,11 +429,11 @@ impl Copier<'_> {
         // stat is what we copy); if the entry changed type since readdir, stat by name.
         let flags = match ty {
             Some(Type::Socket) => return Ok(()),
-            Some(Type::File) => Some(file_flags() | self.noatime),
-            Some(Type::Directory) => Some(subdir_flags() | self.noatime),
+            Some(Type::File) => Some(file_flags()),
+            Some(Type::Directory) => Some(subdir_flags()),
             _ => None,
         };
-        let opened = flags.and_then(|f| nix::fcntl::openat(sdir, name, f, Mode::empty()).ok());
+        let opened = flags.and_then(|f| self.open_src(sdir, name, f).ok());
         let st = match &opened {
             Some(fd) => fstat(fd),
             None => fstatat(sdir, name, AtFlags::AT_SYMLINK_NOFOLLOW),
@@ -406,10 +457,9 @@ impl Copier<'_> {
             SFlag::S_IFDIR => {
                 let fd = match opened {
                     Some(fd) => fd,
-                    None => {
-                        nix::fcntl::openat(sdir, name, subdir_flags() | self.noatime, Mode::empty())
-                            .map_err(|e| self.fail("cannot copy", Side::Src, e))?
-                    }
+                    None => self
+                        .open_src(sdir, name, subdir_flags())
+                        .map_err(|e| self.fail("cannot copy", Side::Src, e))?,
                 };
                 self.copy_dir(fd, &st, ddir, name, emptied)?;
             }
@@ -417,13 +467,9 @@ impl Copier<'_> {
                 let fd = match opened {
                     Some(fd) => fd,
                     None => {
-                        let fd = nix::fcntl::openat(
-                            sdir,
-                            name,
-                            file_flags() | self.noatime,
-                            Mode::empty(),
-                        )
-                        .map_err(|e| self.fail("cannot copy", Side::Src, e))?;
+                        let fd = self
+                            .open_src(sdir, name, file_flags())
+                            .map_err(|e| self.fail("cannot copy", Side::Src, e))?;
                         // Opened after the stat: it must still be that file.
                         let now = fstat(&fd).map_err(|e| self.fail("cannot copy", Side::Src, e))?;
                         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
@@ -459,6 +505,10 @@ impl Copier<'_> {
             self.links.insert((st.st_dev, st.st_ino), self.rel.clone());
         }
         Ok(())
+    }
+
+    fn open_src(&mut self, dir: BorrowedFd, name: &CStr, flags: OFlag) -> nix::Result<OwnedFd> {
+        open_quietly(dir, name, flags, &mut self.noatime)
     }
 
     fn mount_point(&self) -> Error {
@@ -793,6 +843,7 @@ struct Measure<'a> {
     rel: PathBuf,
     root_dev: u64,
     seen: HashSet<(u64, u64)>,
+    noatime: OFlag,
     size: TreeSize,
 }
 
@@ -827,7 +878,7 @@ impl Measure<'_> {
                 }
             }
             if is_dir && !emptied {
-                let fd = nix::fcntl::openat(dir.as_fd(), name, subdir_flags(), Mode::empty())
+                let fd = open_quietly(dir.as_fd(), name, subdir_flags(), &mut self.noatime)
                     .map_err(|e| self.fail(e))?;
                 let mut sub = Dir::from_fd(fd).map_err(|e| self.fail(e))?;
                 self.walk(&mut sub, false)?;
@@ -841,7 +892,7 @@ impl Measure<'_> {
 struct Remover<'a> {
     root: &'a Path,
     rel: PathBuf,
-    dev: u64,
+    mount: (bool, u64),
 }
 
 impl Remover<'_> {
@@ -893,7 +944,7 @@ impl Remover<'_> {
                 }
                 other => other?,
             };
-            if fstat(&fd)?.st_dev != self.dev {
+            if mount_of(fd.as_fd())? != self.mount {
                 return Err(io::Error::other(format!(
                     "{} is a mount point: not removing another file system's files",
                     self.root.join(&self.rel).display()
@@ -1220,10 +1271,20 @@ mod tests {
         let s = Scratch::new("faithful");
         let src = s.join("src");
         odd_tree(&src);
-        let dst = s.join("dst");
+        // A default ACL above dst is not inherited into the copy.
+        let parent = s.join("acl-parent");
+        fs::create_dir(&parent).unwrap();
+        xattr::set(&parent, "system.posix_acl_default", &acl(4321, 8765)).unwrap();
+        let dst = parent.join("dst");
         let progress = Progress::new();
+        let atimes = |root: &Path| {
+            ["", "usr", "usr/bin/tool", "etc/hostname", "root/.ssh"]
+                .map(|p| fs::symlink_metadata(root.join(p)).unwrap().atime())
+        };
+        let before = atimes(&src);
         let size = tree_size(&src, &CopyOptions::default()).unwrap();
         copy_tree(&src, &dst, &CopyOptions::default(), &progress).unwrap();
+        assert_eq!(atimes(&src), before, "reading leaves the source as it was");
         assert_same(&src, &dst);
         assert_eq!(
             progress.done(),
@@ -1567,8 +1628,18 @@ mod tests {
                 b"mounted"
             );
 
-            // Removal never empties a mounted file system.
-            let e = remove_tree(&src).unwrap_err();
+            // Removal never empties a mounted file system, inside the tree or the tree.
+            let e = remove_tree(&src).unwrap_err().to_string();
+            let (proc, cache) = (src.join("proc"), src.join("var/cache"));
+            assert!(
+                [proc, cache].iter().any(|m| e
+                    == format!(
+                        "{} is a mount point: not removing another file system's files",
+                        m.display()
+                    )),
+                "{e}"
+            );
+            let e = remove_tree(&src.join("var/cache")).unwrap_err();
             assert!(e.to_string().contains("is a mount point"), "{e}");
             assert!(src.join("var/cache/data").exists());
             nix::mount::umount(&src.join("var/cache")).unwrap();
