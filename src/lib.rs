@@ -2,7 +2,7 @@
 //!
 //! `berthd` (src/bin/berthd.rs) serves the D-Bus API in [`dbus`], which calls the
 //! orchestrator in [`daemon`]; that in turn uses one module per concern: [`store`] for
-//! state on disk, [`template`] and [`rootfs`] for root filesystems, [`spawn`] for
+//! state on disk, [`template`] and [`storage`] for root filesystems, [`spawn`] for
 //! namespaces and the machine's PID 1, [`systemd`] for its scope and limits. `berthctl`
 //! is [`cli`] on top of the proxies in [`client`]. ARCHITECTURE.md follows one request
 //! through these layers.
@@ -20,7 +20,6 @@ pub mod machine_id;
 pub mod names;
 pub mod paths;
 pub mod revert;
-pub mod rootfs;
 pub mod security;
 pub mod spawn;
 pub mod storage;

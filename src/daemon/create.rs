@@ -120,7 +120,12 @@ impl Daemon {
                         .at("cannot rename into place", &staging);
                 }
                 let rootfs = staging.join(store::ROOTFS_DIR);
-                crate::rootfs::copy_tree_shifted(&source, &rootfs, shift)?;
+                let opts = crate::storage::copy::CopyOptions {
+                    shift,
+                    ..Default::default()
+                };
+                let progress = crate::jobs::Progress::new();
+                crate::storage::copy::copy_tree(&source, &rootfs, &opts, &progress)?;
                 if rootfs.join("etc").is_dir() {
                     write_etc(&rootfs, "hostname", &cfg.hostname, shift)?;
                     // Its own ID, never the one a template or source was made with:
@@ -133,7 +138,7 @@ impl Daemon {
                 std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
             })();
             if made.is_err() {
-                let _ = crate::rootfs::remove_tree(&staging);
+                let _ = crate::storage::copy::remove_tree(&staging);
             }
             made
         })

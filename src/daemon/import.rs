@@ -44,7 +44,7 @@ impl Daemon {
                 Err(e) => Err(e),
             };
             if made.is_err() {
-                let _ = crate::rootfs::remove_tree(&staging);
+                let _ = crate::storage::copy::remove_tree(&staging);
             }
             made.map_err(|e| e.context(format!("cannot import machine {name}")))?;
             Ok(format!("machine {name} imported"))
@@ -116,7 +116,7 @@ fn unpack_into(
     input: OwnedFd,
     progress: &crate::jobs::Progress,
 ) -> Result<Option<MachineConfig>> {
-    let _ = crate::rootfs::remove_tree(staging);
+    let _ = crate::storage::copy::remove_tree(staging);
     std::fs::create_dir(staging).at("cannot create", staging)?;
     let rootfs = staging.join(store::ROOTFS_DIR);
     std::fs::create_dir(&rootfs).at("cannot create", &rootfs)?;
@@ -137,7 +137,7 @@ fn unpack_into(
         .map_err(|e| e.context("the archive's config.toml is not a berth machine's"))?;
     let moved = staging.join(".inner");
     std::fs::rename(&inner, &moved).at("cannot move", &inner)?;
-    crate::rootfs::remove_tree(&rootfs).at("cannot remove", &rootfs)?;
+    crate::storage::copy::remove_tree(&rootfs).at("cannot remove", &rootfs)?;
     std::fs::rename(&moved, &rootfs).at("cannot move", &moved)?;
     Ok(Some(cfg))
 }

@@ -21,7 +21,7 @@ impl Daemon {
                 "removing {}, left over from an interrupted operation",
                 leftover.display()
             );
-            if let Err(e) = crate::rootfs::remove_tree(&leftover) {
+            if let Err(e) = crate::storage::copy::remove_tree(&leftover) {
                 warn!("cannot remove {}: {e}", leftover.display());
             }
         }
@@ -174,7 +174,7 @@ fn recover_interrupted_restore(dir: &std::path::Path) {
             "removing {}, left over from an interrupted operation",
             leftover.display()
         );
-        if let Err(e) = crate::rootfs::remove_tree(&leftover) {
+        if let Err(e) = crate::storage::copy::remove_tree(&leftover) {
             warn!("cannot remove {}: {e}", leftover.display());
         }
     }

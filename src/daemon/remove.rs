@@ -30,7 +30,7 @@ impl Daemon {
         self.forget(name);
         store::remove_runtime(&self.paths.runtime_machines_dir(), name);
         tokio::task::spawn_blocking(move || {
-            crate::rootfs::remove_tree(&doomed).at("cannot delete", &doomed)
+            crate::storage::copy::remove_tree(&doomed).at("cannot delete", &doomed)
         })
         .await
         .map_err(|e| Error::failed("removal crashed", e))?

@@ -84,7 +84,12 @@ impl Daemon {
         let staging = parent.join(format!(".{snap}.snapshot-{}", std::process::id()));
         staged(staging, dest, move |staging| {
             std::fs::create_dir_all(staging).at("cannot create", staging)?;
-            crate::rootfs::copy_tree(&rootfs, &staging.join(store::ROOTFS_DIR))?;
+            crate::storage::copy::copy_tree(
+                &rootfs,
+                &staging.join(store::ROOTFS_DIR),
+                &Default::default(),
+                &crate::jobs::Progress::new(),
+            )?;
             let text = toml::to_string(&info).map_err(|e| Error::failed("snapshot.toml", e))?;
             store::write_atomic(&staging.join(SNAPSHOT_FILE), text.as_bytes())
         })
@@ -142,14 +147,19 @@ impl Daemon {
             let old = m.dir.join(format!(".rootfs.old-{}", std::process::id()));
             let (f, o, r) = (fresh.clone(), old.clone(), rootfs.clone());
             tokio::task::spawn_blocking(move || -> Result<()> {
-                let _ = crate::rootfs::remove_tree(&f);
-                if let Err(e) = crate::rootfs::copy_tree(&source, &f) {
-                    let _ = crate::rootfs::remove_tree(&f);
+                let _ = crate::storage::copy::remove_tree(&f);
+                if let Err(e) = crate::storage::copy::copy_tree(
+                    &source,
+                    &f,
+                    &Default::default(),
+                    &crate::jobs::Progress::new(),
+                ) {
+                    let _ = crate::storage::copy::remove_tree(&f);
                     return Err(e);
                 }
                 std::fs::rename(&r, &o).at("cannot move aside", &r)?;
                 std::fs::rename(&f, &r).at("cannot rename into place", &f)?;
-                crate::rootfs::remove_tree(&o).at("cannot delete", &o)
+                crate::storage::copy::remove_tree(&o).at("cannot delete", &o)
             })
             .await
             .map_err(|e| Error::failed("restore crashed", e))?
@@ -199,7 +209,7 @@ impl Daemon {
             .join(format!(".{snap}.remove-{}", std::process::id()));
         std::fs::rename(&dir, &doomed).at("cannot move aside", &dir)?;
         let d = doomed.clone();
-        tokio::task::spawn_blocking(move || crate::rootfs::remove_tree(&d))
+        tokio::task::spawn_blocking(move || crate::storage::copy::remove_tree(&d))
             .await
             .map_err(|e| Error::failed("snapshot removal crashed", e))?
             .at("cannot delete", &doomed)?;
@@ -216,12 +226,12 @@ async fn staged(
     make: impl FnOnce(&Path) -> Result<()> + Send + 'static,
 ) -> Result<()> {
     tokio::task::spawn_blocking(move || {
-        let _ = crate::rootfs::remove_tree(&staging);
+        let _ = crate::storage::copy::remove_tree(&staging);
         let made = make(&staging).and_then(|()| {
             std::fs::rename(&staging, &dest).at("cannot rename into place", &staging)
         });
         if made.is_err() {
-            let _ = crate::rootfs::remove_tree(&staging);
+            let _ = crate::storage::copy::remove_tree(&staging);
         }
         made
     })

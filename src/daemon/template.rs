@@ -218,7 +218,7 @@ impl Daemon {
         .map_err(|e| Error::failed("template build crashed", e))
         .and_then(|r| r);
         if built.is_err()
-            && let Err(e) = crate::rootfs::remove_tree(&staging)
+            && let Err(e) = crate::storage::copy::remove_tree(&staging)
         {
             warn!("template {name}: cannot remove {}: {e}", staging.display());
         }
@@ -248,7 +248,7 @@ impl Daemon {
         std::fs::rename(&dir, &doomed).map_err(|e| Error::io("cannot remove", &dir, e))?;
         self.set_template(name, None);
         let d = doomed.clone();
-        tokio::task::spawn_blocking(move || crate::rootfs::remove_tree(&d))
+        tokio::task::spawn_blocking(move || crate::storage::copy::remove_tree(&d))
             .await
             .map_err(|e| Error::failed("template removal crashed", e))?
             .map_err(|e| Error::io("cannot remove", &doomed, e))?;

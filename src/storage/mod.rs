@@ -3,3 +3,4 @@
 //! inside the tree it belongs to.
 
 pub mod archive;
+pub mod copy;

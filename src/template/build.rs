@@ -5,6 +5,7 @@
 use super::{Method, busybox, debootstrap};
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
+use crate::storage::copy::{self, CopyOptions};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -79,38 +80,23 @@ pub fn run(spec: BuildSpec, rootfs: &Path, progress: &Progress) -> Result<()> {
             Ok(())
         }
         BuildSpec::Directory(source) => {
-            if !source.is_dir() {
-                return Err(Error::InvalidArgument(format!(
-                    "Source {}: not a directory",
-                    source.display()
-                )));
-            }
-            crate::rootfs::copy_tree(&source, rootfs)
+            // VServer's rsync method: what a host makes at boot (/proc, /sys, /dev, /run,
+            // /tmp) comes empty, and another file system inside is an error naming it.
+            let opts = CopyOptions {
+                skip_host_dirs: true,
+                one_file_system: true,
+                ..Default::default()
+            };
+            let size = copy::tree_size(&source, &opts)?;
+            progress.set_total(size.apparent_bytes);
+            copy::copy_tree(&source, rootfs, &opts, progress)
         }
     }
 }
 
 /// Bytes a tree takes on disk, hard links once; 0 where it can't be read.
 pub fn size_of(path: &Path) -> u64 {
-    use std::collections::HashSet;
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = HashSet::new();
-    let mut total = 0u64;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            total += meta.blocks() * 512;
-            if meta.is_dir() {
-                stack.push(entry.path());
-            }
-        }
-    }
-    total
+    copy::tree_size(path, &CopyOptions::default())
+        .map(|s| s.allocated_bytes)
+        .unwrap_or(0)
 }

@@ -180,7 +180,7 @@ pub fn ensure_busybox(templates_dir: &Path) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(templates_dir).at("cannot create", templates_dir)?;
     let staging = templates_dir.join(format!(".{}.build-{}", busybox::NAME, std::process::id()));
-    let _ = crate::rootfs::remove_tree(&staging);
+    let _ = crate::storage::copy::remove_tree(&staging);
     let built = (|| {
         std::fs::create_dir(&staging).at("cannot create", &staging)?;
         busybox::build(&staging.join(ROOTFS_DIR))?;
@@ -198,7 +198,7 @@ pub fn ensure_busybox(templates_dir: &Path) -> Result<PathBuf> {
         )
     })();
     if let Err(e) = built {
-        let _ = crate::rootfs::remove_tree(&staging);
+        let _ = crate::storage::copy::remove_tree(&staging);
         return Err(e.context(format!("cannot build template {}", busybox::NAME)));
     }
     Ok(rootfs)
