@@ -35,6 +35,15 @@ pub trait Manager {
 
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Returns the Job; the machine exists once it completes successfully.
+    #[zbus(allow_interactive_auth)]
+    fn import_machine(
+        &self,
+        name: &str,
+        archive: Fd<'_>,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
     #[zbus(allow_interactive_auth)]
     fn clone_machine(
         &self,
@@ -109,6 +118,19 @@ pub trait Machine {
     /// Option `Force b` stops a running machine before removing it.
     #[zbus(allow_interactive_auth)]
     fn remove_with_options(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
+    /// Returns the Job writing the archive.
+    #[zbus(allow_interactive_auth)]
+    fn export(&self, archive: Fd<'_>, format: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Option `RootfsOnly b`.
+    #[zbus(allow_interactive_auth)]
+    fn export_with_options(
+        &self,
+        archive: Fd<'_>,
+        format: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
 
     #[zbus(allow_interactive_auth)]
     fn snapshot(&self, name: &str, comment: &str) -> zbus::Result<()>;

@@ -82,6 +82,16 @@ pub enum Command {
     /// Remove a snapshot
     #[command(name = "snapshot-remove")]
     SnapshotRemove(SnapshotRefArgs),
+    /// Write a stopped machine to a tar archive (FILE or - for stdout)
+    #[command(
+        after_help = "The format follows FILE's name (.tar, .tar.gz, .tar.xz, .tar.zst) \
+        unless --format says it; stdout gets tar.zst.\n\nExamples:\n  \
+        berthctl export web web.tar.zst\n  berthctl export web - --rootfs-only --format tar | tar -t"
+    )]
+    Export(ExportArgs),
+    /// Make a machine from a tar archive (FILE or - for stdin): a berth export, or any rootfs
+    #[command(after_help = "Example:\n  berthctl import web.tar.zst web-copy")]
+    Import(ImportArgs),
     /// Build, list and remove templates (the root filesystems machines are made from)
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -122,6 +132,33 @@ pub struct SecurityArgs {
         allow_hyphen_values = true
     )]
     pub system_call_filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Machine name
+    pub name: String,
+    /// Where to write it; - for stdout
+    pub file: std::path::PathBuf,
+    /// tar, tar.gz, tar.xz or tar.zst
+    #[arg(long)]
+    pub format: Option<String>,
+    /// The root filesystem alone (what tar and machinectl import-tar take), without
+    /// berth's settings
+    #[arg(long)]
+    pub rootfs_only: bool,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive; - for stdin (its compression is told by its content)
+    pub file: std::path::PathBuf,
+    /// The new machine's name
+    pub name: String,
+    #[command(flatten)]
+    pub follow: FollowArgs,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod error;
+mod export;
 mod output;
 mod parse;
 mod progress;
@@ -77,6 +78,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Status(args) => session.status(&args.name).await,
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
+            Command::Export(args) => session.export(args).await,
+            Command::Import(args) => session.import(args).await,
             Command::Clone(args) => session.clone_machine(args).await,
             Command::Snapshot(args) => session.snapshot(args).await,
             Command::Snapshots(args) => session.snapshots(&args.machine).await,

@@ -93,6 +93,25 @@ pub async fn emit_autostart(conn: &Connection, name: &str) -> zbus::Result<()> {
 }
 
 impl MachineIface {
+    async fn export_with(
+        &self,
+        conn: &Connection,
+        hdr: &Header<'_>,
+        archive: OwnedFd,
+        format: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath> {
+        authorize(conn, hdr, Action::ManageMachines, &self.name).await?;
+        let rootfs_only = options::export_rootfs_only(options)?;
+        let out: std::os::fd::OwnedFd = archive.into();
+        let job = self
+            .daemon
+            .export(&self.name, out, &format, rootfs_only)
+            .await?;
+        self.daemon.events_flushed().await;
+        Ok(super::job::job_path(job.id))
+    }
+
     fn config(&self) -> Option<crate::store::MachineConfig> {
         self.daemon.machine(&self.name).ok().map(|m| m.config())
     }
@@ -176,6 +195,32 @@ impl MachineIface {
         authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
         let force = options::remove_force(options)?;
         Ok(self.remove_machine(force).await?)
+    }
+
+    /// Writes the stopped machine (config.toml and rootfs/) as a tar to `archive`; format
+    /// `tar`, `tar.gz`, `tar.xz` or `tar.zst`. Returns the Job.
+    async fn export(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        archive: OwnedFd,
+        format: String,
+    ) -> Result<zbus::zvariant::OwnedObjectPath> {
+        self.export_with(conn, &hdr, archive, format, HashMap::new())
+            .await
+    }
+
+    /// Extension of Export(): option `RootfsOnly b` writes the tree alone, a rootfs
+    /// tarball for `tar` and `machinectl import-tar`.
+    async fn export_with_options(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        archive: OwnedFd,
+        format: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath> {
+        self.export_with(conn, &hdr, archive, format, options).await
     }
 
     /// Copies the stopped machine's tree as snapshot `name`.

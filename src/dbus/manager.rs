@@ -57,6 +57,30 @@ impl ManagerIface {
         Ok(machine_path(&m.name))
     }
 
+    /// A new machine from a tar (plain, gzip, xz or zstd, told by content) on `archive`:
+    /// a berth export keeps its settings, any other archive is a root filesystem. No
+    /// options yet. Returns the Job; the machine exists when it completes.
+    async fn import_machine(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        archive: zbus::zvariant::OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        authorize(conn, &hdr, Action::CreateMachine, &name).await?;
+        if let Some(key) = options.keys().next() {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "unknown ImportMachine option {}; it takes none yet",
+                names::shown(key)
+            ))
+            .into());
+        }
+        let job = self.daemon.import(&name, archive.into()).await?;
+        self.daemon.events_flushed().await;
+        Ok(super::job::job_path(job.id))
+    }
+
     async fn get_machine(&self, name: String) -> Result<OwnedObjectPath> {
         let m = self.daemon.machine(&name)?;
         Ok(machine_path(&m.name))

@@ -185,6 +185,23 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
     }
 }
 
+/// ExportWithOptions's options: only `RootfsOnly b`.
+pub fn export_rootfs_only(dict: HashMap<String, OwnedValue>) -> Result<bool> {
+    let mut rootfs_only = false;
+    for (key, value) in dict {
+        match key.as_str() {
+            "RootfsOnly" => rootfs_only = boolean(&key, &value)?,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown Export option {}; the only one is RootfsOnly",
+                    shown(other)
+                )));
+            }
+        }
+    }
+    Ok(rootfs_only)
+}
+
 /// CloneMachine's options: only `Ephemeral b`.
 pub fn clone_ephemeral(dict: HashMap<String, OwnedValue>) -> Result<bool> {
     let mut ephemeral = false;

@@ -450,7 +450,13 @@ impl Copier<'_> {
         if kind == SFlag::S_IFDIR && (st.st_dev, st.st_ino) == self.dst_id {
             return Ok(());
         }
-        if self.opts.one_file_system && !emptied && st.st_dev != self.root_dev {
+        // Directories only: overlayfs reports a non-directory's st_dev as that of the
+        // layer it lives on, so files of one overlay differ from its root.
+        if self.opts.one_file_system
+            && !emptied
+            && kind == SFlag::S_IFDIR
+            && st.st_dev != self.root_dev
+        {
             return Err(self.mount_point());
         }
         if kind != SFlag::S_IFDIR && st.st_nlink > 1 && self.link(&st, ddir, name)? {
@@ -866,7 +872,8 @@ impl Measure<'_> {
                 && is_dir
                 && self.opts.skip_host_dirs
                 && HOST_DIRS.iter().any(|d| d.as_bytes() == name.to_bytes());
-            if self.opts.one_file_system && !emptied && st.st_dev != self.root_dev {
+            // Directories only, as in the copy: overlayfs files show their layer's st_dev.
+            if self.opts.one_file_system && !emptied && is_dir && st.st_dev != self.root_dev {
                 return Err(Error::InvalidArgument(format!(
                     "{} is a mount point inside the tree being copied, which must be one \
                      file system",
