@@ -170,4 +170,53 @@ fn main() {
         ],
     );
     report("Ephemeral create: flat in template size", &ephemeral);
+
+    // Export and import of a stopped machine as tar.zst, against GNU tar with zstd
+    // of the same tree.
+    host.okw("berthctl create ex --template deb");
+    let mtree = "/var/lib/berth/machines/ex/rootfs";
+    let export = alternate(
+        &host,
+        &[
+            (
+                "berthctl export (tar.zst)",
+                "",
+                "berthctl export ex /var/tmp/ex{n}.tar.zst --no-progress",
+                "rm -f /var/tmp/ex{n}.tar.zst",
+            ),
+            (
+                "tar -I zstd -c",
+                "",
+                &format!(
+                    "tar --xattrs --numeric-owner -I zstd -cf /var/tmp/gt{{n}}.tar.zst -C {mtree} ."
+                ),
+                "rm -f /var/tmp/gt{n}.tar.zst",
+            ),
+        ],
+    );
+    report("Export a machine", &export);
+    host.okw("berthctl export ex /var/tmp/ex.tar.zst --no-progress");
+    host.ok(&[
+        "bash",
+        "-c",
+        &format!("tar --xattrs --numeric-owner -I zstd -cf /var/tmp/gt.tar.zst -C {mtree} ."),
+    ]);
+    let import = alternate(
+        &host,
+        &[
+            (
+                "berthctl import (tar.zst)",
+                "",
+                "berthctl import /var/tmp/ex.tar.zst im{n} --no-progress",
+                "berthctl remove im{n}",
+            ),
+            (
+                "tar -I zstd -x",
+                "mkdir /var/tmp/gx{n}",
+                "tar --xattrs --numeric-owner -I zstd -xpf /var/tmp/gt.tar.zst -C /var/tmp/gx{n}",
+                "rm -rf /var/tmp/gx{n}",
+            ),
+        ],
+    );
+    report("Import a machine", &import);
 }

@@ -63,6 +63,12 @@ fn state_changes_and_lifecycle_are_signalled() {
             .expect("CreateMachine");
         let announced = next_within(&mut new).await;
         assert_eq!(announced.args().unwrap().name, "sig");
+        // The busybox template, built on first use, is announced before the machine.
+        let template = next_within(&mut added).await;
+        assert_eq!(
+            template.args().unwrap().object_path.as_str(),
+            "/org/berth/Berth1/template/busybox"
+        );
         let added = next_within(&mut added).await;
         assert_eq!(added.args().unwrap().object_path.as_str(), path.as_str());
 

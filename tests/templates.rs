@@ -309,3 +309,114 @@ fn cancelled_build_leaves_nothing() {
     );
     assert_no_build_leftovers(&host);
 }
+
+/// On a terminal, berthctl draws the Job's progress and Ctrl-C cancels it; a berthd
+/// killed in the middle of a build leaves nothing that its next start doesn't clear.
+#[test]
+fn progress_bar_ctrl_c_and_a_crash_mid_build() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "progress_bar_ctrl_c_and_a_crash") else {
+        return;
+    };
+    host.ok(&[
+        "systemd-run",
+        "--unit=tarpit",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "8081",
+        "-e",
+        "sleep",
+        "600",
+    ]);
+    let build = "berthctl template build slow --method debootstrap --suite bookworm \
+                 --mirror http://127.0.0.1:8081/debian";
+    // script(1) gives berthctl a terminal (a real one: TERM set, and a size); its
+    // output goes to a file we read.
+    let on_terminal = format!("stty cols 100 rows 30; {build}");
+    host.ok(&[
+        "systemd-run",
+        "--unit=follow",
+        "--setenv=TERM=xterm",
+        "--property=StandardOutput=file:/var/tmp/follow.out",
+        "script",
+        "-qefc",
+        &on_terminal,
+        "/dev/null",
+    ]);
+    assert!(
+        wait_until("the bar is drawn", Duration::from_secs(20), || {
+            host.read("/var/tmp/follow.out")
+                .is_ok_and(|o| o.contains("building slow") && o.contains('%'))
+        }),
+        "a progress bar: {:?}",
+        host.read("/var/tmp/follow.out")
+    );
+    host.ok(&["pkill", "-INT", "-x", "berthctl"]);
+    assert!(
+        wait_until(
+            "Ctrl-C cancelled the build",
+            Duration::from_secs(20),
+            || { host.okw("berthctl template list --json").trim() == "[]" }
+        ),
+        "template gone after Ctrl-C"
+    );
+    assert!(
+        wait_until("berthctl ended", Duration::from_secs(10), || {
+            !host.run(&["pgrep", "-x", "berthctl"]).status.success()
+        }),
+        "berthctl exits"
+    );
+    let out = host.read("/var/tmp/follow.out").unwrap();
+    assert!(out.contains("was cancelled"), "{out}");
+    assert_no_build_leftovers(&host);
+
+    // A crash: berthd and its debootstrap killed together, a staging dir left behind.
+    host.ok(&[
+        "busctl",
+        "--system",
+        "call",
+        "org.berth.Berth1",
+        "/org/berth/Berth1/Manager",
+        "org.berth.Berth1.Manager",
+        "BuildTemplate",
+        "ssa{sv}",
+        "slow",
+        "debootstrap",
+        "2",
+        "Suite",
+        "s",
+        "bookworm",
+        "Mirror",
+        "s",
+        "http://127.0.0.1:8081/debian",
+    ]);
+    assert!(
+        wait_until("debootstrap runs", Duration::from_secs(10), || {
+            host.run(&["pgrep", "-x", "debootstrap"]).status.success()
+        }),
+        "debootstrap started"
+    );
+    host.okw("systemctl kill --signal=SIGKILL berthd");
+    assert!(
+        wait_until(
+            "debootstrap died with berthd",
+            Duration::from_secs(10),
+            || {
+                !host
+                    .run(&["pgrep", "-x", "debootstrap|wget"])
+                    .status
+                    .success()
+            }
+        ),
+        "no debootstrap outlives berthd"
+    );
+    // The next call starts berthd again, which clears what the build left.
+    assert_eq!(host.okw("berthctl template list --json").trim(), "[]");
+    assert_no_build_leftovers(&host);
+    assert!(
+        host.journal("berthd.service")
+            .contains("left over from an interrupted operation"),
+        "the log says what was cleared"
+    );
+}
