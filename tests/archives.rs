@@ -129,6 +129,23 @@ fn export_import_round_trip_and_the_tar_method() {
         "{listed}"
     );
     assert!(!listed.contains("config.toml"), "rootfs only");
+    // machinectl takes it as it is (systemd-importd), here xz-compressed.
+    host.ok(&[
+        "sh",
+        "-c",
+        "berthctl export web - --rootfs-only --format tar.xz > /var/tmp/rootfs.tar.xz",
+    ]);
+    host.ok(&[
+        "machinectl",
+        "import-tar",
+        "/var/tmp/rootfs.tar.xz",
+        "imported",
+    ]);
+    assert!(
+        host.path("/var/lib/machines/imported/bin/busybox").exists(),
+        "machinectl imported it"
+    );
+    host.ok(&["machinectl", "remove", "imported"]);
     host.ok(&[
         "sh",
         "-c",

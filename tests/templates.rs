@@ -371,6 +371,47 @@ fn progress_bar_ctrl_c_and_a_crash_mid_build() {
     assert!(out.contains("was cancelled"), "{out}");
     assert_no_build_leftovers(&host);
 
+    // debootstrap killed half way: the Job fails saying so, and nothing is left.
+    host.ok(&[
+        "busctl",
+        "--system",
+        "call",
+        "org.berth.Berth1",
+        "/org/berth/Berth1/Manager",
+        "org.berth.Berth1.Manager",
+        "BuildTemplate",
+        "ssa{sv}",
+        "slow",
+        "debootstrap",
+        "2",
+        "Suite",
+        "s",
+        "bookworm",
+        "Mirror",
+        "s",
+        "http://127.0.0.1:8081/debian",
+    ]);
+    assert!(
+        wait_until("debootstrap runs", Duration::from_secs(10), || {
+            host.run(&["pgrep", "-x", "debootstrap"]).status.success()
+        }),
+        "debootstrap started"
+    );
+    host.ok(&["pkill", "-KILL", "-x", "debootstrap"]);
+    assert!(
+        wait_until("the failed build is gone", Duration::from_secs(20), || {
+            host.okw("berthctl template list --json").trim() == "[]"
+        }),
+        "template gone after debootstrap died"
+    );
+    assert!(
+        host.journal("berthd.service")
+            .contains("failed (killed by signal 9)"),
+        "the Job says how debootstrap ended: {}",
+        host.journal("berthd.service")
+    );
+    assert_no_build_leftovers(&host);
+
     // A crash: berthd and its debootstrap killed together, a staging dir left behind.
     host.ok(&[
         "busctl",

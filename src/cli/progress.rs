@@ -50,6 +50,10 @@ impl Session {
         let bytes = job.unit().await.map(|u| u == "bytes").unwrap_or(false);
         let started = Instant::now();
         let mut poll = tokio::time::interval(POLL);
+        // One listener for the whole wait: a Ctrl-C between two turns of the loop below
+        // must not be lost.
+        let mut interrupts =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut cancels = 0;
         loop {
             tokio::select! {
@@ -86,7 +90,7 @@ impl Session {
                         b.set_message(rate_and_eta(f, rate, bytes, started.elapsed()));
                     }
                 }
-                _ = tokio::signal::ctrl_c() => {
+                _ = interrupts.recv() => {
                     cancels += 1;
                     if cancels > 1 {
                         return Err(CliError::DBus(format!("stopped waiting; {what} may still be cancelling")));

@@ -395,9 +395,18 @@ pub fn run(opts: &Options, rootfs: &Path, progress: &Progress) -> Result<()> {
             .or(last_lines.last())
             .map(|l| l.trim_start_matches("E: ").to_string())
             .unwrap_or_else(|| "no output".into());
+        // unshare passes on how its child ended: 128+N when a signal killed it, and for
+        // SIGKILL, which it cannot raise on itself, this line.
+        if said.contains("sigprocmask unblock failed") {
+            return Err(Error::Failed(format!(
+                "debootstrap {} from {} failed (killed by signal 9)",
+                opts.suite, opts.mirror
+            )));
+        }
         let how = match (status.code(), status.signal()) {
+            (Some(c), _) if c > 128 => format!("killed by signal {}", c - 128),
             (Some(c), _) => format!("exit status {c}"),
-            (None, Some(s)) => format!("signal {s}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
             _ => "unknown status".into(),
         };
         return Err(Error::Failed(format!(
