@@ -21,7 +21,7 @@ seconds=${1:-20}
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
-((${#targets[@]})) || targets=(names limits options config users)
+((${#targets[@]})) || targets=(names limits options config users archive)
 
 command -v cargo >/dev/null || { echo "fuzz.sh: cargo not found; install the Rust toolchain" >&2; exit 1; }
 command -v c++ >/dev/null || { echo "fuzz.sh: no C++ compiler to build libFuzzer; install g++ (scripts/deps.sh --test)" >&2; exit 1; }
