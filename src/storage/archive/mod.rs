@@ -21,7 +21,7 @@ mod unpack;
 mod tests;
 
 pub use pack::{ExtraFile, PackOptions, pack};
-pub use unpack::{Specials, Summary, UnpackOptions, unpack};
+pub use unpack::{Specials, Summary, UnpackOptions, unpack, unpack_then};
 
 use crate::error::{Error, Result};
 
