@@ -106,9 +106,14 @@ impl Daemon {
             Some(picked) => picked,
             None => self.users_for_import(exported.as_ref())?,
         };
-        if !shifted {
+        let ids = ids_between(None, users);
+        if !shifted && !ids.is_identity() {
             // config.toml came later (an export repacked by other tools): shift by a copy.
-            shift_copy(staging, ids_between(None, users))?;
+            tracing::info!(
+                "{}: config.toml follows the files; shifting them by a copy",
+                staging.display()
+            );
+            shift_copy(staging, ids)?;
         }
         Ok(Unpacked {
             exported,
@@ -183,11 +188,8 @@ struct Unpacked {
     _range: Option<RangeReservation>,
 }
 
-/// Moves `staging/rootfs`'s IDs by `ids` (nothing for the identity), by copying it.
+/// Moves `staging/rootfs`'s IDs by `ids`, by copying it.
 fn shift_copy(staging: &Path, ids: IdMap) -> Result<()> {
-    if ids.is_identity() {
-        return Ok(());
-    }
     let rootfs = staging.join(store::ROOTFS_DIR);
     let shifted = staging.join(".shifted");
     let opts = crate::storage::copy::CopyOptions {
