@@ -174,7 +174,7 @@ impl Daemon {
         let from = m.config();
         let _reservation = self.reserve(new_machine)?;
         // A new machine needs a range of its own; the snapshot's files are as the machine
-        // had them (shifted into its range where they are shifted on disk).
+        // had them: in its range, where its files are shifted on disk.
         let (users, _range) = self.users_for(match from.users {
             Some(_) => users::Request::Pick,
             None => users::Request::No,
