@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth};
+use common::{CgroupMode, TestHost, assert_in_own_range, assert_no_leftovers, boot_with_berth};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -327,5 +327,104 @@ open(f"{d}/bomb.tar", "wb").write(bomb.tobuf(format=tarfile.GNU_FORMAT) + b"\0" 
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(machines.is_empty(), "no import left: {machines:?}");
+    assert_no_leftovers(&host);
+}
+
+/// An unprivileged machine on the host's overlay (its files shifted on disk): its export
+/// holds the machine's own view, root 0, and an import of it gets a range of its own
+/// with the files shifted into it.
+#[test]
+fn export_import_of_an_unprivileged_machine() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "export_import_unprivileged") else {
+        return;
+    };
+    host.okw("berthctl create un --template busybox --private-users pick");
+    host.okw("berthctl start un");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "echo one > /srv-data && chown 1000:1001 /srv-data && chmod 4750 /srv-data",
+    ]);
+    host.okw("berthctl stop un");
+    let owned = ("/srv-data", 1000, 1001);
+    let base = assert_in_own_range(&host, "un", &[], owned);
+
+    host.ok(&[
+        "berthctl",
+        "export",
+        "un",
+        "/var/tmp/un.tar",
+        "--no-progress",
+    ]);
+    let listed = host.ok(&["tar", "--numeric-owner", "-tvf", "/var/tmp/un.tar"]);
+    let owner_of = |name: &str| {
+        let line = listed
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("{name} archived: {listed}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(
+        owner_of("rootfs/bin/busybox"),
+        "0/0",
+        "the machine's own view"
+    );
+    assert_eq!(owner_of("rootfs/srv-data"), "1000/1001");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("-rwsr-x---") && l.ends_with(" rootfs/srv-data")),
+        "setuid kept: {listed}"
+    );
+
+    host.ok(&[
+        "berthctl",
+        "import",
+        "/var/tmp/un.tar",
+        "un2",
+        "--no-progress",
+    ]);
+    let base2 = assert_in_own_range(&host, "un2", &[base], owned);
+    let srv = std::fs::metadata(machine_rootfs(&host, "un2").join("srv-data")).unwrap();
+    assert_eq!(srv.mode() & 0o7777, 0o4750, "setuid survives the shift");
+    host.okw("berthctl start un2");
+    assert_eq!(host.okw("berthctl exec un2 -- cat /srv-data"), "one\n");
+    host.okw("berthctl stop un2");
+
+    // Repacked by GNU tar with config.toml last: shifted after unpacking instead.
+    host.ok(&[
+        "sh",
+        "-c",
+        "mkdir /var/tmp/x && tar -xpf /var/tmp/un.tar -C /var/tmp/x && \
+         tar -cf /var/tmp/repacked.tar -C /var/tmp/x rootfs config.toml && rm -r /var/tmp/x",
+    ]);
+    let listed = host.ok(&["tar", "-tf", "/var/tmp/repacked.tar"]);
+    assert_eq!(listed.lines().last(), Some("config.toml"), "{listed}");
+    host.ok(&[
+        "berthctl",
+        "import",
+        "/var/tmp/repacked.tar",
+        "un3",
+        "--no-progress",
+    ]);
+    assert_in_own_range(&host, "un3", &[base, base2], owned);
+    let shifted_by_copy: Vec<String> = host
+        .journal("berthd")
+        .lines()
+        .filter(|l| l.contains("shifting them by a copy"))
+        .map(String::from)
+        .collect();
+    assert!(
+        shifted_by_copy.len() == 1 && shifted_by_copy[0].contains(".un3.import-"),
+        "only the repacked archive needed the copy: {shifted_by_copy:?}"
+    );
+
+    for m in ["un", "un2", "un3"] {
+        host.okw(&format!("berthctl remove {m}"));
+    }
     assert_no_leftovers(&host);
 }

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, wait_until};
+use common::{
+    CgroupMode, TestHost, assert_in_own_range, assert_no_leftovers, boot_with_berth, wait_until,
+};
 use std::time::Duration;
 
 fn err(host: &TestHost, cmdline: &str) -> String {
@@ -192,6 +194,93 @@ fn clone_and_snapshots() {
     host.okw("berthctl template remove bb");
 
     for m in ["web", "web2", "web-old"] {
+        host.okw(&format!("berthctl remove {m}"));
+    }
+    assert_no_leftovers(&host);
+}
+
+/// A POSIX ACL value (system.posix_acl_access) with a named user: user::rw-, user:ID:r--,
+/// group::r--, mask::r--, other::r--.
+fn acl(user: u32) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, user),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        v.extend(tag.to_le_bytes());
+        v.extend(perm.to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    v
+}
+
+/// A machine in a user namespace, on the host's overlay (its files shifted on disk):
+/// a clone and a snapshot restored as a new machine each get a range of their own, their
+/// files moved into it; restored over itself, it keeps its range.
+#[test]
+fn copies_of_an_unprivileged_machine_get_their_own_range() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "copies_of_unprivileged") else {
+        return;
+    };
+    host.okw("berthctl create un --template busybox --private-users pick");
+    host.okw("berthctl start un");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "echo one > /srv-data && chown 1000:1001 /srv-data",
+    ]);
+    host.okw("berthctl stop un");
+    let owned = ("/srv-data", 1000, 1001);
+    let base = assert_in_own_range(&host, "un", &[], owned);
+    // An ACL naming the machine's user 1234 (set from the host: busybox has no setfacl).
+    let acl_file = |m: &str| host.path(&format!("/var/lib/berth/machines/{m}/rootfs/srv-data"));
+    xattr::set(acl_file("un"), "system.posix_acl_access", &acl(base + 1234)).unwrap();
+
+    host.okw("berthctl clone un un2");
+    let base2 = assert_in_own_range(&host, "un2", &[base], owned);
+    assert_eq!(file_in(&host, "un2", "/srv-data"), "one\n");
+    assert_eq!(file_in(&host, "un2", "/etc/hostname"), "un2\n");
+    assert_eq!(
+        xattr::get(acl_file("un2"), "system.posix_acl_access").unwrap(),
+        Some(acl(base2 + 1234)),
+        "the ACL's user moved with the files"
+    );
+
+    host.okw("berthctl snapshot un before");
+    host.okw("berthctl start un");
+    host.ok(&[
+        "berthctl",
+        "exec",
+        "un",
+        "--",
+        "sh",
+        "-c",
+        "echo two > /srv-data",
+    ]);
+    host.okw("berthctl stop un");
+    host.okw("berthctl restore un before --as un3");
+    let base3 = assert_in_own_range(&host, "un3", &[base, base2], owned);
+    assert_eq!(file_in(&host, "un3", "/srv-data"), "one\n");
+    assert_eq!(
+        xattr::get(acl_file("un3"), "system.posix_acl_access").unwrap(),
+        Some(acl(base3 + 1234))
+    );
+    // Over itself: the snapshot's files as they were, in the range it keeps.
+    host.okw("berthctl restore un before");
+    assert_eq!(file_in(&host, "un", "/srv-data"), "one\n");
+    assert_eq!(
+        assert_in_own_range(&host, "un", &[base2, base3], owned),
+        base
+    );
+
+    for m in ["un", "un2", "un3"] {
         host.okw(&format!("berthctl remove {m}"));
     }
     assert_no_leftovers(&host);

@@ -1,12 +1,13 @@
 //! CloneMachine: a new machine with a copy of a stopped machine's tree and settings, as
 //! `lxc-copy` makes one. The clone gets its own name, hostname, machine identity and (if
-//! the source has one) its own user ID range; it does not inherit autostart.
+//! the source has one) its own user ID range, its files moved into that range where they
+//! are shifted on disk; it does not inherit autostart.
 
 use super::machine::Machine;
 use super::{Daemon, now_usec};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::security::users::{self, Ownership};
+use crate::security::users;
 use crate::store::MachineConfig;
 use std::sync::Arc;
 use tracing::info;
@@ -30,7 +31,7 @@ impl Daemon {
             users::Request::No
         };
         let (users, _range) = self.users_for(request)?;
-        let shift = shift_between(&from, users)?;
+        let ids = super::create::ids_between(from.users, users);
         let config = MachineConfig {
             name: name.to_string(),
             // A hostname that was the machine's name follows the new name.
@@ -49,7 +50,7 @@ impl Daemon {
             base: (ephemeral && users.is_none()).then(|| rootfs.clone()),
             ..from
         };
-        let dir = self.make_machine_dir(&config, rootfs, shift).await?;
+        let dir = self.make_machine_dir(&config, rootfs, ids).await?;
         let m = Arc::new(Machine::new(dir, config));
         self.insert(m.clone());
         info!("machine {name}: cloned from {source}");
@@ -72,23 +73,5 @@ impl Daemon {
             )));
         }
         Ok(m.rootfs())
-    }
-}
-
-/// How far the copy's owners move: a source whose files are shifted on disk (Chown
-/// ownership) can only be copied as they are.
-fn shift_between(from: &MachineConfig, to: Option<users::Users>) -> Result<u32> {
-    let shifted = |u: Option<users::Users>| match u {
-        Some(u) if u.ownership == Ownership::Chown => Some(u.range.base),
-        _ => None,
-    };
-    match (shifted(from.users), shifted(to)) {
-        (None, None) => Ok(0),
-        (None, Some(base)) => Ok(base),
-        (Some(_), _) => Err(Error::NotSupported(format!(
-            "machine {} runs in a user namespace with its files shifted on disk (this file \
-             system has no idmapped mounts); cloning it is not supported yet",
-            from.name
-        ))),
     }
 }

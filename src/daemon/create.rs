@@ -8,6 +8,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::limits::Limits;
 use crate::security::users::{self, Ownership, UserRange, Users};
 use crate::security::{Confinement, Settings};
+use crate::storage::idmap::IdMap;
 use crate::store::{self, MachineConfig};
 use crate::{names, template};
 use std::path::Path;
@@ -79,13 +80,9 @@ impl Daemon {
             base: (opts.ephemeral && users.is_none()).then(|| template_rootfs.clone()),
             limits: opts.limits,
         };
-        let shift = match config.users {
-            Some(u) if u.ownership == Ownership::Chown => u.range.base,
-            _ => 0,
-        };
-        let final_dir = self
-            .make_machine_dir(&config, template_rootfs, shift)
-            .await?;
+        // A template's files are as a machine sees them (its root 0).
+        let ids = ids_between(None, config.users);
+        let final_dir = self.make_machine_dir(&config, template_rootfs, ids).await?;
         let m = Arc::new(Machine::new(final_dir, config));
         self.insert(m.clone());
         info!("machine {name}: created from template {template_name}");
@@ -93,14 +90,14 @@ impl Daemon {
     }
 
     /// Makes `machines/NAME` (NAME from `cfg`) with `cfg` and a copy of `source` as its
-    /// rootfs, every owner moved up by `shift` (a machine whose files are shifted on a
-    /// file system that cannot idmap). Staged and renamed: the machine exists whole or not
-    /// at all. Shared by create, clone, restore-as and import.
+    /// rootfs, its IDs mapped by `ids` (from the source's range into the machine's, where
+    /// either has its files shifted on disk: [`ids_between`]). Staged and renamed: the
+    /// machine exists whole or not at all. Shared by create, clone and restore-as.
     pub(super) async fn make_machine_dir(
         &self,
         cfg: &MachineConfig,
         source: std::path::PathBuf,
-        shift: u32,
+        ids: IdMap,
     ) -> Result<std::path::PathBuf> {
         let name = cfg.name.clone();
         let final_dir = self.paths.machine_dir(&name);
@@ -121,17 +118,17 @@ impl Daemon {
                 }
                 let rootfs = staging.join(store::ROOTFS_DIR);
                 let opts = crate::storage::copy::CopyOptions {
-                    shift,
+                    ids,
                     ..Default::default()
                 };
                 let progress = crate::jobs::Progress::new();
                 crate::storage::copy::copy_tree(&source, &rootfs, &opts, &progress)?;
                 if rootfs.join("etc").is_dir() {
-                    write_etc(&rootfs, "hostname", &cfg.hostname, shift)?;
+                    write_etc(&rootfs, "hostname", &cfg.hostname, cfg.users)?;
                     // Its own ID, never the one a template or source was made with:
                     // copies must not share a journal directory or a D-Bus machine ID.
                     if let Some(id) = &cfg.machine_id {
-                        write_etc(&rootfs, "machine-id", id, shift)?;
+                        write_etc(&rootfs, "machine-id", id, cfg.users)?;
                     }
                 }
                 store::save_config(&staging, &cfg)?;
@@ -201,15 +198,44 @@ impl Daemon {
 }
 
 /// Writes `value` and a newline to the machine's /etc/NAME, owned (if it is new) by the
-/// machine's root: host root, or `shift` when the files were shifted.
-fn write_etc(rootfs: &Path, name: &str, value: &str, shift: u32) -> Result<()> {
+/// machine's root on disk: host root, or the range's base when its files are shifted.
+pub(super) fn write_etc(
+    rootfs: &Path,
+    name: &str,
+    value: &str,
+    users: Option<Users>,
+) -> Result<()> {
     let path = rootfs.join("etc").join(name);
     let existed = path.exists();
     std::fs::write(&path, format!("{value}\n")).at("cannot write", &path)?;
-    if !existed && shift != 0 {
-        std::os::unix::fs::chown(&path, Some(shift), Some(shift)).at("cannot chown", &path)?;
+    if let Some(root) = shifted(users).map(|r| r.base)
+        && !existed
+    {
+        std::os::unix::fs::chown(&path, Some(root), Some(root)).at("cannot chown", &path)?;
     }
     Ok(())
+}
+
+/// The range a machine's files are shifted into on disk: none when they are as the
+/// machine sees them (a privileged machine, or one whose rootfs is idmapped at start).
+fn shifted(users: Option<Users>) -> Option<UserRange> {
+    users
+        .filter(|u| u.ownership == Ownership::Chown)
+        .map(|u| u.range)
+}
+
+/// How a tree's IDs move when the files of a machine with `from`'s users are copied
+/// into one with `to`'s (create: `from` none, a template being as a machine sees it;
+/// clone, restore as a new machine, import): from the range they are shifted into on
+/// disk, if any, to the target's, if any. Files shown through an idmapped mount are on
+/// disk as the machine sees them, as are a privileged machine's.
+pub(super) fn ids_between(from: Option<Users>, to: Option<Users>) -> IdMap {
+    match (shifted(from), shifted(to)) {
+        (None, None) => IdMap::IDENTITY,
+        (None, Some(to)) => IdMap::shift(to),
+        (Some(from), None) => IdMap::unshift(from),
+        (Some(from), Some(to)) => IdMap::between(from, to),
+    }
 }
 
 /// Idmapped mounts where the file system supports them (the kernel's FS_ALLOW_IDMAP:
@@ -258,5 +284,46 @@ impl Drop for Reservation {
             .lock()
             .expect("reserved lock")
             .remove(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::idmap::OVERFLOW_ID;
+
+    fn users(base: u32, ownership: Ownership) -> Option<Users> {
+        Some(Users {
+            range: UserRange { base, count: 65536 },
+            ownership,
+        })
+    }
+
+    #[test]
+    fn ids_move_between_the_ranges_files_are_shifted_into() {
+        use Ownership::{Chown, Idmap};
+        let a = 524_288;
+        let b = 589_824;
+        // (from, to, where 0, 1000 and a stray 70000 on the source's disk go)
+        #[rustfmt::skip]
+        let table: [(_, _, [u32; 3], [u32; 3]); 9] = [
+            // privileged, or on disk as the machine sees them: nothing moves
+            (None, None, [0, 1000, 70_000], [0, 1000, 70_000]),
+            (None, users(b, Idmap), [0, 1000, 70_000], [0, 1000, 70_000]),
+            (users(a, Idmap), users(b, Idmap), [0, 1000, 70_000], [0, 1000, 70_000]),
+            // create, or into a shifted machine: up into its range
+            (None, users(b, Chown), [0, 1000, 70_000], [b, b + 1000, OVERFLOW_ID]),
+            (users(a, Idmap), users(b, Chown), [0, 1000, 70_000], [b, b + 1000, OVERFLOW_ID]),
+            // shifted to shifted: range to range
+            (users(a, Chown), users(b, Chown), [a, a + 1000, 70_000], [b, b + 1000, OVERFLOW_ID]),
+            (users(a, Chown), users(a, Chown), [a, a + 1000, 0], [a, a + 1000, OVERFLOW_ID]),
+            // shifted to unshifted: back down
+            (users(a, Chown), users(b, Idmap), [a, a + 1000, 0], [0, 1000, OVERFLOW_ID]),
+            (users(a, Chown), None, [a, a + 1000, 0], [0, 1000, OVERFLOW_ID]),
+        ];
+        for (from, to, ids, want) in table {
+            let map = ids_between(from, to);
+            assert_eq!(ids.map(|id| map.map(id)), want, "{from:?} -> {to:?}");
+        }
     }
 }

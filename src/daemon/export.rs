@@ -1,12 +1,13 @@
 //! Export: a stopped machine as a tar (plain, gzip, xz or zstd) written to the caller's
 //! descriptor, as a Job. The whole machine is `config.toml` and `rootfs/`, which import
 //! reads back; `rootfs_only` writes the tree alone, a rootfs tarball that `tar` and
-//! `machinectl import-tar` take. The machine stays locked (it can't start) until done.
+//! `machinectl import-tar` take. Either holds the machine's own view of its files (its
+//! root is 0), unshifted where they are shifted on disk. The machine stays locked (it
+//! can't start) until done.
 
 use super::Daemon;
 use crate::error::{Error, Result};
 use crate::jobs::{Job, Operation, Target};
-use crate::security::users::Ownership;
 use crate::storage::archive::{self, Compression, ExtraFile, PackOptions};
 use crate::store;
 use std::os::fd::OwnedFd;
@@ -24,13 +25,9 @@ impl Daemon {
         let compression = Compression::from_format(format)?;
         let (m, op) = self.locked(name).await?;
         let rootfs = self.stopped_rootfs(&m, "export")?;
-        let cfg = m.config();
-        if matches!(cfg.users, Some(u) if u.ownership == Ownership::Chown) {
-            return Err(Error::NotSupported(format!(
-                "machine {name} runs in a user namespace with its files shifted on disk (this \
-                 file system has no idmapped mounts); exporting it is not supported yet"
-            )));
-        }
+        // The archive holds the machine as it sees itself (its root 0), whether its files
+        // are shifted on disk or idmapped at start: import shifts them into a new range.
+        let ids = super::create::ids_between(m.config().users, None);
         let config_text = std::fs::read(m.dir.join(store::CONFIG_FILE))
             .map_err(|e| Error::io("cannot read", m.dir.join(store::CONFIG_FILE), e))?;
         let opts = PackOptions {
@@ -45,6 +42,7 @@ impl Daemon {
                     mode: 0o600,
                 }]
             },
+            ids,
         };
         let job = self.new_job(
             Operation::ExportMachine,

@@ -1,12 +1,15 @@
 //! Snapshots of stopped machines, as `lxc-snapshot` keeps them: `machines/NAME/snapshots/
 //! SNAP/` holds a copy of the rootfs and `snapshot.toml` (created, comment). Restore puts
-//! a snapshot's tree back under the machine, or makes a new machine of it. Every step is
+//! a snapshot's tree back under the machine (its files as they were, in the machine's
+//! range), or makes a new machine of it (with a range of its own, if the machine has one,
+//! and the files moved into it where they are shifted on disk). Every step is
 //! staged under a dot-name and renamed, so a crash leaves no half snapshot or tree.
 
 use super::machine::Machine;
 use super::{Daemon, now_usec};
 use crate::error::{Error, IoContext, Result};
 use crate::names;
+use crate::security::users;
 use crate::store::{self, MachineConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -169,13 +172,14 @@ impl Daemon {
         }
         names::validate_machine_name(new_machine).map_err(Error::InvalidName)?;
         let from = m.config();
-        if from.users.is_some() {
-            return Err(Error::NotSupported(format!(
-                "restoring a snapshot of {machine}, which runs in a user namespace, as a new \
-                 machine is not supported yet; restore it over {machine} instead"
-            )));
-        }
         let _reservation = self.reserve(new_machine)?;
+        // A new machine needs a range of its own; the snapshot's files are as the machine
+        // had them: in its range, where its files are shifted on disk.
+        let (users, _range) = self.users_for(match from.users {
+            Some(_) => users::Request::Pick,
+            None => users::Request::No,
+        })?;
+        let ids = super::create::ids_between(from.users, users);
         let config = MachineConfig {
             name: new_machine.to_string(),
             hostname: if from.hostname == machine {
@@ -187,9 +191,10 @@ impl Daemon {
             autostart: false,
             machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
             base: None,
+            users,
             ..from
         };
-        let new_dir = self.make_machine_dir(&config, source, 0).await?;
+        let new_dir = self.make_machine_dir(&config, source, ids).await?;
         let made = Arc::new(Machine::new(new_dir, config));
         self.insert(made.clone());
         info!("machine {new_machine}: restored from snapshot {snap} of {machine}");

@@ -1,6 +1,7 @@
 //! Copying and removing root filesystem trees: a template into a new machine (shifted
-//! into the machine's user range where the file system cannot idmap), clones, snapshots
-//! and their restore, and the template `directory` method (an existing tree, even `/`).
+//! into the machine's user range where the file system cannot idmap), clones (moved from
+//! one range to another), snapshots and their restore, and the template `directory`
+//! method (an existing tree, even `/`).
 //!
 //! A rootfs is a system image, so the copy keeps everything the system can tell apart:
 //! owners, modes with setuid/setgid/sticky, extended attributes (file capabilities, POSIX
@@ -18,6 +19,7 @@
 
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
+use crate::storage::idmap::IdMap;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
@@ -37,10 +39,12 @@ use std::path::{Path, PathBuf};
 /// How to copy. The default is a plain faithful copy.
 #[derive(Clone, Debug, Default)]
 pub struct CopyOptions {
-    /// Added to every owner and group (and to the IDs inside POSIX ACLs and the root ID
-    /// of namespaced file capabilities): a machine whose user namespace starts at host ID
-    /// `shift`, on a file system that cannot idmap, sees the tree as the template had it.
-    pub shift: u32,
+    /// Applied to every owner and group (and to the IDs inside POSIX ACLs and the root ID
+    /// of namespaced file capabilities): [`IdMap::shift`] gives a machine whose user
+    /// namespace starts at host ID BASE, on a file system that cannot idmap, the tree as
+    /// the template had it; [`IdMap::between`] moves a shifted machine's tree into another
+    /// range. IDs outside the map's source range become `nobody` (see [`IdMap`]).
+    pub ids: IdMap,
     /// For copying a live system (the directory method, physical to virtual): the
     /// source's top-level /proc, /sys, /dev, /run and /tmp are made as empty directories
     /// with their owner and mode, since their contents belong to the running host.
@@ -126,7 +130,7 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions, progress: &Progress
 
 /// Measures what [`copy_tree`] with the same options would copy (the top-level host
 /// directories are counted but not entered; a mount point is an error with
-/// `one_file_system`). `shift` does not matter here.
+/// `one_file_system`). `ids` does not matter here.
 pub fn tree_size(path: &Path, opts: &CopyOptions) -> Result<TreeSize> {
     let mut noatime = noatime();
     let root = open_quietly(AT_FDCWD, path, dir_flags(), &mut noatime)
@@ -709,12 +713,13 @@ impl Copier<'_> {
         Ok(n)
     }
 
-    /// Gives the copy the source's owner (shifted), extended attributes, mode and times,
+    /// Gives the copy the source's owner (mapped), extended attributes, mode and times,
     /// in the order that keeps each: chown clears setuid bits and file capabilities, and
     /// setting those last would change the times.
     fn finish(&self, src: Node, dst: Node, st: &FileStat) -> Result<()> {
-        let (uid, gid) = (self.shifted(st.st_uid)?, self.shifted(st.st_gid)?);
-        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        let ids = self.opts.ids;
+        let uid = Some(Uid::from_raw(ids.map(st.st_uid)));
+        let gid = Some(Gid::from_raw(ids.map(st.st_gid)));
         match dst {
             Node::Fd(fd) => fchown(fd, uid, gid),
             Node::At(dir, name) => fchownat(dir, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW),
@@ -741,21 +746,6 @@ impl Copier<'_> {
         .map_err(|e| self.fail("cannot set the times of", Side::Dst, e))
     }
 
-    fn shifted(&self, id: u32) -> Result<u32> {
-        match id.checked_add(self.opts.shift) {
-            // u32::MAX is "no change" to chown: a shift must not reach it.
-            Some(new) if new != u32::MAX => Ok(new),
-            _ => Err(self.fail(
-                "cannot shift the owner of",
-                Side::Src,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("ID {id} + {} is out of range", self.opts.shift),
-                ),
-            )),
-        }
-    }
-
     fn copy_xattrs(&self, src: Node, dst: Node) -> Result<()> {
         let names = match src.list_xattrs() {
             Ok(names) => names,
@@ -777,9 +767,7 @@ impl Copier<'_> {
             })?;
             // Gone since it was listed.
             let Some(mut value) = value else { continue };
-            if self.opts.shift != 0 {
-                shift_xattr(key.as_bytes(), &mut value, self.opts.shift);
-            }
+            self.opts.ids.map_xattr(key.as_bytes(), &mut value);
             dst.set_xattr(&key, &value).map_err(|e| {
                 self.fail(
                     &format!("cannot set extended attribute {} of", key.to_string_lossy()),
@@ -808,41 +796,6 @@ fn data_error(e: Errno) -> &'static str {
     match data_side(e) {
         Side::Dst => "cannot write",
         Side::Src => "cannot read",
-    }
-}
-
-const ACL_USER: u16 = 0x02;
-const ACL_GROUP: u16 = 0x08;
-const VFS_CAP_REVISION_MASK: u32 = 0xff00_0000;
-const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
-
-/// Moves the IDs an attribute holds along with the file owners: the named users and
-/// groups of a POSIX ACL, and the root ID of a namespaced (v3) file capability, which
-/// says in which user namespace's root the capabilities hold. A v2 capability names no
-/// ID and holds in every namespace; it is kept as it is.
-fn shift_xattr(key: &[u8], value: &mut [u8], shift: u32) {
-    match key {
-        b"system.posix_acl_access" | b"system.posix_acl_default" => {
-            // A u32 version, then entries of u16 tag, u16 perm, u32 id (little endian).
-            if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
-                return;
-            }
-            for entry in value[4..].chunks_exact_mut(8) {
-                let tag = u16::from_le_bytes([entry[0], entry[1]]);
-                if tag == ACL_USER || tag == ACL_GROUP {
-                    let id = u32::from_le_bytes(entry[4..8].try_into().expect("4 bytes"));
-                    entry[4..8].copy_from_slice(&id.wrapping_add(shift).to_le_bytes());
-                }
-            }
-        }
-        b"security.capability" if value.len() == 24 => {
-            let magic = u32::from_le_bytes(value[0..4].try_into().expect("4 bytes"));
-            if magic & VFS_CAP_REVISION_MASK == VFS_CAP_REVISION_3 {
-                let root = u32::from_le_bytes(value[20..24].try_into().expect("4 bytes"));
-                value[20..24].copy_from_slice(&root.wrapping_add(shift).to_le_bytes());
-            }
-        }
-        _ => {}
     }
 }
 
@@ -984,6 +937,7 @@ impl Remover<'_> {
 mod tests {
     use super::*;
     use crate::error::Kind;
+    use crate::storage::idmap::OVERFLOW_ID;
     use nix::sys::stat::UtimensatFlags::NoFollowSymlink;
     use std::fs;
     use std::hash::{Hash, Hasher};
@@ -1130,6 +1084,8 @@ mod tests {
     }
 
     // An ACL (version 2, entries of tag, perm, id) with a named user and group.
+    const ACL_USER: u16 = 0x02;
+    const ACL_GROUP: u16 = 0x08;
     const USER_OBJ: u16 = 0x01;
     const GROUP_OBJ: u16 = 0x04;
     const MASK: u16 = 0x10;
@@ -1338,21 +1294,30 @@ mod tests {
     }
 
     #[test]
-    fn shifts_owners_acls_and_namespaced_capabilities() {
+    fn maps_owners_acls_and_namespaced_capabilities() {
         let s = Scratch::new("shift");
         let src = s.join("src");
         odd_tree(&src);
-        let dst = s.join("dst");
-        let shift = 100_000;
-        copy(
-            &src,
-            &dst,
-            &CopyOptions {
-                shift,
-                ..Default::default()
-            },
+        // An ID no 64K range holds, as a stray owner, group and ACL entry.
+        fs::write(src.join("etc/stray"), "").unwrap();
+        own(&src.join("etc/stray"), 70_000, 1);
+        xattr::set(
+            src.join("etc/stray"),
+            "system.posix_acl_access",
+            &acl(70_000, 2),
         )
         .unwrap();
+        let dst = s.join("dst");
+        let range = crate::security::users::UserRange {
+            base: 100_000,
+            count: 65536,
+        };
+        let shift = range.base;
+        let shifted = |ids| CopyOptions {
+            ids,
+            ..Default::default()
+        };
+        copy(&src, &dst, &shifted(IdMap::shift(range))).unwrap();
         let (a, b) = (listing(&src), listing(&dst));
         assert_eq!(a.len(), b.len());
         let ids = |root: &Path, rel: &str| {
@@ -1370,6 +1335,15 @@ mod tests {
             let (u, g) = ids(&src, rel);
             assert_eq!(ids(&dst, rel), (u + shift, g + shift), "{rel:?}");
         }
+        assert_eq!(
+            ids(&dst, "etc/stray"),
+            (OVERFLOW_ID, shift + 1),
+            "outside the range: nobody"
+        );
+        assert_eq!(
+            xattr::get(dst.join("etc/stray"), "system.posix_acl_access").unwrap(),
+            Some(acl(OVERFLOW_ID, shift + 2))
+        );
         let m = fs::metadata(dst.join("usr/bin/su")).unwrap();
         assert_eq!(m.mode() & 0o7777, 0o4755, "setuid survives the chown");
         assert_eq!(
@@ -1389,6 +1363,39 @@ mod tests {
             xattr::get(dst.join("srv"), "system.posix_acl_default").unwrap(),
             Some(acl(1234 + shift, 5678 + shift))
         );
+
+        // Into another range (a clone), and back to the machine's own view (an export):
+        // everything but the stray comes back as it was.
+        let other = crate::security::users::UserRange {
+            base: 300_000,
+            count: 65536,
+        };
+        let moved = s.join("moved");
+        copy(&dst, &moved, &shifted(IdMap::between(range, other))).unwrap();
+        assert_eq!(ids(&moved, "usr/bin/su"), (301_000, 301_001));
+        assert_eq!(
+            xattr::get(moved.join("usr/bin/ping"), "security.capability").unwrap(),
+            Some(cap(Some(301_000)))
+        );
+        let back = s.join("back");
+        copy(&moved, &back, &shifted(IdMap::unshift(other))).unwrap();
+        fs::remove_file(src.join("etc/stray")).unwrap();
+        assert_eq!(ids(&back, "etc/stray"), (OVERFLOW_ID, 1));
+        fs::remove_file(back.join("etc/stray")).unwrap();
+        // Removing the stray changed its directory's times: compare without /etc's line,
+        // and without atimes (listing a tree reads its directories).
+        let without_etc = |root: &Path| {
+            let mut l = listing(root);
+            l.retain(|line| !line.starts_with("\"etc\" "));
+            l.iter()
+                .map(|line| {
+                    let (head, rest) = line.split_once(" atime=").unwrap();
+                    let (_, tail) = rest.split_once(" xattrs=").unwrap();
+                    format!("{head} xattrs={tail}")
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(without_etc(&src), without_etc(&back));
     }
 
     #[test]
@@ -1721,19 +1728,6 @@ mod tests {
         assert!(!tree.exists());
     }
 
-    #[test]
-    fn shift_xattr_leaves_other_attributes_alone() {
-        let mut v = b"user value".to_vec();
-        shift_xattr(b"user.x", &mut v, 5);
-        assert_eq!(v, b"user value");
-        let mut short = vec![2, 0, 0, 0, 1];
-        shift_xattr(b"system.posix_acl_access", &mut short, 5);
-        assert_eq!(short, [2, 0, 0, 0, 1], "malformed: untouched");
-        let mut undefined = acl(1, 2);
-        shift_xattr(b"system.posix_acl_access", &mut undefined, 10);
-        assert_eq!(undefined, acl(11, 12), "only named entries move");
-    }
-
     /// By hand, on a real tree (BERTH_BENCH_TREE, default /var/tmp/berth-bench-deb, e.g.
     /// `debootstrap --variant=minbase bookworm /var/tmp/berth-bench-deb`):
     /// `cargo test --release --lib storage::copy::tests::bench -- --ignored --nocapture`.
@@ -1814,7 +1808,10 @@ mod tests {
             &tree,
             &shifted,
             &CopyOptions {
-                shift: 524_288,
+                ids: IdMap::shift(crate::security::users::UserRange {
+                    base: 524_288,
+                    count: 65536,
+                }),
                 ..Default::default()
             },
         )

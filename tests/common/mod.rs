@@ -9,7 +9,8 @@
 //! (`cleanup_leftovers`, which every boot calls first); introspect.rs compares D-Bus
 //! interfaces; leftovers.rs says what "nothing of any machine left" means in a host
 //! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits;
-//! debian.rs makes a Debian template available in a host (`debian_template`).
+//! debian.rs makes a Debian template available in a host (`debian_template`); users.rs
+//! checks an unprivileged machine's files are shifted into its own range.
 //! This file says whether a test can boot hosts at all and boots one with this build's
 //! berth.
 //!
@@ -29,6 +30,7 @@ mod introspect;
 mod leftovers;
 mod poll;
 pub mod uplink;
+mod users;
 
 /// The mode a host boots in: Hybrid or Unified (see `TestHost::boot`).
 pub use berth::cgroup::CgroupMode;
@@ -38,6 +40,7 @@ pub use host::TestHost;
 pub use introspect::interface_members;
 pub use leftovers::assert_no_leftovers;
 pub use poll::wait_until;
+pub use users::{assert_in_own_range, user_range};
 
 use std::path::Path;
 

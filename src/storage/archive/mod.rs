@@ -11,7 +11,9 @@
 //!
 //! The format written is GNU tar's (GNU long names, GNU sparse entries for files with
 //! holes) with PAX `SCHILY.xattr.*` records for extended attributes, which GNU tar
-//! (`--xattrs`), libarchive and `machinectl import-tar` read. Owners are numeric only.
+//! (`--xattrs`), libarchive and `machinectl import-tar` read. Owners are numeric only;
+//! [`PackOptions::ids`] and [`UnpackOptions::ids`] map them (and the IDs in ACLs and v3
+//! file capabilities) between a shifted machine's range on disk and its own view.
 
 mod fsx;
 mod pack;
@@ -21,7 +23,7 @@ mod unpack;
 mod tests;
 
 pub use pack::{ExtraFile, PackOptions, pack};
-pub use unpack::{Specials, Summary, UnpackOptions, unpack};
+pub use unpack::{Specials, Summary, UnpackOptions, unpack, unpack_then};
 
 use crate::error::{Error, Result};
 

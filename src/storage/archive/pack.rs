@@ -6,6 +6,7 @@ use super::fsx::{self, Target};
 use super::{BUF_SIZE, Compression};
 use crate::error::{Error, IoContext, Result};
 use crate::jobs::Progress;
+use crate::storage::idmap::IdMap;
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
@@ -37,6 +38,11 @@ pub struct PackOptions {
     /// a plain rootfs tarball whose members are "./", "bin", "etc/passwd", ...
     pub prefix: Option<PathBuf>,
     pub extra_files: Vec<ExtraFile>,
+    /// Applied to the tree's owners and groups and to the IDs inside its POSIX ACLs and
+    /// namespaced file capabilities as they are written: [`IdMap::unshift`] archives a
+    /// machine whose files are shifted on disk as the machine sees them (its root 0), as
+    /// if it were privileged. IDs outside the map's range are archived as `nobody`.
+    pub ids: IdMap,
 }
 
 impl Default for PackOptions {
@@ -45,6 +51,7 @@ impl Default for PackOptions {
             compression: Compression::Zstd,
             prefix: None,
             extra_files: Vec::new(),
+            ids: IdMap::IDENTITY,
         }
     }
 }
@@ -77,6 +84,7 @@ pub fn pack(
     let mut packer = Packer {
         builder: tar::Builder::new(encoder),
         root,
+        ids: opts.ids,
         progress,
         links: HashMap::new(),
         buf: vec![0; BUF_SIZE],
@@ -292,21 +300,11 @@ impl Read for Feed<'_> {
 struct Packer<'a, W: Write> {
     builder: tar::Builder<Encoder<W>>,
     root: &'a Path,
+    ids: IdMap,
     progress: &'a Progress,
     /// Files with more than one link, by (device, inode): the name archived first.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
-}
-
-fn header(st: &FileStat, kind: EntryType) -> Header {
-    let mut h = Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(st.st_uid.into());
-    h.set_gid(st.st_gid.into());
-    h.set_mtime(st.st_mtime.max(0) as u64);
-    h.set_size(0);
-    h
 }
 
 fn child(base: &Option<Vec<u8>>, name: &CStr) -> Vec<u8> {
@@ -317,6 +315,18 @@ fn child(base: &Option<Vec<u8>>, name: &CStr) -> Vec<u8> {
 }
 
 impl<W: Write> Packer<'_, W> {
+    /// A header with the file's mode, owners (mapped) and mtime.
+    fn header(&self, st: &FileStat, kind: EntryType) -> Header {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(self.ids.map(st.st_uid).into());
+        h.set_gid(self.ids.map(st.st_gid).into());
+        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_size(0);
+        h
+    }
+
     /// Where `rel` is on disk, for messages.
     fn path(&self, rel: &[u8]) -> PathBuf {
         self.root.join(OsStr::from_bytes(rel))
@@ -346,15 +356,17 @@ impl<W: Write> Packer<'_, W> {
         if attrs.is_empty() {
             return Ok(());
         }
-        let records: Vec<(String, &[u8])> = attrs
-            .iter()
-            .filter_map(|(name, value)| {
+        let ids = self.ids;
+        let records: Vec<(String, Vec<u8>)> = attrs
+            .into_iter()
+            .filter_map(|(name, mut value)| {
                 let name = name.to_str().ok()?;
-                Some((format!("SCHILY.xattr.{name}"), value.as_slice()))
+                ids.map_xattr(name.as_bytes(), &mut value);
+                Some((format!("SCHILY.xattr.{name}"), value))
             })
             .collect();
         self.builder
-            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(write_error)
     }
 
@@ -368,7 +380,7 @@ impl<W: Write> Packer<'_, W> {
             self.links.insert(key, name.to_vec());
             return Ok(false);
         };
-        let mut h = header(st, EntryType::Link);
+        let mut h = self.header(st, EntryType::Link);
         let first = first.clone();
         self.builder
             .append_link(&mut h, OsStr::from_bytes(name), OsStr::from_bytes(&first))
@@ -391,7 +403,7 @@ impl<W: Write> Packer<'_, W> {
             Some(name) => [name.as_slice(), b"/"].concat(),
             None => b"./".to_vec(),
         };
-        let mut h = header(st, EntryType::Directory);
+        let mut h = self.header(st, EntryType::Directory);
         self.builder
             .append_data(&mut h, OsStr::from_bytes(&entry_name), io::empty())
             .map_err(write_error)?;
@@ -465,7 +477,7 @@ impl<W: Write> Packer<'_, W> {
         } else {
             None
         };
-        let mut h = header(&st, EntryType::Regular);
+        let mut h = self.header(&st, EntryType::Regular);
         let mut prelude = Vec::new();
         let segments = match sparse {
             None => {
@@ -543,7 +555,7 @@ impl<W: Write> Packer<'_, W> {
             return Ok(());
         }
         self.xattrs(Target::At(dir.as_fd(), file.as_c_str()), rel)?;
-        let mut h = header(st, EntryType::Symlink);
+        let mut h = self.header(st, EntryType::Symlink);
         self.builder
             .append_link(&mut h, OsStr::from_bytes(&name), &target)
             .map_err(write_error)
@@ -566,7 +578,7 @@ impl<W: Write> Packer<'_, W> {
             SFlag::S_IFBLK => EntryType::Block,
             _ => EntryType::Fifo,
         };
-        let mut h = header(st, kind);
+        let mut h = self.header(st, kind);
         if kind != EntryType::Fifo {
             let major = u32::try_from(major(st.st_rdev)).unwrap_or(u32::MAX);
             let minor = u32::try_from(minor(st.st_rdev)).unwrap_or(u32::MAX);

@@ -5,6 +5,7 @@
 use super::*;
 use crate::error::Kind;
 use crate::jobs::Progress;
+use crate::storage::idmap::IdMap;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
@@ -307,6 +308,7 @@ fn keep() -> UnpackOptions {
     UnpackOptions {
         specials: Specials::Keep,
         reserve_bytes: 0,
+        ..UnpackOptions::default()
     }
 }
 
@@ -382,6 +384,7 @@ fn export_layout_has_a_prefix_and_extra_files() {
             data: b"name = \"box\"\n".to_vec(),
             mode: 0o600,
         }],
+        ..PackOptions::default()
     };
     let archive = packed(&src, &opts);
     let dst = s.dir("dst");
@@ -762,6 +765,7 @@ fn device_nodes_and_fifos_follow_the_specials_option() {
     let refuse = UnpackOptions {
         specials: Specials::Refuse,
         reserve_bytes: 0,
+        ..UnpackOptions::default()
     };
     let e = unpack_err(&archive, &s.dir("refuse"), &refuse);
     assert_invalid(&e, &["\"dev/null\"", "character device"]);
@@ -775,6 +779,7 @@ fn device_nodes_and_fifos_follow_the_specials_option() {
     let skip = UnpackOptions {
         specials: Specials::SkipDevices,
         reserve_bytes: 0,
+        ..UnpackOptions::default()
     };
     let summary = unpack(archive.as_slice(), &root, &skip, &Progress::new()).unwrap();
     assert_eq!(summary.skipped_devices, 1);
@@ -853,6 +858,7 @@ fn stops_a_tar_bomb_before_the_disk_fills() {
     let opts = UnpackOptions {
         specials: Specials::Keep,
         reserve_bytes: 8 << 20,
+        ..UnpackOptions::default()
     };
     let e = unpack_err(&raw_archive(&entries), &root, &opts);
     assert!(
@@ -1117,4 +1123,221 @@ fn bench_against_gnu_tar() {
         size(&ours),
         size(&theirs)
     );
+}
+
+const RANGE: crate::security::users::UserRange = crate::security::users::UserRange {
+    base: 524_288,
+    count: 65536,
+};
+
+/// security.capability v3 granting cap_net_raw in the user namespace whose root is `root`.
+fn cap_v3(root: u32) -> Vec<u8> {
+    let mut v = CAP_NET_RAW.to_vec();
+    v[3] = 3;
+    v.extend(root.to_le_bytes());
+    v
+}
+
+/// `make_tree` as a machine sees it, plus a namespaced capability: of the root of a user
+/// namespace inside the machine whose root is the machine's 1000. (One of the machine's
+/// own root is a v2 capability to the kernel, which writes a v3 with root ID 0 as v2.)
+fn machine_view(root: &Path) {
+    make_tree(root, true);
+    let mtime = fs::symlink_metadata(root.join("bin")).unwrap().mtime();
+    fs::write(root.join("bin/newuidmap"), b"x").unwrap();
+    set_xattr(
+        &root.join("bin/newuidmap"),
+        "security.capability",
+        &cap_v3(1000),
+    );
+    set_mtime(&root.join("bin"), mtime);
+}
+
+/// The ACL `acl()` makes, its named user moved to `user`.
+fn acl_of(user: u32) -> Vec<u8> {
+    let mut v = acl();
+    v[4 + 8 + 4..4 + 8 + 8].copy_from_slice(&user.to_le_bytes());
+    v
+}
+
+#[test]
+fn packs_a_shifted_tree_as_the_machine_sees_it() {
+    use crate::storage::copy::{CopyOptions, copy_tree};
+    let s = Scratch::new("pack-ids");
+    let own = s.dir("own");
+    machine_view(&own);
+    // The tree on the disk of a machine whose files are shifted into RANGE.
+    let shifted = s.0.join("shifted");
+    let copy = CopyOptions {
+        ids: IdMap::shift(RANGE),
+        ..Default::default()
+    };
+    copy_tree(&own, &shifted, &copy, &Progress::new()).unwrap();
+    assert_eq!(
+        fs::metadata(shifted.join("home/file")).unwrap().uid(),
+        RANGE.base + 1000
+    );
+    let opts = PackOptions {
+        ids: IdMap::unshift(RANGE),
+        ..plain()
+    };
+    let dst = s.dir("dst");
+    unpack(
+        packed(&shifted, &opts).as_slice(),
+        &dst,
+        &keep(),
+        &Progress::new(),
+    )
+    .unwrap();
+    assert_same_tree(&own, &dst);
+    assert_eq!(
+        xattrs(&dst.join("bin/newuidmap"))["security.capability"],
+        cap_v3(1000)
+    );
+
+    // setcap by the machine's root writes a v3 of its range's base; archived, that is
+    // the machine's root 0, which is v2 to whoever unpacks it as root.
+    set_xattr(
+        &shifted.join("bin/ping"),
+        "security.capability",
+        &cap_v3(RANGE.base),
+    );
+    let pax_cap = tar::Archive::new(packed(&shifted, &opts).as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap() == Path::new("bin/ping"))
+        .and_then(|mut e| {
+            e.pax_extensions().unwrap().and_then(|pax| {
+                pax.map(|r| r.unwrap())
+                    .find(|r| r.key() == Ok("SCHILY.xattr.security.capability"))
+                    .map(|r| r.value_bytes().to_vec())
+            })
+        });
+    assert_eq!(pax_cap, Some(cap_v3(0)));
+
+    // An ID outside the range (host root's, say, after the host touched the tree) is
+    // archived as nobody, as the machine saw it.
+    lchown(&shifted.join("etc/shadow"), 0, RANGE.base + RANGE.count);
+    let header = tar::Archive::new(packed(&shifted, &opts).as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap() == Path::new("etc/shadow"))
+        .map(|e| (e.header().uid().unwrap(), e.header().gid().unwrap()));
+    assert_eq!(header, Some((65534, 65534)));
+}
+
+#[test]
+fn unpacks_into_a_range_and_back() {
+    let s = Scratch::new("unpack-ids");
+    let own = s.dir("own");
+    machine_view(&own);
+    let stray = own.join("etc/stray");
+    fs::write(&stray, b"").unwrap();
+    lchown(&stray, 70_000, 0);
+    set_xattr(&stray, "system.posix_acl_access", &acl_of(70_000));
+    let archive = packed(&own, &plain());
+    let shifted = s.dir("shifted");
+    let opts = UnpackOptions {
+        ids: IdMap::shift(RANGE),
+        ..keep()
+    };
+    unpack(archive.as_slice(), &shifted, &opts, &Progress::new()).unwrap();
+    let ids = |rel: &str| {
+        let m = fs::symlink_metadata(shifted.join(rel)).unwrap();
+        (m.uid(), m.gid())
+    };
+    let base = RANGE.base;
+    assert_eq!(ids(""), (base, base));
+    assert_eq!(ids("home/file"), (base + 1000, base + 1000));
+    assert_eq!(ids("etc/shadow"), (base, base + 42));
+    assert_eq!(
+        ids("usr/lib/up"),
+        (base + 7, base + 8),
+        "a symlink's own owner"
+    );
+    assert_eq!(ids("null"), (base, base));
+    assert_eq!(ids("etc/stray"), (65534, base), "outside the range: nobody");
+    assert_eq!(
+        fs::metadata(shifted.join("bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    let attrs = |rel: &str| xattrs(&shifted.join(rel));
+    assert_eq!(
+        attrs("etc/acl")["system.posix_acl_access"],
+        acl_of(base + 1234)
+    );
+    assert_eq!(attrs("etc/stray")["system.posix_acl_access"], acl_of(65534));
+    assert_eq!(
+        attrs("bin/newuidmap")["security.capability"],
+        cap_v3(base + 1000)
+    );
+    assert_eq!(
+        attrs("bin/ping")["security.capability"],
+        CAP_NET_RAW.to_vec(),
+        "v2 names no ID"
+    );
+
+    // Packed back down, the tree is the one it was but for the stray.
+    fs::remove_file(&stray).unwrap();
+    fs::remove_file(shifted.join("etc/stray")).unwrap();
+    let etc_mtime = fs::symlink_metadata(own.join("etc")).unwrap().mtime();
+    set_mtime(&shifted.join("etc"), etc_mtime);
+    let down = PackOptions {
+        ids: IdMap::unshift(RANGE),
+        ..plain()
+    };
+    let back = s.dir("back");
+    unpack(
+        packed(&shifted, &down).as_slice(),
+        &back,
+        &keep(),
+        &Progress::new(),
+    )
+    .unwrap();
+    assert_same_tree(&own, &back);
+}
+
+#[test]
+fn the_mapping_can_be_chosen_after_the_first_entry() {
+    let s = Scratch::new("after-first");
+    let src = s.dir("src");
+    make_tree(&src, false);
+    let opts = PackOptions {
+        prefix: Some("rootfs".into()),
+        extra_files: vec![ExtraFile {
+            path: "config.toml".into(),
+            data: b"users\n".to_vec(),
+            mode: 0o600,
+        }],
+        ..plain()
+    };
+    let archive = packed(&src, &opts);
+    let dst = s.dir("dst");
+    let mut seen = None;
+    unpack_then(archive.as_slice(), &dst, &keep(), &Progress::new(), || {
+        seen = Some(fs::read(dst.join("config.toml")).unwrap());
+        Ok(Some(IdMap::shift(RANGE)))
+    })
+    .unwrap();
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"users\n"[..]),
+        "written before the call"
+    );
+    let uid = |rel: &str| fs::symlink_metadata(dst.join(rel)).unwrap().uid();
+    assert_eq!(uid("config.toml"), 0, "the first entry as the options said");
+    assert_eq!(uid("rootfs"), RANGE.base);
+    assert_eq!(uid("rootfs/home/file"), RANGE.base + 1000);
+
+    let e = unpack_then(
+        archive.as_slice(),
+        &s.dir("fails"),
+        &keep(),
+        &Progress::new(),
+        || Err(crate::error::Error::Failed("no range left".into())),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "no range left");
 }

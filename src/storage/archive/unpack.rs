@@ -19,6 +19,7 @@ use super::fsx::{self, Target};
 use super::{BUF_SIZE, Compression, has_tar_magic, human, shown};
 use crate::error::{Error, IoContext, Result};
 use crate::jobs::Progress;
+use crate::storage::idmap::IdMap;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, open, openat, openat2};
 use nix::sys::stat::{
@@ -57,6 +58,11 @@ pub struct UnpackOptions {
     /// Stop before the target file system's free space would drop below this many bytes,
     /// so an archive larger than the disk leaves room for everything else on it.
     pub reserve_bytes: u64,
+    /// Applied to every entry's owner and group and to the IDs inside its POSIX ACLs and
+    /// namespaced file capabilities: [`IdMap::shift`] writes an archive of a machine as it
+    /// sees itself (its root 0) onto the disk of a machine whose files are shifted into
+    /// its range. IDs outside the map's range become `nobody`.
+    pub ids: IdMap,
 }
 
 impl Default for UnpackOptions {
@@ -64,6 +70,7 @@ impl Default for UnpackOptions {
         UnpackOptions {
             specials: Specials::SkipDevices,
             reserve_bytes: 256 << 20,
+            ids: IdMap::IDENTITY,
         }
     }
 }
@@ -109,6 +116,21 @@ pub fn unpack(
     opts: &UnpackOptions,
     progress: &Progress,
 ) -> Result<Summary> {
+    unpack_then(input, root, opts, progress, || Ok(None))
+}
+
+/// [`unpack`], calling `after_first` once the archive's first entry is written: a mapping
+/// it returns applies to every later entry instead of [`UnpackOptions::ids`]. Import
+/// reads an export's config.toml there (export writes it first) to learn whether the
+/// machine had a user range, and so whether its files must be shifted into a new one.
+pub fn unpack_then(
+    input: impl Read,
+    root: &Path,
+    opts: &UnpackOptions,
+    progress: &Progress,
+    after_first: impl FnOnce() -> Result<Option<IdMap>>,
+) -> Result<Summary> {
+    let mut after_first = Some(after_first);
     let root_fd = open(
         root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -120,6 +142,7 @@ pub fn unpack(
     let mut un = Unpacker {
         root: Rc::new(root_fd),
         opts,
+        ids: opts.ids,
         progress,
         flow: flow.clone(),
         compression: Compression::None,
@@ -165,6 +188,9 @@ pub fn unpack(
             // What an entry's handler did not read (a skipped device's data, say).
             io::copy(&mut entry, &mut io::sink()).map_err(|e| un.stream_error(e))?;
             un.inside = false;
+            if let Some(ids) = after_first.take().map(|f| f()).transpose()?.flatten() {
+                un.ids = ids;
+            }
         }
     }
     if flow.eof.get() {
@@ -313,6 +339,8 @@ struct Space {
 struct Unpacker<'a> {
     root: Rc<OwnedFd>,
     opts: &'a UnpackOptions,
+    /// The mapping in force: the options', or what `after_first` gave.
+    ids: IdMap,
     progress: &'a Progress,
     flow: Rc<Flow>,
     compression: Compression,
@@ -746,13 +774,15 @@ impl<'a> Unpacker<'a> {
                             "entry {name} has an extended attribute name with a NUL byte"
                         ))
                     })?;
-                    xattrs.push((attr, value.to_vec()));
+                    let mut value = value.to_vec();
+                    self.ids.map_xattr(attr.as_bytes(), &mut value);
+                    xattrs.push((attr, value));
                 }
             }
         }
         Ok(Meta {
-            uid,
-            gid,
+            uid: self.ids.map(uid),
+            gid: self.ids.map(gid),
             mode,
             mtime,
             xattrs,
