@@ -1,7 +1,8 @@
 #!/bin/bash
 # berth doing its main job, on a fresh Debian machine, as root: build it, bring up a
 # systemd host if this machine does not boot one (a throwaway host in namespaces, as the
-# tests use), create and start a busybox machine with limits, and show it.
+# tests use), create and start a busybox machine with limits (unprivileged, as every
+# machine is by default), and show it.
 #
 #   scripts/demo.sh            BERTH_DEMO_KEEP=1 keeps the throwaway host running
 set -euo pipefail
@@ -30,8 +31,8 @@ demo() {
     "${in[@]}" berthctl list
     say berthctl status demo
     "${in[@]}" berthctl status demo
-    say berthctl exec demo -- sh -c 'hostname; ps; cat /proc/1/cgroup'
-    "${in[@]}" berthctl exec demo -- sh -c 'hostname; ps; cat /proc/1/cgroup'
+    say berthctl exec demo -- sh -c 'hostname; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
+    "${in[@]}" berthctl exec demo -- sh -c 'hostname; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
     say systemctl status machine-demo.scope
     "${in[@]}" systemctl status machine-demo.scope --no-pager || true
     say machinectl list

@@ -142,11 +142,17 @@ fn boots_systemd(mode: CgroupMode, root: Root, test: &str) {
         ]);
     }
     debian::debian_template(&host, "deb");
+    // Unprivileged is the default; a privileged machine is asked for.
     let mut create = vec!["berthctl", "create", NAME, "--template", "deb"];
-    if unprivileged {
-        create.extend(["--private-users", "pick"]);
+    if !unprivileged {
+        create.extend(["--private-users", "no"]);
     }
     host.ok(&create);
+    let users = host.okw(&format!(
+        "busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/{NAME} \
+         org.berth.Berth1.Machine PrivateUsers"
+    ));
+    assert_eq!(users.trim() == "s \"no\"", !unprivileged, "{users}");
     if unprivileged {
         let config = host.read(&format!("/var/lib/berth/machines/{NAME}/config.toml"));
         let ownership = if root == Root::Idmap {

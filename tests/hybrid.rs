@@ -40,6 +40,8 @@ fn machine_lifecycle() {
         listed.contains("box") && listed.contains("stopped"),
         "{listed}"
     );
+    // A default machine, unprivileged: everything below holds for it.
+    assert_eq!(list_json(&host)[0]["unprivileged"], true);
     host.okw("berthctl start box");
 
     // systemd holds the machine in its scope with the limits, in the v1 files.
@@ -739,6 +741,143 @@ fn ephemeral_machines_go_away_when_they_stop() {
     );
     assert_eq!(path.trim(), "s \"eph\"");
     host.okw("berthctl remove eph");
+    assert_no_leftovers(&host);
+}
+
+/// An ephemeral machine is unprivileged by default and still costs no copy where its
+/// template can be idmapped: an overlay on the template, the lower layer idmapped through
+/// the machine's user namespace, its writes in its own memory. Where it cannot (the test
+/// host's overlayfs root) the machine gets a shifted copy instead, as before.
+#[test]
+fn unprivileged_ephemeral_machines_run_on_an_idmapped_overlay() {
+    let Some(host) = boot_with_berth(CgroupMode::Hybrid, "ephemeral_idmapped_overlay") else {
+        return;
+    };
+    let gone = |name: &str| {
+        wait_until(&format!("machine {name} to go"), SHORTLY, || {
+            !list_json(&host)
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["name"] == name)
+                && !host
+                    .path(&format!("/var/lib/berth/machines/{name}"))
+                    .exists()
+        })
+    };
+    let config = |name: &str| {
+        host.read(&format!("/var/lib/berth/machines/{name}/config.toml"))
+            .unwrap()
+    };
+    let uid_map = |name: &str| -> Vec<String> {
+        host.okw(&format!("berthctl exec {name} -- cat /proc/self/uid_map"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+
+    // On the host's overlayfs: a copy, its files shifted into the machine's range.
+    host.okw("berthctl create copied --template busybox --ephemeral");
+    let cfg = config("copied");
+    assert!(
+        cfg.contains("ownership = \"chown\"") && !cfg.contains("base = \""),
+        "{cfg}"
+    );
+    let busybox = host.path("/var/lib/berth/machines/copied/rootfs/bin/busybox");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&busybox).unwrap());
+    assert_eq!(owner, 524288, "shifted on disk");
+    host.okw("berthctl start copied");
+    assert_eq!(uid_map("copied"), ["0", "524288", "65536"]);
+    assert_eq!(
+        host.okw("berthctl exec copied -- stat -c %u /bin/busybox")
+            .trim(),
+        "0"
+    );
+    host.okw("berthctl stop copied");
+    assert!(gone("copied"), "stopped ephemeral machine still there");
+
+    // berth's state on a tmpfs, which can idmap: an overlay, nothing copied.
+    host.ok(&[
+        "sh",
+        "-c",
+        "systemctl stop berthd && mkdir -p /var/lib/berth && \
+         mount -t tmpfs -o mode=0700 berth-state /var/lib/berth && systemctl start berthd",
+    ]);
+    host.okw("berthctl create eph --template busybox --ephemeral");
+    assert!(
+        !host.path("/var/lib/berth/machines/eph/rootfs").exists(),
+        "nothing copied"
+    );
+    let cfg = config("eph");
+    assert!(
+        cfg.contains("ownership = \"idmap\"") && cfg.contains("base = \""),
+        "{cfg}"
+    );
+    host.okw("berthctl start eph");
+    assert_eq!(uid_map("eph"), ["0", "524288", "65536"]);
+    let leader: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status eph")).unwrap();
+    let leader = leader["leader"].as_u64().expect("a leader");
+    assert_eq!(
+        host.okw(&format!("ps -o uid= -p {leader}")).trim(),
+        "524288",
+        "PID 1 on the host"
+    );
+    // Its files are root's inside, its own hostname and ID are on top, and its root
+    // changes anything: files, owners, whole directories (whiteouts and opaque
+    // directories, kept in the overlay's user.* attributes).
+    let out = host.ok(&[
+        "berthctl",
+        "exec",
+        "eph",
+        "--",
+        "sh",
+        "-c",
+        "stat -c %u:%g /bin/busybox /etc; cat /etc/hostname; \
+         echo x > /etc/motd && rm /bin/ls && touch /root/f && chown 1000:1000 /root/f && \
+         stat -c %u:%g /root/f && rm -rf /etc && mkdir /etc && ls -A /etc | wc -l && \
+         ls /bin/ls 2>/dev/null || echo no-ls",
+    ]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0:0", "0:0", "eph", "1000:1000", "0", "no-ls"],
+        "{out}"
+    );
+    // The template is as it was, owned by 0 on disk.
+    let template = host.path("/var/lib/berth/templates/busybox/rootfs");
+    assert!(template.join("bin/ls").exists() && template.join("etc").is_dir());
+    assert!(!template.join("etc/motd").exists());
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::symlink_metadata(template.join("bin/busybox")).unwrap(),
+    );
+    assert_eq!(owner, 0, "the template is never shifted");
+    // A second one from the same template sees none of the first one's writes.
+    host.okw("berthctl create eph2 --template busybox --ephemeral");
+    host.okw("berthctl start eph2");
+    assert_eq!(uid_map("eph2"), ["0", "589824", "65536"]);
+    assert_eq!(
+        host.ok(&[
+            "berthctl",
+            "exec",
+            "eph2",
+            "--",
+            "sh",
+            "-c",
+            "ls /bin/ls; cat /etc/hostname"
+        ]),
+        "/bin/ls\neph2\n"
+    );
+    // Privileged on request, still an overlay.
+    host.okw("berthctl create priv --template busybox --ephemeral --private-users no");
+    host.okw("berthctl start priv");
+    assert_eq!(uid_map("priv"), ["0", "0", "4294967295"]);
+    host.okw("berthctl exec priv -- rm /bin/ls");
+    assert!(template.join("bin/ls").exists());
+    for name in ["eph", "eph2", "priv"] {
+        host.okw(&format!("berthctl stop {name}"));
+        assert!(gone(name), "stopped ephemeral machine {name} still there");
+    }
+    assert!(template.join("bin/ls").exists());
     assert_no_leftovers(&host);
 }
 

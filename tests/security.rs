@@ -95,12 +95,8 @@ fn a_host_disk() -> String {
     format!("{} {}", fields[0], fields[1])
 }
 
-fn default_machine_is_contained(mode: CgroupMode, test: &str) {
-    let Some(host) = boot_with_berth(mode, test) else {
-        return;
-    };
-    machine(&host, "box", "");
-
+/// What a machine is refused, privileged or not, checked in machine `name` (running).
+fn assert_contained(host: &TestHost, name: &str) {
     // The documented bounding set and a filter, for PID 1 and for what exec runs. A
     // machine cannot have what the host's own bounding set lacks (this VM has no
     // CAP_SYS_RESOURCE), so the expected set is the default within ours.
@@ -110,8 +106,8 @@ fn default_machine_is_contained(mode: CgroupMode, test: &str) {
         berth::security::caps::mask(&default) & own_bounding_set()
     );
     for pid in ["1", "self"] {
-        assert_eq!(status_field(&host, "box", pid, "CapBnd"), expected, "{pid}");
-        assert_eq!(status_field(&host, "box", pid, "Seccomp"), "2", "{pid}");
+        assert_eq!(status_field(host, name, pid, "CapBnd"), expected, "{pid}");
+        assert_eq!(status_field(host, name, pid, "Seccomp"), "2", "{pid}");
     }
     for dropped in [16, 17, 25, 33] {
         // SYS_MODULE, SYS_RAWIO, SYS_TIME, MAC_ADMIN
@@ -120,8 +116,8 @@ fn default_machine_is_contained(mode: CgroupMode, test: &str) {
     }
 
     assert_refused(
-        &host,
-        "box",
+        host,
+        name,
         &[
             "init_module",
             "finit_module",
@@ -142,20 +138,23 @@ fn default_machine_is_contained(mode: CgroupMode, test: &str) {
         ],
     );
     // Setting the clock, the way a user would: to the time it already has.
-    let out = host.sh("berthctl exec box -- sh -c 'date -s \"$(date \"+%Y-%m-%d %H:%M:%S\")\"'");
+    let out = host.sh(&format!(
+        "berthctl exec {name} -- sh -c 'date -s \"$(date \"+%Y-%m-%d %H:%M:%S\")\"'"
+    ));
     // busybox's date says so but exits 0 all the same.
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("can't set date: Operation not permitted"),
         "date -s worked: {out:?}"
     );
     // A module: busybox's insmod hands the kernel a file that is no module.
-    let out = host.runw("berthctl exec box -- insmod /bin/busybox");
+    let out = host.runw(&format!("berthctl exec {name} -- insmod /bin/busybox"));
     assert!(!out.status.success(), "{out:?}");
 
-    // A host disk: the node can be made (CAP_MKNOD) but not opened (DevicePolicy=closed).
+    // A host disk: the node can be made (CAP_MKNOD, privileged) but not opened
+    // (DevicePolicy=closed); in a user namespace it cannot even be made.
     let disk = a_host_disk();
     let out = host.sh(&format!(
-        "berthctl exec box -- sh -c 'mknod /dev/hostdisk b {disk} && \
+        "berthctl exec {name} -- sh -c 'mknod /dev/hostdisk b {disk} && \
          dd if=/dev/hostdisk of=/dev/null bs=512 count=1'"
     ));
     assert!(
@@ -166,7 +165,9 @@ fn default_machine_is_contained(mode: CgroupMode, test: &str) {
         String::from_utf8_lossy(&out.stderr).contains("not permitted"),
         "{out:?}"
     );
-    let show = host.okw("systemctl show machine-box.scope -p DevicePolicy -p DeviceAllow");
+    let show = host.okw(&format!(
+        "systemctl show machine-{name}.scope -p DevicePolicy -p DeviceAllow"
+    ));
     assert!(show.contains("DevicePolicy=closed"), "{show}");
     assert!(
         show.contains("/dev/null rwm") && show.contains("char-pts rw"),
@@ -176,39 +177,90 @@ fn default_machine_is_contained(mode: CgroupMode, test: &str) {
     // Kernel files about the whole host are empty or read-only.
     for file in ["kallsyms", "keys", "timer_list", "kcore"] {
         if Path::new("/proc").join(file).exists() {
-            let size = host.okw(&format!("berthctl exec box -- wc -c /proc/{file}"));
+            let size = host.okw(&format!("berthctl exec {name} -- wc -c /proc/{file}"));
             assert!(size.trim().starts_with('0'), "/proc/{file}: {size}");
         }
     }
-    let firmware = host.okw("berthctl exec box -- ls -A /sys/firmware");
+    let firmware = host.okw(&format!("berthctl exec {name} -- ls -A /sys/firmware"));
     assert!(firmware.trim().is_empty(), "/sys/firmware: {firmware}");
     // Opened for writing, never written.
-    let out = host.sh("berthctl exec box -- sh -c ': > /proc/sysrq-trigger'");
+    let out = host.sh(&format!(
+        "berthctl exec {name} -- sh -c ': > /proc/sysrq-trigger'"
+    ));
     assert!(
         !out.status.success(),
         "/proc/sysrq-trigger is writable: {out:?}"
     );
-    let out = host.sh("berthctl exec box -- sh -c ': > /proc/bus/berth-probe'");
+    let out = host.sh(&format!(
+        "berthctl exec {name} -- sh -c ': > /proc/bus/berth-probe'"
+    ));
     assert!(!out.status.success(), "/proc/bus is writable: {out:?}");
 
     // The host's processes are not there to ptrace.
     let berthd = host.okw("pidof berthd");
-    let out = host.runw(&format!("berthctl exec box -- ls /proc/{}", berthd.trim()));
+    let out = host.runw(&format!(
+        "berthctl exec {name} -- ls /proc/{}",
+        berthd.trim()
+    ));
     assert!(!out.status.success(), "berthd is visible inside: {out:?}");
+}
 
-    host.okw("berthctl stop box");
-    host.okw("berthctl remove box");
+/// A default machine is unprivileged and contained; a privileged one, asked for with
+/// `--private-users no`, is contained all the same.
+fn default_machine_is_contained(mode: CgroupMode, test: &str) {
+    let Some(host) = boot_with_berth(mode, test) else {
+        return;
+    };
+    let uid_map = |name: &str| -> Vec<String> {
+        host.okw(&format!("berthctl exec {name} -- cat /proc/self/uid_map"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let private_users = |name: &str| {
+        host.okw(&format!(
+            "busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/{name} \
+             org.berth.Berth1.Machine PrivateUsers"
+        ))
+        .trim()
+        .to_string()
+    };
+    machine(&host, "box", "");
+    let map = uid_map("box");
+    assert_ne!(
+        map,
+        ["0", "0", "4294967295"],
+        "a default machine is privileged"
+    );
+    assert_eq!(map, ["0", "524288", "65536"], "a picked range");
+    assert_eq!(private_users("box"), "s \"524288:65536\"");
+    assert_contained(&host, "box");
+
+    // Privileged, its limits are systemd's as for any other.
+    machine(&host, "privileged", "--private-users no --tasks-max 32");
+    assert_eq!(uid_map("privileged"), ["0", "0", "4294967295"]);
+    let tasks = host.okw("systemctl show machine-privileged.scope -p TasksMax");
+    assert_eq!(tasks.trim(), "TasksMax=32");
+    assert_eq!(private_users("privileged"), "s \"no\"");
+    assert_contained(&host, "privileged");
+
+    for name in ["box", "privileged"] {
+        host.okw(&format!("berthctl stop {name}"));
+        host.okw(&format!("berthctl remove {name}"));
+    }
 }
 
 fn settings_change_exactly_what_they_say(mode: CgroupMode, test: &str) {
     let Some(host) = boot_with_berth(mode, test) else {
         return;
     };
+    // Privileged: in a user namespace mknod of a device is refused whatever the bounding
+    // set, so only a privileged machine shows that dropping CAP_MKNOD took.
     machine(
         &host,
         "tuned",
         "--drop-capability CAP_MKNOD,CAP_NET_RAW --system-call-filter bpf \
-         --system-call-filter ~ptrace",
+         --system-call-filter ~ptrace --private-users no",
     );
     let bnd = u64::from_str_radix(&status_field(&host, "tuned", "1", "CapBnd"), 16).unwrap();
     assert_eq!(bnd & (1 << 27), 0, "CAP_MKNOD dropped");

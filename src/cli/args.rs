@@ -31,10 +31,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a machine from a template (it is left stopped)
+    /// Create a machine from a template (it is left stopped); unprivileged, in a user
+    /// namespace of its own, unless --private-users no
     #[command(after_help = "Examples:\n  \
         berthctl create web --template busybox --memory 512M --cpu-shares 256\n  \
-        berthctl create box -t busybox --hostname box -- /bin/sh -c 'exec sleep infinity'")]
+        berthctl create box -t busybox --hostname box -- /bin/sh -c 'exec sleep infinity'\n  \
+        berthctl create old -t busybox --private-users no")]
     Create(CreateArgs),
     /// Start a machine
     Start(NameArg),
@@ -67,7 +69,7 @@ pub enum Command {
     /// Change a machine's resource limits (applied live and kept)
     #[command(after_help = "Example:\n  berthctl set web --memory 1G --cpu-quota 50%")]
     Set(SetArgs),
-    /// Copy a stopped machine into a new one
+    /// Copy a stopped machine into a new one (privileged or unprivileged as the source is)
     #[command(
         after_help = "Examples:\n  berthctl clone web web2\n  berthctl clone web scratch --ephemeral"
     )]
@@ -118,8 +120,9 @@ pub struct SecurityArgs {
     #[arg(long = "drop-capability", value_name = "CAP", value_delimiter = ',')]
     pub drop_capabilities: Vec<String>,
 
-    /// Run the machine in its own user namespace: "pick" a free range of 65536 host IDs,
-    /// a delegated range BASE:COUNT from /etc/subuid and /etc/subgid, or "no"
+    /// The machine's own user namespace: "pick" a free range of 65536 host IDs (the
+    /// default), a delegated range BASE:COUNT from /etc/subuid and /etc/subgid, or "no"
+    /// for a privileged machine whose root is the host's
     #[arg(long = "private-users", value_name = "no|pick|BASE:COUNT")]
     pub private_users: Option<String>,
 
@@ -352,7 +355,9 @@ pub struct CreateArgs {
     #[arg(long)]
     pub autostart: bool,
 
-    /// Remove the machine, files and all, as soon as it stops
+    /// Remove the machine, files and all, as soon as it stops; it runs on an overlay of
+    /// the template, nothing copied (a copy when it is unprivileged and the template's
+    /// file system cannot idmap)
     #[arg(long)]
     pub ephemeral: bool,
 

@@ -7,7 +7,7 @@ use super::machine::Machine;
 use super::{Daemon, now_usec};
 use crate::error::{Error, Result};
 use crate::names;
-use crate::security::users;
+use crate::security::users::{self, Ownership};
 use crate::store::MachineConfig;
 use std::sync::Arc;
 use tracing::info;
@@ -30,7 +30,17 @@ impl Daemon {
         } else {
             users::Request::No
         };
-        let (users, _range) = self.users_for(request)?;
+        let (mut users, _range) = self.users_for(request)?;
+        // Ephemeral: an overlay on the source's tree, which stays read-only (start,
+        // restore and remove of the source are refused) while the clone exists. The tree
+        // must be on disk as the machine sees it (not shifted into the source's range),
+        // and in a user namespace on a file system that can idmap it.
+        let source_shifted = matches!(from.users, Some(u) if u.ownership == Ownership::Chown);
+        let overlay =
+            ephemeral && !source_shifted && super::create::overlay_possible(users, &rootfs);
+        if overlay && let Some(u) = users.as_mut() {
+            u.ownership = Ownership::Idmap;
+        }
         let ids = super::create::ids_between(from.users, users);
         let config = MachineConfig {
             name: name.to_string(),
@@ -45,9 +55,7 @@ impl Daemon {
             ephemeral,
             users,
             machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
-            // Ephemeral: an overlay on the source's tree, which stays read-only (start,
-            // restore and remove of the source are refused) while the clone exists.
-            base: (ephemeral && users.is_none()).then(|| rootfs.clone()),
+            base: overlay.then(|| rootfs.clone()),
             ..from
         };
         let dir = self.make_machine_dir(&config, rootfs, ids).await?;

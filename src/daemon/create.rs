@@ -54,10 +54,17 @@ impl Daemon {
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;
         }
         let _reservation = self.reserve(name)?;
-        let (users, _range) = self.users_for(opts.private_users)?;
+        let (mut users, _range) = self.users_for(opts.private_users)?;
         // Held until the copy is done: the template can't be removed under it.
         let _in_use = self.templates_in_use.read().await;
         let template_rootfs = self.template_rootfs(template_name).await?;
+        // Ephemeral: an overlay on the template, nothing copied. In a user namespace the
+        // template must be idmapped as the overlay's lower layer, which needs a file
+        // system that can; else it is a copy, shifted like any other machine's files.
+        let overlay = opts.ephemeral && overlay_possible(users, &template_rootfs);
+        if overlay && let Some(u) = users.as_mut() {
+            u.ownership = Ownership::Idmap;
+        }
 
         let machine_id = crate::machine_id::new().map_err(Error::Failed)?;
         let config = MachineConfig {
@@ -75,9 +82,7 @@ impl Daemon {
             security: opts.security,
             users,
             machine_id: Some(machine_id),
-            // Ephemeral: an overlay on the template, nothing copied. A machine in a user
-            // namespace needs its tree idmapped or shifted, which an overlay can't be here.
-            base: (opts.ephemeral && users.is_none()).then(|| template_rootfs.clone()),
+            base: overlay.then(|| template_rootfs.clone()),
             limits: opts.limits,
         };
         // A template's files are as a machine sees them (its root 0).
@@ -236,6 +241,13 @@ pub(super) fn ids_between(from: Option<Users>, to: Option<Users>) -> IdMap {
         (Some(from), None) => IdMap::unshift(from),
         (Some(from), Some(to)) => IdMap::between(from, to),
     }
+}
+
+/// Whether an ephemeral machine with `users` can run on an overlay of `base`: always when
+/// privileged; in a user namespace when `base` can be idmapped through it (the overlay's
+/// lower layer, spawn/mount.rs).
+pub(super) fn overlay_possible(users: Option<Users>, base: &Path) -> bool {
+    users.is_none() || ownership_on(base) == Ownership::Idmap
 }
 
 /// Idmapped mounts where the file system supports them (the kernel's FS_ALLOW_IDMAP:

@@ -6,7 +6,8 @@
 //! `-U` does (64K-aligned, from 0x80000 up, clear of every other machine's range, of the
 //! host's own users and of the ranges /etc/subuid and /etc/subgid give to users);
 //! `BASE:COUNT` takes a range the host's administrator delegated to root in /etc/subuid
-//! and /etc/subgid, as LXC does. The range is kept with the machine.
+//! and /etc/subgid, as LXC does. The range is kept with the machine. A new machine gets
+//! `pick` unless its creator says otherwise; `no` makes a privileged one.
 
 use crate::names::shown;
 use serde::{Deserialize, Serialize};
@@ -42,10 +43,11 @@ pub struct Users {
 /// What a creation asks for (`PrivateUsers`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Request {
-    /// Privileged, for now the default: Debian machines booting systemd do not run in a
-    /// user namespace yet.
-    #[default]
+    /// Privileged: the machine's root is the host's uid 0 (`PrivateUsers` "no").
     No,
+    /// A free range, picked: the default for a new machine, as Debian machines booting
+    /// their own systemd run in one as well as any other.
+    #[default]
     Pick,
     Range(UserRange),
 }
@@ -236,6 +238,8 @@ mod tests {
             assert!(bad.parse::<Request>().is_err(), "{bad}");
         }
         assert!("0:10".parse::<Request>().unwrap_err().contains("host's"));
+        // A creation that does not say is unprivileged.
+        assert_eq!(Request::default(), Request::Pick);
     }
 
     #[test]

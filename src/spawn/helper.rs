@@ -55,25 +55,32 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // Read while this helper still sees the host's mounts and files.
     let host = mount::HostView::read();
-    // An unprivileged machine: its user namespace first, the idmapped root made while
-    // this helper is still privileged, then every other namespace from inside it.
-    let root_tree = match &req.users {
-        Some(users) => {
-            let ns = userns::create(users.range)?;
-            let idmap = (users.ownership == Ownership::Idmap).then_some(&ns);
-            let tree = mount::RootTree::clone_of(&req.rootfs, idmap)?;
-            userns::enter(&ns)?;
-            tree
-        }
-        None if req.overlay => {
-            let mut etc = vec![("hostname".to_string(), req.hostname.clone())];
-            if let Some(id) = &req.machine_id {
-                etc.push(("machine-id".to_string(), id.clone()));
-            }
-            mount::RootTree::overlay(&req.rootfs, etc)?
-        }
-        None => mount::RootTree::clone_of(&req.rootfs, None)?,
+    // An unprivileged machine: its user namespace first, the idmapped root (or an
+    // ephemeral machine's idmapped lower layer) made while this helper is still
+    // privileged, then every other namespace from inside it.
+    let ns = req
+        .users
+        .map(|users| userns::create(users.range))
+        .transpose()?;
+    let idmap = match (&ns, req.users) {
+        (Some(ns), Some(users)) if users.ownership == Ownership::Idmap => Some(ns),
+        _ => None,
     };
+    let root_tree = if req.overlay {
+        let mut etc = vec![("hostname".to_string(), req.hostname.clone())];
+        if let Some(id) = &req.machine_id {
+            etc.push(("machine-id".to_string(), id.clone()));
+        }
+        if ns.is_some() && idmap.is_none() {
+            return Err("an overlay in a user namespace needs an idmapped lower layer".into());
+        }
+        mount::RootTree::overlay(&req.rootfs, idmap, etc)?
+    } else {
+        mount::RootTree::clone_of(&req.rootfs, idmap)?
+    };
+    if let Some(ns) = ns {
+        userns::enter(&ns)?;
+    }
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS

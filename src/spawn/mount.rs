@@ -207,64 +207,48 @@ pub struct RootTree {
 
 enum TreeSource {
     Clone(OwnedFd),
-    /// An ephemeral machine: the read-only tree under an overlay whose upper layer is on
-    /// PID 1's staging tmpfs, so its writes live in the machine's own memory and vanish
-    /// with its mount namespace. `etc` are files written on top (hostname, machine-id).
+    /// An ephemeral machine: a read-only clone of the base (idmapped through the
+    /// machine's user namespace when it has one) as the lower layer of an overlay whose
+    /// upper layer is on PID 1's staging tmpfs, so its writes live in the machine's own
+    /// memory and vanish with its mount namespace. `etc` are files written on top
+    /// (hostname, machine-id).
     Overlay {
-        lower: std::path::PathBuf,
+        lower: OwnedFd,
+        unprivileged: bool,
         etc: Vec<(String, String)>,
     },
 }
 
 /// Where PID 1 attaches its root before pivoting: a tmpfs it mounts over /tmp of the
-/// copied host tree, gone with the old root.
+/// copied host tree, gone with the old root. Mounted by PID 1, so in an unprivileged
+/// machine it belongs to the machine's user namespace and its root may write there.
 const STAGING: &str = "/tmp";
 const STAGED_ROOT: &str = "/tmp/root";
+/// An overlay's lower layer, attached beside the root so the overlay can name it; like
+/// the staging tmpfs it is gone from view with the old root.
+const STAGED_LOWER: &str = "/tmp/lower";
 
 impl RootTree {
     pub fn clone_of(rootfs: &Path, idmap: Option<&OwnedFd>) -> Result<RootTree, String> {
-        let c_path = CString::new(rootfs.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("{}: NUL in path", rootfs.display()))?;
-        // SAFETY: plain syscall with a valid C string; the result is a new descriptor.
-        let tree = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                c_path.as_ptr(),
-                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
-            )
-        };
-        if tree < 0 {
-            return Err(format!(
-                "open_tree({}): {}",
-                rootfs.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
-        // SAFETY: a fresh descriptor from the kernel.
-        let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-        if let Some(userns) = idmap {
-            idmap_tree(&tree, userns)
-                .map_err(|e| format!("idmapping {}: {e}", rootfs.display()))?;
-        }
+        let tree = clone_tree(rootfs, idmap, false)?;
         Ok(RootTree {
             source: TreeSource::Clone(tree),
         })
     }
 
-    /// An overlay on `lower` with a fresh upper layer, made when PID 1 attaches it; `etc`
+    /// An overlay on `lower` with a fresh upper layer, made when PID 1 attaches it; `lower`
+    /// is idmapped through `idmap`, the machine's user namespace, when it has one. `etc`
     /// files (name, content) are written into the upper layer's /etc.
-    pub fn overlay(lower: &Path, etc: Vec<(String, String)>) -> Result<RootTree, String> {
-        let text = lower.to_string_lossy();
-        if text.contains([',', ':', '\\']) || !lower.is_absolute() {
-            return Err(format!(
-                "{}: cannot be an overlay's lower layer (a comma, colon or backslash in it)",
-                lower.display()
-            ));
-        }
+    pub fn overlay(
+        lower: &Path,
+        idmap: Option<&OwnedFd>,
+        etc: Vec<(String, String)>,
+    ) -> Result<RootTree, String> {
+        let tree = clone_tree(lower, idmap, true)?;
         Ok(RootTree {
             source: TreeSource::Overlay {
-                lower: lower.to_path_buf(),
+                lower: tree,
+                unprivileged: idmap.is_some(),
                 etc,
             },
         })
@@ -280,52 +264,111 @@ impl RootTree {
             Some("mode=0700"),
         )?;
         mkdir(Path::new(STAGED_ROOT))?;
-        let tree = match &self.source {
-            TreeSource::Clone(tree) => tree,
-            TreeSource::Overlay { lower, etc } => return attach_overlay(lower, etc),
-        };
-        let target = CString::new(STAGED_ROOT).expect("no NUL");
-        // SAFETY: plain syscall with a valid descriptor and strings.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_move_mount,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                libc::MOVE_MOUNT_F_EMPTY_PATH,
-            )
-        };
-        if r < 0 {
-            return Err(format!(
-                "mounting the machine's root: {}",
-                std::io::Error::last_os_error()
-            ));
+        match &self.source {
+            TreeSource::Clone(tree) => {
+                attach_tree(tree, STAGED_ROOT).map_err(|e| format!("mounting the root: {e}"))?;
+                // The tree's descriptor now names the root of the attached mount.
+                nix::unistd::fchdir(tree).map_err(|e| format!("fchdir to the root: {e}"))
+            }
+            TreeSource::Overlay {
+                lower,
+                unprivileged,
+                etc,
+            } => attach_overlay(lower, *unprivileged, etc),
         }
-        // The tree's descriptor now names the root of the attached mount.
-        nix::unistd::fchdir(tree).map_err(|e| format!("fchdir to the root: {e}"))
     }
 }
 
-fn attach_overlay(lower: &Path, etc: &[(String, String)]) -> Result<(), String> {
+/// Mounts the detached `tree` on `target` in this mount namespace.
+fn attach_tree(tree: &OwnedFd, target: &str) -> Result<(), String> {
+    let target = CString::new(target).map_err(|_| "NUL in path".to_string())?;
+    // SAFETY: plain syscall with a valid descriptor and strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(format!("move_mount: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A detached clone of the tree at `path` (its submounts too), made while the spawn
+/// helper still sees the host's mounts; idmapped through `idmap` when given, read-only
+/// when `read_only` (an overlay's lower layer).
+fn clone_tree(path: &Path, idmap: Option<&OwnedFd>, read_only: bool) -> Result<OwnedFd, String> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: NUL in path", path.display()))?;
+    // SAFETY: plain syscall with a valid C string; the result is a new descriptor.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
+        )
+    };
+    if tree < 0 {
+        return Err(format!(
+            "open_tree({}): {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a fresh descriptor from the kernel.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let mut attr_set = 0;
+    if read_only {
+        attr_set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    if idmap.is_some() {
+        attr_set |= libc::MOUNT_ATTR_IDMAP;
+    }
+    if attr_set != 0 {
+        set_attributes(&tree, attr_set, idmap).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(tree)
+}
+
+/// The overlay root of an ephemeral machine: its lower layer attached beside the staged
+/// root (the overlay takes layers by path; attached, the clone is in this mount
+/// namespace, as overlayfs wants its layers), the upper and work directories on the
+/// staging tmpfs. In a user namespace the overlay keeps its own attributes (whiteouts,
+/// opaque directories) in user.overlay.* xattrs: trusted.* ones are the host root's.
+fn attach_overlay(
+    lower: &OwnedFd,
+    unprivileged: bool,
+    etc: &[(String, String)],
+) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
     let upper = Path::new(STAGING).join("upper");
     let work = Path::new(STAGING).join("work");
+    mkdir(Path::new(STAGED_LOWER))?;
     mkdir(&upper)?;
     mkdir(&work)?;
-    // The merged root takes the upper root's owner and mode: make them the tree's.
-    let meta = std::fs::metadata(lower).map_err(|e| format!("{}: {e}", lower.display()))?;
+    attach_tree(lower, STAGED_LOWER).map_err(|e| format!("mounting the overlay's base: {e}"))?;
+    // The merged root takes the upper root's owner and mode: make them the tree's (its
+    // owner is already the machine's root, who made the directory).
+    let meta = std::fs::metadata(STAGED_LOWER).map_err(|e| format!("the overlay's base: {e}"))?;
     std::fs::set_permissions(
         &upper,
         std::fs::Permissions::from_mode(meta.mode() & 0o7777),
     )
     .map_err(|e| format!("chmod {}: {e}", upper.display()))?;
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+    let mut options = format!(
+        "lowerdir={STAGED_LOWER},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );
+    if unprivileged {
+        options.push_str(",userxattr");
+    }
     mnt(
         Some("overlay"),
         STAGED_ROOT,
@@ -345,11 +388,15 @@ fn attach_overlay(lower: &Path, etc: &[(String, String)]) -> Result<(), String> 
     Ok(())
 }
 
-fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
+/// Sets `attr_set` (MOUNT_ATTR_*) on the detached tree and its submounts; `idmap` is the
+/// user namespace for MOUNT_ATTR_IDMAP.
+fn set_attributes(tree: &OwnedFd, attr_set: u64, idmap: Option<&OwnedFd>) -> Result<(), String> {
     // SAFETY: all-zero is a valid mount_attr.
     let mut attr: libc::mount_attr = unsafe { std::mem::zeroed() };
-    attr.attr_set = libc::MOUNT_ATTR_IDMAP;
-    attr.userns_fd = userns.as_raw_fd() as u64;
+    attr.attr_set = attr_set;
+    if let Some(userns) = idmap {
+        attr.userns_fd = userns.as_raw_fd() as u64;
+    }
     // SAFETY: attr is a valid mount_attr of the size passed.
     let r = unsafe {
         libc::syscall(
@@ -362,10 +409,11 @@ fn idmap_tree(tree: &OwnedFd, userns: &OwnedFd) -> Result<(), String> {
         )
     };
     if r < 0 {
-        return Err(format!(
-            "{} (this kernel or file system cannot idmap mounts)",
-            std::io::Error::last_os_error()
-        ));
+        let e = std::io::Error::last_os_error();
+        return Err(match idmap {
+            Some(_) => format!("{e} (this kernel or file system cannot idmap mounts)"),
+            None => e.to_string(),
+        });
     }
     Ok(())
 }

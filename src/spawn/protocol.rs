@@ -24,7 +24,8 @@ pub struct SpawnRequest {
     /// The machine's ID (crate::machine_id), passed to its init as `container_uuid`.
     pub machine_id: Option<String>,
     /// `rootfs` is the read-only base of an overlay whose writes vanish with the machine
-    /// (ephemeral machines; privileged only).
+    /// (ephemeral machines; idmapped through the machine's user namespace when it has
+    /// one).
     #[serde(default)]
     pub overlay: bool,
 }

@@ -6,6 +6,7 @@
 //! namespaces from inside, so they belong to the machine's root.
 
 use crate::security::users::UserRange;
+use caps::CapSet;
 use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Gid, Uid, fork, pipe2};
@@ -60,9 +61,20 @@ fn map_and_open(pid: u32, range: UserRange) -> Result<OwnedFd, String> {
 }
 
 /// Joins `userns` and becomes its root, so what this process creates from here
-/// (namespaces, files) belongs to the machine's root.
+/// (namespaces, files) belongs to the machine's root. Joining gives a full bounding set
+/// in the namespace; what this process's own set lacked is dropped again, so a host
+/// whose bounding set is smaller gives unprivileged machines less too, as privileged
+/// ones (the machine's confinement narrows it further before exec).
 pub fn enter(userns: &impl AsFd) -> Result<(), String> {
+    let bounding =
+        caps::read(None, CapSet::Bounding).map_err(|e| format!("reading the bounding set: {e}"))?;
     setns(userns, CloneFlags::CLONE_NEWUSER).map_err(|e| format!("setns(user): {e}"))?;
+    for cap in caps::runtime::thread_all_supported() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+    }
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
         .map_err(|e| format!("setresgid(0): {e}"))?;
