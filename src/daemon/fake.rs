@@ -192,12 +192,15 @@ impl Spawner for FakeSpawner {
         } else {
             "exec sleep 1000"
         };
-        let mut child = std::process::Command::new("sh")
+        let child = std::process::Command::new("sh")
             .args(["-c", script])
             .spawn()
             .map_err(|e| Error::failed("cannot spawn", e))?;
         let pid = child.id();
-        std::thread::spawn(move || child.wait());
+        // Never reaped while the test runs: an exited PID 1 stays a zombie (which `alive`
+        // counts as gone), so its PID can't be given to another process that the checks
+        // and the SIGKILLs here would then take for it.
+        drop(child);
         // Give sh a moment to install its traps before anyone signals it.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.pids.lock().unwrap().push(pid);
