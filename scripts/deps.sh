@@ -14,12 +14,13 @@
 #   polkitd            the authorization tests ask a real polkit about non-root callers
 #                      (berth itself runs without it: then only root may change machines)
 #   zstd, xz-utils     the archive tests check GNU tar reads and writes what berth does
+#   python3            the archive tests write hostile tar files with Python's tarfile
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
 packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod debootstrap nftables)
 if [[ ${1:-} == --test ]]; then
-    packages+=(gcc g++ libc6-dev polkitd zstd xz-utils)
+    packages+=(gcc g++ libc6-dev polkitd zstd xz-utils python3)
 fi
 
 missing=()
