@@ -1065,66 +1065,6 @@ fn reads_from_a_pipe_in_small_pieces() {
     }
 }
 
-/// `BERTH_BENCH_TREE=/usr/share cargo test --release --lib bench_against_gnu_tar -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn bench_against_gnu_tar() {
-    use std::time::Instant;
-    let tree = PathBuf::from(std::env::var("BERTH_BENCH_TREE").unwrap());
-    let s = Scratch::new("bench");
-    let ours = s.0.join("ours.tar.zst");
-    let t = Instant::now();
-    let out = fs::File::create(&ours).unwrap();
-    pack(&tree, out, &PackOptions::default(), &Progress::new()).unwrap();
-    let pack_ours = t.elapsed();
-    let theirs = s.0.join("theirs.tar.zst");
-    let t = Instant::now();
-    let st = Command::new("tar")
-        .args(["--xattrs", "--numeric-owner", "-I", "zstd", "-C"])
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&theirs)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let pack_theirs = t.elapsed();
-    let t = Instant::now();
-    let dst = s.dir("ours");
-    unpack(
-        fs::File::open(&ours).unwrap(),
-        &dst,
-        &keep(),
-        &Progress::new(),
-    )
-    .unwrap();
-    let unpack_ours = t.elapsed();
-    let dst = s.dir("theirs");
-    let t = Instant::now();
-    let st = Command::new("tar")
-        .args([
-            "--xattrs",
-            "--xattrs-include=*",
-            "--numeric-owner",
-            "-I",
-            "zstd",
-            "-xpf",
-        ])
-        .arg(&theirs)
-        .arg("-C")
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let unpack_theirs = t.elapsed();
-    let size = |p: &Path| fs::metadata(p).unwrap().len();
-    eprintln!(
-        "pack: ours {pack_ours:?} ({} bytes), tar -I zstd {pack_theirs:?} ({} bytes)\nunpack: ours {unpack_ours:?}, tar -I zstd {unpack_theirs:?}",
-        size(&ours),
-        size(&theirs)
-    );
-}
-
 const RANGE: crate::security::users::UserRange = crate::security::users::UserRange {
     base: 524_288,
     count: 65536,
