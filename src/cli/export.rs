@@ -29,6 +29,17 @@ fn format_of(file: &Path) -> Option<&'static str> {
     .map(|(_, f)| f)
 }
 
+/// The archive at `file` (stdin for `-`), opened with the caller's rights for berthd to
+/// read (import, the tar template method).
+pub(super) fn open_archive(file: &Path) -> Result<OwnedFd, CliError> {
+    if file.as_os_str() == "-" {
+        return Ok(std::io::stdin().as_fd().try_clone_to_owned()?);
+    }
+    Ok(std::fs::File::open(file)
+        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", file.display())))?
+        .into())
+}
+
 impl Session {
     pub async fn export(&self, args: &ExportArgs) -> Result<i32, CliError> {
         let to_stdout = args.file.as_os_str() == "-";
@@ -94,13 +105,7 @@ impl Session {
     }
 
     pub async fn import(&self, args: &ImportArgs) -> Result<i32, CliError> {
-        let input: OwnedFd = if args.file.as_os_str() == "-" {
-            std::io::stdin().as_fd().try_clone_to_owned()?
-        } else {
-            std::fs::File::open(&args.file)
-                .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", args.file.display())))?
-                .into()
-        };
+        let input = open_archive(&args.file)?;
         let manager = self.manager().await?;
         let signals = self.job_signals().await?;
         let options: HashMap<&str, Value<'_>> = HashMap::new();

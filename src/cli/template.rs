@@ -32,15 +32,11 @@ impl Session {
         }
         // berthd never opens a caller's path: the archive is opened here, with the
         // caller's rights, and passed as a descriptor.
-        let archive: Option<OwnedFd> = match &args.file {
-            None => None,
-            Some(p) if p.as_os_str() == "-" => Some(std::io::stdin().as_fd().try_clone_to_owned()?),
-            Some(p) => Some(
-                std::fs::File::open(p)
-                    .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", p.display())))?
-                    .into(),
-            ),
-        };
+        let archive: Option<OwnedFd> = args
+            .file
+            .as_deref()
+            .map(super::export::open_archive)
+            .transpose()?;
         if let Some(fd) = &archive {
             options.insert("Archive", Value::Fd(Fd::from(fd.as_fd())));
         }

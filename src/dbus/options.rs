@@ -111,19 +111,24 @@ pub fn limits(dict: HashMap<String, OwnedValue>) -> Result<Limits> {
 }
 
 pub fn remove_force(dict: HashMap<String, OwnedValue>) -> Result<bool> {
-    let mut force = false;
+    only_flag(dict, "Force")
+}
+
+/// An options dict whose one known key is the boolean `known` (RemoveWithOptions'
+/// Force, ExportWithOptions' RootfsOnly, CloneMachine's Ephemeral): its value, false
+/// when absent; any other key is an error naming it.
+fn only_flag(dict: HashMap<String, OwnedValue>, known: &str) -> Result<bool> {
+    let mut flag = false;
     for (key, value) in dict {
-        match key.as_str() {
-            "Force" => force = boolean(&key, &value)?,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown option {} (known: Force)",
-                    shown(other)
-                )));
-            }
+        if key != known {
+            return Err(Error::InvalidArgument(format!(
+                "unknown option {} (known: {known})",
+                shown(&key)
+            )));
         }
+        flag = boolean(&key, &value)?;
     }
-    Ok(force)
+    Ok(flag)
 }
 
 /// Any integer or string variant; the limits parser decides what it means.
@@ -187,36 +192,12 @@ fn strings(key: &str, v: &Value<'_>) -> Result<Vec<String>> {
 
 /// ExportWithOptions's options: only `RootfsOnly b`.
 pub fn export_rootfs_only(dict: HashMap<String, OwnedValue>) -> Result<bool> {
-    let mut rootfs_only = false;
-    for (key, value) in dict {
-        match key.as_str() {
-            "RootfsOnly" => rootfs_only = boolean(&key, &value)?,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown Export option {}; the only one is RootfsOnly",
-                    shown(other)
-                )));
-            }
-        }
-    }
-    Ok(rootfs_only)
+    only_flag(dict, "RootfsOnly")
 }
 
 /// CloneMachine's options: only `Ephemeral b`.
 pub fn clone_ephemeral(dict: HashMap<String, OwnedValue>) -> Result<bool> {
-    let mut ephemeral = false;
-    for (key, value) in dict {
-        match key.as_str() {
-            "Ephemeral" => ephemeral = boolean(&key, &value)?,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown CloneMachine option {}; the only one is Ephemeral",
-                    shown(other)
-                )));
-            }
-        }
-    }
-    Ok(ephemeral)
+    only_flag(dict, "Ephemeral")
 }
 
 /// BuildTemplate's method and options as a [`BuildSpec`]. Each method takes its own keys;
