@@ -3,8 +3,8 @@
 //! the source has one) its own user ID range, its files moved into that range where they
 //! are shifted on disk; it does not inherit autostart.
 
+use super::Daemon;
 use super::machine::Machine;
-use super::{Daemon, now_usec};
 use crate::error::{Error, Result};
 use crate::names;
 use crate::security::users::{self, Ownership};
@@ -43,20 +43,9 @@ impl Daemon {
         }
         let ids = super::create::ids_between(from.users, users);
         let config = MachineConfig {
-            name: name.to_string(),
-            // A hostname that was the machine's name follows the new name.
-            hostname: if from.hostname == source {
-                name.to_string()
-            } else {
-                from.hostname.clone()
-            },
-            created_at: now_usec(),
-            autostart: false,
             ephemeral,
-            users,
-            machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
             base: overlay.then(|| rootfs.clone()),
-            ..from
+            ..super::create::copied_config(from, name, users)?
         };
         let dir = self.make_machine_dir(&config, rootfs, ids).await?;
         let m = Arc::new(Machine::new(dir, config));

@@ -243,6 +243,32 @@ pub(super) fn ids_between(from: Option<Users>, to: Option<Users>) -> IdMap {
     }
 }
 
+/// The config of a new machine `name` made from machine `from`'s files (clone, a
+/// snapshot restored as a new machine, import): `from`'s settings with an identity of
+/// its own (a new ID, its creation time, `users`), no autostart, not ephemeral, no
+/// base; a hostname that was the old machine's name follows the new one.
+pub(super) fn copied_config(
+    from: MachineConfig,
+    name: &str,
+    users: Option<Users>,
+) -> Result<MachineConfig> {
+    Ok(MachineConfig {
+        name: name.to_string(),
+        hostname: if from.hostname == from.name {
+            name.to_string()
+        } else {
+            from.hostname.clone()
+        },
+        created_at: now_usec(),
+        autostart: false,
+        ephemeral: false,
+        users,
+        machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
+        base: None,
+        ..from
+    })
+}
+
 /// Whether an ephemeral machine with `users` can run on an overlay of `base`: always when
 /// privileged; in a user namespace when `base` can be idmapped through it (the overlay's
 /// lower layer, spawn/mount.rs).

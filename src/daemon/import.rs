@@ -70,13 +70,8 @@ impl Daemon {
         std::fs::create_dir(staging).at("cannot create", staging)?;
         let rootfs = staging.join(store::ROOTFS_DIR);
         std::fs::create_dir(&rootfs).at("cannot create", &rootfs)?;
-        let file = std::fs::File::from(input);
-        if let Ok(meta) = file.metadata()
-            && meta.is_file()
-        {
-            progress.set_total(meta.len());
-        }
         let mut early = None;
+        let file = archive::input_from(input, progress);
         archive::unpack_then(file, &rootfs, &UnpackOptions::default(), progress, || {
             // Read again below; a config.toml that is not a berth machine's fails there.
             let Ok(cfg) = store::load_config(&rootfs) else {
@@ -141,27 +136,12 @@ impl Daemon {
         staging: &Path,
         unpacked: Unpacked,
     ) -> Result<()> {
-        let machine_id = Some(crate::machine_id::new().map_err(Error::Failed)?);
         let users = unpacked.users;
         let config = match unpacked.exported {
-            Some(from) => MachineConfig {
-                name: name.to_string(),
-                hostname: if from.hostname == from.name {
-                    name.to_string()
-                } else {
-                    from.hostname.clone()
-                },
-                created_at: now_usec(),
-                autostart: false,
-                ephemeral: false,
-                users,
-                machine_id,
-                base: None,
-                ..from
-            },
+            Some(from) => super::create::copied_config(from, name, users)?,
             None => MachineConfig {
                 created_at: now_usec(),
-                machine_id,
+                machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
                 users,
                 ..MachineConfig::placeholder(name)
             },

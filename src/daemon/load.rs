@@ -13,18 +13,11 @@ use tracing::{info, warn};
 
 impl Daemon {
     pub(super) async fn load(self: &Arc<Self>) {
-        let leftovers = store::list_leftovers(&self.paths.machines_dir())
-            .into_iter()
-            .chain(store::list_leftovers(&self.paths.templates_dir()));
-        for leftover in leftovers {
-            warn!(
-                "removing {}, left over from an interrupted operation",
-                leftover.display()
-            );
-            if let Err(e) = crate::storage::copy::remove_tree(&leftover) {
-                warn!("cannot remove {}: {e}", leftover.display());
-            }
-        }
+        remove_leftovers(
+            store::list_leftovers(&self.paths.machines_dir())
+                .into_iter()
+                .chain(store::list_leftovers(&self.paths.templates_dir())),
+        );
         let dirs = match store::list_machine_dirs(&self.paths.machines_dir()) {
             Ok(d) => d,
             Err(e) => {
@@ -164,12 +157,18 @@ fn recover_interrupted_restore(dir: &std::path::Path) {
             }
         }
     }
-    let inner = store::list_leftovers(dir)
-        .into_iter()
-        .chain(store::list_leftovers(
-            &dir.join(super::snapshot::SNAPSHOTS_DIR),
-        ));
-    for leftover in inner {
+    remove_leftovers(
+        store::list_leftovers(dir)
+            .into_iter()
+            .chain(store::list_leftovers(
+                &dir.join(super::snapshot::SNAPSHOTS_DIR),
+            )),
+    );
+}
+
+/// Removes dot-entries that interrupted operations left, saying so.
+fn remove_leftovers(leftovers: impl Iterator<Item = PathBuf>) {
+    for leftover in leftovers {
         warn!(
             "removing {}, left over from an interrupted operation",
             leftover.display()

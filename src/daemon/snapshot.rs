@@ -10,7 +10,7 @@ use super::{Daemon, now_usec};
 use crate::error::{Error, IoContext, Result};
 use crate::names;
 use crate::security::users;
-use crate::store::{self, MachineConfig};
+use crate::store;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,20 +180,7 @@ impl Daemon {
             None => users::Request::No,
         })?;
         let ids = super::create::ids_between(from.users, users);
-        let config = MachineConfig {
-            name: new_machine.to_string(),
-            hostname: if from.hostname == machine {
-                new_machine.to_string()
-            } else {
-                from.hostname.clone()
-            },
-            created_at: now_usec(),
-            autostart: false,
-            machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
-            base: None,
-            users,
-            ..from
-        };
+        let config = super::create::copied_config(from, new_machine, users)?;
         let new_dir = self.make_machine_dir(&config, source, ids).await?;
         let made = Arc::new(Machine::new(new_dir, config));
         self.insert(made.clone());

@@ -191,38 +191,15 @@ impl Daemon {
         job: &Arc<Job>,
     ) -> Result<TemplateConfig> {
         let dir = self.paths.templates_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         let staging = dir.join(format!(".{name}.build-{}-{}", std::process::id(), job.id));
         let progress = job.progress.clone();
-        let options = spec.recorded_options();
-        let method = spec.method();
-        let name_owned = name.to_string();
-        let staging_w = staging.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<TemplateConfig> {
-            std::fs::create_dir(&staging_w)
-                .map_err(|e| Error::io("cannot create", &staging_w, e))?;
-            let rootfs = staging_w.join(template::ROOTFS_DIR);
-            template::build::run(spec, &rootfs, &progress)?;
-            progress.check("template build")?;
-            let cfg = TemplateConfig {
-                name: name_owned,
-                method,
-                options,
-                created_at: now_usec(),
-                size_bytes: template::build::size_of(&rootfs),
-            };
-            template::install(&staging_w, &dir, &cfg)?;
-            Ok(cfg)
+        let name = name.to_string();
+        // A crash of the worker leaves `staging`, which the next start of berthd removes.
+        tokio::task::spawn_blocking(move || {
+            template::build::build_into(&dir, &staging, &name, spec, &progress)
         })
         .await
-        .map_err(|e| Error::failed("template build crashed", e))
-        .and_then(|r| r);
-        if built.is_err()
-            && let Err(e) = crate::storage::copy::remove_tree(&staging)
-        {
-            warn!("template {name}: cannot remove {}: {e}", staging.display());
-        }
-        built.map_err(|e| e.context(format!("cannot build template {name}")))
+        .map_err(|e| Error::failed("template build crashed", e))?
     }
 
     /// Removes a built template. Machines made from it are copies and stay.

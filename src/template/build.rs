@@ -2,7 +2,7 @@
 //! then run into a staging rootfs on a blocking thread, reporting into the Job's
 //! Progress. Undoing is the caller's: it removes the staging directory whatever failed.
 
-use super::{Method, busybox, debootstrap};
+use super::{Method, ROOTFS_DIR, TemplateConfig, busybox, debootstrap, install};
 use crate::error::{Error, Result};
 use crate::jobs::Progress;
 use crate::storage::copy::{self, CopyOptions};
@@ -57,15 +57,8 @@ pub fn run(spec: BuildSpec, rootfs: &Path, progress: &Progress) -> Result<()> {
         BuildSpec::Debootstrap(opts) => debootstrap::run(&opts, rootfs, progress),
         BuildSpec::Tar(fd) => {
             std::fs::create_dir(rootfs).map_err(|e| Error::io("cannot create", rootfs, e))?;
-            let file = std::fs::File::from(fd);
-            // A regular file tells its size, and so how far the unpacking has come.
-            if let Ok(meta) = file.metadata()
-                && meta.is_file()
-            {
-                progress.set_total(meta.len());
-            }
             let summary = crate::storage::archive::unpack(
-                file,
+                crate::storage::archive::input_from(fd, progress),
                 rootfs,
                 &crate::storage::archive::UnpackOptions::default(),
                 progress,
@@ -92,6 +85,44 @@ pub fn run(spec: BuildSpec, rootfs: &Path, progress: &Progress) -> Result<()> {
             copy::copy_tree(&source, rootfs, &opts, progress)
         }
     }
+}
+
+/// Builds template `name` by `spec` in `staging`, a dot-directory of `templates_dir` made
+/// here, and installs it (template.toml, then the rename into place); on failure removes
+/// `staging`. Blocking: call it from a blocking thread.
+pub fn build_into(
+    templates_dir: &Path,
+    staging: &Path,
+    name: &str,
+    spec: BuildSpec,
+    progress: &Progress,
+) -> Result<TemplateConfig> {
+    let options = spec.recorded_options();
+    let method = spec.method();
+    let built = (|| -> Result<TemplateConfig> {
+        std::fs::create_dir_all(templates_dir)
+            .map_err(|e| Error::io("cannot create", templates_dir, e))?;
+        let _ = copy::remove_tree(staging);
+        std::fs::create_dir(staging).map_err(|e| Error::io("cannot create", staging, e))?;
+        let rootfs = staging.join(ROOTFS_DIR);
+        run(spec, &rootfs, progress)?;
+        progress.check("template build")?;
+        let cfg = TemplateConfig {
+            name: name.to_string(),
+            method,
+            options,
+            created_at: crate::daemon::now_usec(),
+            size_bytes: size_of(&rootfs),
+        };
+        install(staging, templates_dir, &cfg)?;
+        Ok(cfg)
+    })();
+    if built.is_err()
+        && let Err(e) = copy::remove_tree(staging)
+    {
+        tracing::warn!("template {name}: cannot remove {}: {e}", staging.display());
+    }
+    built.map_err(|e| e.context(format!("cannot build template {name}")))
 }
 
 /// Bytes a tree takes on disk, hard links once; 0 where it can't be read.

@@ -175,31 +175,16 @@ pub fn install(staging: &Path, templates_dir: &Path, cfg: &TemplateConfig) -> Re
 /// build step. Blocking: call it from a blocking thread.
 pub fn ensure_busybox(templates_dir: &Path) -> Result<PathBuf> {
     let rootfs = rootfs_of(templates_dir, busybox::NAME);
-    if rootfs.is_dir() {
-        return Ok(rootfs);
-    }
-    std::fs::create_dir_all(templates_dir).at("cannot create", templates_dir)?;
-    let staging = templates_dir.join(format!(".{}.build-{}", busybox::NAME, std::process::id()));
-    let _ = crate::storage::copy::remove_tree(&staging);
-    let built = (|| {
-        std::fs::create_dir(&staging).at("cannot create", &staging)?;
-        busybox::build(&staging.join(ROOTFS_DIR))?;
-        let size_bytes = build::size_of(&staging.join(ROOTFS_DIR));
-        install(
-            &staging,
+    if !rootfs.is_dir() {
+        let staging =
+            templates_dir.join(format!(".{}.build-{}", busybox::NAME, std::process::id()));
+        build::build_into(
             templates_dir,
-            &TemplateConfig {
-                name: busybox::NAME.to_string(),
-                method: Method::Busybox,
-                options: BTreeMap::new(),
-                created_at: crate::daemon::now_usec(),
-                size_bytes,
-            },
-        )
-    })();
-    if let Err(e) = built {
-        let _ = crate::storage::copy::remove_tree(&staging);
-        return Err(e.context(format!("cannot build template {}", busybox::NAME)));
+            &staging,
+            busybox::NAME,
+            build::BuildSpec::Busybox,
+            &crate::jobs::Progress::new(),
+        )?;
     }
     Ok(rootfs)
 }

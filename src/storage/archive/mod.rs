@@ -26,6 +26,19 @@ pub use pack::{ExtraFile, PackOptions, pack};
 pub use unpack::{Specials, Summary, UnpackOptions, unpack, unpack_then};
 
 use crate::error::{Error, Result};
+use crate::jobs::Progress;
+
+/// A caller's archive as [`unpack`]'s input. Unpacking counts the bytes it reads, so the
+/// size of a regular file is the Progress total; a pipe's is not known.
+pub fn input_from(fd: std::os::fd::OwnedFd, progress: &Progress) -> std::fs::File {
+    let file = std::fs::File::from(fd);
+    if let Ok(meta) = file.metadata()
+        && meta.is_file()
+    {
+        progress.set_total(meta.len());
+    }
+    file
+}
 
 /// Reads and writes go through buffers this large: few system calls per megabyte, and
 /// big enough blocks for the compressors to work on.
