@@ -8,14 +8,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-fn err(host: &TestHost, argv: &[&str]) -> String {
-    let out = host.run(argv);
-    assert!(!out.status.success(), "{argv:?} should fail");
-    let e = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-    e
-}
-
 /// Every path below `root` with what must survive a copy: type and mode, owner, link
 /// count, symlink target, extended attributes, mtime.
 fn listing(root: &Path) -> BTreeMap<String, String> {
@@ -173,14 +165,11 @@ fn export_import_round_trip_and_the_tar_method() {
     host.okw("berthctl remove --force t1");
     host.okw("berthctl template remove fromtar");
 
-    let e = err(&host, &["berthctl", "export", "web", "/var/tmp/x.zip"]);
+    let e = host.fails(&["berthctl", "export", "web", "/var/tmp/x.zip"]);
     assert!(e.contains("cannot tell the format"), "{e}");
     assert!(!host.path("/var/tmp/x.zip").exists(), "no file left");
     host.okw("berthctl start web");
-    let e = err(
-        &host,
-        &["berthctl", "export", "web", "/var/tmp/running.tar"],
-    );
+    let e = host.fails(&["berthctl", "export", "web", "/var/tmp/running.tar"]);
     assert!(e.contains("stop it before you export it"), "{e}");
     assert!(
         !host.path("/var/tmp/running.tar").exists(),
@@ -244,29 +233,23 @@ open(f"{d}/bomb.tar", "wb").write(bomb.tobuf(format=tarfile.GNU_FORMAT) + b"\0" 
         ("corrupt.tar.zst", "zstd"),
     ] {
         let path = format!("/var/tmp/evil/{file}");
-        let e = err(
-            &host,
-            &[
-                "berthctl",
-                "template",
-                "build",
-                "bad",
-                "--method",
-                "tar",
-                "--file",
-                &path,
-                "--no-progress",
-            ],
-        );
+        let e = host.fails(&[
+            "berthctl",
+            "template",
+            "build",
+            "bad",
+            "--method",
+            "tar",
+            "--file",
+            &path,
+            "--no-progress",
+        ]);
         assert!(e.contains(says), "{file}: {e}");
         assert!(
             !host.path("/var/lib/berth/templates/bad").exists(),
             "{file}: no template"
         );
-        let e = err(
-            &host,
-            &["berthctl", "import", &path, "badm", "--no-progress"],
-        );
+        let e = host.fails(&["berthctl", "import", &path, "badm", "--no-progress"]);
         assert!(e.contains(says), "import {file}: {e}");
     }
     assert!(!host.path("/etc/evil").exists() && !host.path("/var/tmp/escaped").exists());
@@ -275,19 +258,16 @@ open(f"{d}/bomb.tar", "wb").write(bomb.tobuf(format=tarfile.GNU_FORMAT) + b"\0" 
         "x",
         "never written through a symlink"
     );
-    let e = err(
-        &host,
-        &[
-            "berthctl",
-            "template",
-            "build",
-            "bad",
-            "--method",
-            "tar",
-            "--file",
-            "/nonexistent.tar",
-        ],
-    );
+    let e = host.fails(&[
+        "berthctl",
+        "template",
+        "build",
+        "bad",
+        "--method",
+        "tar",
+        "--file",
+        "/nonexistent.tar",
+    ]);
     assert!(e.contains("cannot open /nonexistent.tar"), "{e}");
 
     // Directory sources: a symlink loop, a mount point inside, a file, nothing there.
@@ -304,20 +284,17 @@ open(f"{d}/bomb.tar", "wb").write(bomb.tobuf(format=tarfile.GNU_FORMAT) + b"\0" 
         ("/var/tmp/src/file", "/var/tmp/src/file"),
         ("/var/tmp/nothing", "/var/tmp/nothing"),
     ] {
-        let e = err(
-            &host,
-            &[
-                "berthctl",
-                "template",
-                "build",
-                "bad",
-                "--method",
-                "directory",
-                "--source",
-                source,
-                "--no-progress",
-            ],
-        );
+        let e = host.fails(&[
+            "berthctl",
+            "template",
+            "build",
+            "bad",
+            "--method",
+            "directory",
+            "--source",
+            source,
+            "--no-progress",
+        ]);
         assert!(e.contains(says), "{source}: {e}");
     }
     host.ok(&["umount", "/var/tmp/src/sub"]);

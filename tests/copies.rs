@@ -8,14 +8,6 @@ use common::{
 };
 use std::time::Duration;
 
-fn err(host: &TestHost, cmdline: &str) -> String {
-    let out = host.runw(cmdline);
-    assert!(!out.status.success(), "{cmdline} should fail");
-    let e = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-    e
-}
-
 fn file_in(host: &TestHost, machine: &str, path: &str) -> String {
     host.read(&format!("/var/lib/berth/machines/{machine}/rootfs{path}"))
         .unwrap_or_default()
@@ -39,12 +31,12 @@ fn clone_and_snapshots() {
         "-c",
         "echo one > /srv-data",
     ]);
-    let e = err(&host, "berthctl clone web web2");
+    let e = host.failsw("berthctl clone web web2");
     assert!(
         e.contains("web is running; stop it before you clone it"),
         "{e}"
     );
-    let e = err(&host, "berthctl snapshot web s1");
+    let e = host.failsw("berthctl snapshot web s1");
     assert!(e.contains("stop it before you snapshot it"), "{e}");
     host.okw("berthctl stop web");
 
@@ -60,9 +52,9 @@ fn clone_and_snapshots() {
     host.okw("berthctl start web2");
     assert_eq!(host.okw("berthctl exec web2 -- hostname").trim(), "web2");
     host.okw("berthctl stop web2");
-    let e = err(&host, "berthctl clone web web2");
+    let e = host.failsw("berthctl clone web web2");
     assert!(e.contains("already exists"), "{e}");
-    let e = err(&host, "berthctl clone nope x");
+    let e = host.failsw("berthctl clone nope x");
     assert!(e.contains("no machine named \"nope\""), "{e}");
 
     // An ephemeral clone runs on an overlay of web's files (no copy) and goes away when
@@ -95,12 +87,12 @@ fn clone_and_snapshots() {
         "one\n",
         "the base is untouched"
     );
-    let e = err(&host, "berthctl start web");
+    let e = host.failsw("berthctl start web");
     assert!(
         e.contains("ephemeral machine scratch runs on an overlay"),
         "{e}"
     );
-    let e = err(&host, "berthctl remove web");
+    let e = host.failsw("berthctl remove web");
     assert!(e.contains("scratch"), "{e}");
     host.okw("berthctl stop scratch");
     assert!(
@@ -124,7 +116,7 @@ fn clone_and_snapshots() {
         listed.starts_with("NAME") && listed.contains("before") && listed.contains("pre 13"),
         "{listed}"
     );
-    let e = err(&host, "berthctl snapshot web before");
+    let e = host.failsw("berthctl snapshot web before");
     assert!(e.contains("already exists"), "{e}");
     host.okw("berthctl start web");
     host.ok(&[
@@ -136,7 +128,7 @@ fn clone_and_snapshots() {
         "-c",
         "echo two > /srv-data",
     ]);
-    let e = err(&host, "berthctl restore web before");
+    let e = host.failsw("berthctl restore web before");
     assert!(e.contains("stop it before you restore it"), "{e}");
     host.okw("berthctl stop web");
     assert_eq!(file_in(&host, "web", "/srv-data"), "two\n");
@@ -144,14 +136,14 @@ fn clone_and_snapshots() {
     assert_eq!(file_in(&host, "web-old", "/srv-data"), "one\n");
     host.okw("berthctl restore web before");
     assert_eq!(file_in(&host, "web", "/srv-data"), "one\n");
-    let e = err(&host, "berthctl restore web nosuch");
+    let e = host.failsw("berthctl restore web nosuch");
     assert!(e.contains("has no snapshot \"nosuch\""), "{e}");
     host.okw("berthctl snapshot-remove web before");
     let json = host.okw("berthctl snapshots web --json");
     assert_eq!(json.trim(), "[]");
-    let e = err(&host, "berthctl snapshot-remove web before");
+    let e = host.failsw("berthctl snapshot-remove web before");
     assert!(e.contains("has no snapshot"), "{e}");
-    let e = err(&host, "berthctl snapshot web ../x");
+    let e = host.failsw("berthctl snapshot web ../x");
     assert!(e.contains("snapshot name"), "{e}");
 
     // An ephemeral machine from a template: O(1), its writes gone with it, and the
@@ -163,7 +155,7 @@ fn clone_and_snapshots() {
         !host.path("/var/lib/berth/machines/eph/rootfs").exists(),
         "nothing copied"
     );
-    let e = err(&host, "berthctl template remove bb");
+    let e = host.failsw("berthctl template remove bb");
     assert!(
         e.contains("ephemeral machine eph runs on an overlay"),
         "{e}"

@@ -11,14 +11,6 @@ fn templates_json(host: &TestHost) -> serde_json::Value {
     serde_json::from_str(&host.okw("berthctl template list --json")).expect("JSON")
 }
 
-fn err(host: &TestHost, cmdline: &str) -> String {
-    let out = host.runw(cmdline);
-    assert!(!out.status.success(), "{cmdline} should fail");
-    let e = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
-    e
-}
-
 /// Nothing of a build is left: no staging directory, no Job object.
 fn assert_no_build_leftovers(host: &TestHost) {
     let dir = host.path("/var/lib/berth/templates");
@@ -33,6 +25,53 @@ fn assert_no_build_leftovers(host: &TestHost) {
     assert!(dots.is_empty(), "staging left in templates/: {dots:?}");
     let tree = host.okw("busctl --system tree org.berth.Berth1 --list");
     assert!(!tree.contains("/job/"), "a Job object is left: {tree}");
+}
+
+/// A mirror at 127.0.0.1:8081 that accepts connections and never answers: debootstrap
+/// from it stays busy until it is cancelled or killed.
+fn start_tarpit(host: &TestHost) {
+    host.ok(&[
+        "systemd-run",
+        "--unit=tarpit",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "8081",
+        "-e",
+        "sleep",
+        "600",
+    ]);
+}
+
+/// Starts building template "slow" by debootstrap from the tarpit, straight over D-Bus,
+/// and waits until debootstrap runs.
+fn start_slow_build(host: &TestHost) {
+    host.ok(&[
+        "busctl",
+        "--system",
+        "call",
+        "org.berth.Berth1",
+        "/org/berth/Berth1/Manager",
+        "org.berth.Berth1.Manager",
+        "BuildTemplate",
+        "ssa{sv}",
+        "slow",
+        "debootstrap",
+        "2",
+        "Suite",
+        "s",
+        "bookworm",
+        "Mirror",
+        "s",
+        "http://127.0.0.1:8081/debian",
+    ]);
+    assert!(
+        wait_until("debootstrap runs", Duration::from_secs(10), || {
+            host.run(&["pgrep", "-x", "debootstrap"]).status.success()
+        }),
+        "debootstrap started"
+    );
 }
 
 #[test]
@@ -71,9 +110,9 @@ fn busybox_template_build_list_use_remove() {
     host.okw("berthctl stop m1");
     host.okw("berthctl remove m1");
     assert!(!host.path("/var/lib/berth/templates/bb").exists());
-    let e = err(&host, "berthctl template remove bb");
+    let e = host.failsw("berthctl template remove bb");
     assert!(e.contains("no template named \"bb\""), "{e}");
-    let e = err(&host, "berthctl create m2 --template bb");
+    let e = host.failsw("berthctl create m2 --template bb");
     assert!(e.contains("no template named \"bb\""), "{e}");
     assert_no_build_leftovers(&host);
 }
@@ -116,15 +155,13 @@ fn bad_template_builds_are_refused_and_leave_nothing() {
         ),
         ("berthctl template build d --method tar", "Archive"),
     ] {
-        let e = err(&host, cmdline);
+        let e = host.failsw(cmdline);
         assert!(e.contains(says), "{cmdline}: {e}");
     }
     let out = host.runw("berthctl template build d --method rsync");
     assert_eq!(out.status.code(), Some(2), "clap refuses an unknown method");
     // An unreachable mirror: the Job fails with debootstrap's own words, and nothing is left.
-    let e = err(
-        &host,
-        "berthctl template build d --method debootstrap --suite bookworm --mirror http://127.0.0.1:9/debian --no-progress",
+    let e = host.failsw("berthctl template build d --method debootstrap --suite bookworm --mirror http://127.0.0.1:9/debian --no-progress",
     );
     assert!(
         e.contains("debootstrap bookworm from http://127.0.0.1:9/debian failed"),
@@ -191,37 +228,8 @@ fn cancelled_build_leaves_nothing() {
         return;
     };
     // A mirror that accepts the connection and never answers keeps debootstrap busy.
-    host.ok(&[
-        "systemd-run",
-        "--unit=tarpit",
-        "busybox",
-        "nc",
-        "-ll",
-        "-p",
-        "8081",
-        "-e",
-        "sleep",
-        "600",
-    ]);
-    host.ok(&[
-        "busctl",
-        "--system",
-        "call",
-        "org.berth.Berth1",
-        "/org/berth/Berth1/Manager",
-        "org.berth.Berth1.Manager",
-        "BuildTemplate",
-        "ssa{sv}",
-        "slow",
-        "debootstrap",
-        "2",
-        "Suite",
-        "s",
-        "bookworm",
-        "Mirror",
-        "s",
-        "http://127.0.0.1:8081/debian",
-    ]);
+    start_tarpit(&host);
+    start_slow_build(&host);
     let jobs = host.okw("busctl --system tree org.berth.Berth1 --list");
     let job = jobs
         .lines()
@@ -269,16 +277,8 @@ fn cancelled_build_leaves_nothing() {
     );
     let state = host.okw("busctl --system get-property org.berth.Berth1 /org/berth/Berth1/template/slow org.berth.Berth1.Template State");
     assert_eq!(state.trim(), "s \"building\"");
-    let e = err(&host, "berthctl create x --template slow");
+    let e = host.failsw("berthctl create x --template slow");
     assert!(e.contains("still being built"), "{e}");
-    assert!(
-        wait_until("debootstrap runs", Duration::from_secs(10), || {
-            host.run(&["pgrep", "-x", "debootstrap|wget"])
-                .status
-                .success()
-        }),
-        "debootstrap started"
-    );
     host.ok(&[
         "busctl",
         "--system",
@@ -317,18 +317,7 @@ fn progress_bar_ctrl_c_and_a_crash_mid_build() {
     let Some(host) = boot_with_berth(CgroupMode::Hybrid, "progress_bar_ctrl_c_and_a_crash") else {
         return;
     };
-    host.ok(&[
-        "systemd-run",
-        "--unit=tarpit",
-        "busybox",
-        "nc",
-        "-ll",
-        "-p",
-        "8081",
-        "-e",
-        "sleep",
-        "600",
-    ]);
+    start_tarpit(&host);
     let build = "berthctl template build slow --method debootstrap --suite bookworm \
                  --mirror http://127.0.0.1:8081/debian";
     // script(1) gives berthctl a terminal (a real one: TERM set, and a size); its
@@ -372,31 +361,7 @@ fn progress_bar_ctrl_c_and_a_crash_mid_build() {
     assert_no_build_leftovers(&host);
 
     // debootstrap killed half way: the Job fails saying so, and nothing is left.
-    host.ok(&[
-        "busctl",
-        "--system",
-        "call",
-        "org.berth.Berth1",
-        "/org/berth/Berth1/Manager",
-        "org.berth.Berth1.Manager",
-        "BuildTemplate",
-        "ssa{sv}",
-        "slow",
-        "debootstrap",
-        "2",
-        "Suite",
-        "s",
-        "bookworm",
-        "Mirror",
-        "s",
-        "http://127.0.0.1:8081/debian",
-    ]);
-    assert!(
-        wait_until("debootstrap runs", Duration::from_secs(10), || {
-            host.run(&["pgrep", "-x", "debootstrap"]).status.success()
-        }),
-        "debootstrap started"
-    );
+    start_slow_build(&host);
     host.ok(&["pkill", "-KILL", "-x", "debootstrap"]);
     assert!(
         wait_until("the failed build is gone", Duration::from_secs(20), || {
@@ -413,31 +378,7 @@ fn progress_bar_ctrl_c_and_a_crash_mid_build() {
     assert_no_build_leftovers(&host);
 
     // A crash: berthd and its debootstrap killed together, a staging dir left behind.
-    host.ok(&[
-        "busctl",
-        "--system",
-        "call",
-        "org.berth.Berth1",
-        "/org/berth/Berth1/Manager",
-        "org.berth.Berth1.Manager",
-        "BuildTemplate",
-        "ssa{sv}",
-        "slow",
-        "debootstrap",
-        "2",
-        "Suite",
-        "s",
-        "bookworm",
-        "Mirror",
-        "s",
-        "http://127.0.0.1:8081/debian",
-    ]);
-    assert!(
-        wait_until("debootstrap runs", Duration::from_secs(10), || {
-            host.run(&["pgrep", "-x", "debootstrap"]).status.success()
-        }),
-        "debootstrap started"
-    );
+    start_slow_build(&host);
     host.okw("systemctl kill --signal=SIGKILL berthd");
     assert!(
         wait_until(

@@ -225,6 +225,21 @@ impl TestHost {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `argv`, which must fail with a one-line error on stderr (berthctl's way of
+    /// refusing); returns that line.
+    pub fn fails(&self, argv: &[&str]) -> String {
+        let out = self.run(argv);
+        assert!(!out.status.success(), "{argv:?} should fail");
+        let e = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(e.trim().lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    /// `fails` for a command line whose words need no quoting.
+    pub fn failsw(&self, cmdline: &str) -> String {
+        self.fails(&cmdline.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// `p` inside the host, as reachable from the test process.
     pub fn path(&self, p: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(p.trim_start_matches('/'))
