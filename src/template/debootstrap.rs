@@ -49,9 +49,7 @@ impl Options {
             Some(s) => s,
             None => host_codename(Path::new("/etc/os-release")).unwrap_or_else(|| "stable".into()),
         };
-        if !is_word(&suite, "-.") {
-            return Err(bad("Suite", &suite));
-        }
+        word("Suite", &suite, "-.")?;
         if !Path::new(SCRIPTS).join(&suite).exists() {
             return Err(Error::InvalidArgument(format!(
                 "debootstrap knows no suite {} (see {SCRIPTS}/ for the ones it does)",
@@ -80,14 +78,10 @@ impl Options {
             )));
         }
         for p in &include {
-            if !is_word(p, "+-.") {
-                return Err(bad("Include", p));
-            }
+            word("Include", p, "+-.")?;
         }
-        if let Some(a) = &arch
-            && !is_word(a, "")
-        {
-            return Err(bad("Architecture", a));
+        if let Some(a) = &arch {
+            word("Architecture", a, "")?;
         }
         Ok(Options {
             suite,
@@ -146,12 +140,21 @@ impl Options {
     }
 }
 
-fn bad(what: &str, value: &str) -> Error {
-    Error::InvalidArgument(format!(
-        "{what} {}: only letters, digits and {} are allowed",
-        crate::names::shown(value),
-        "-+."
-    ))
+/// `value` must be a Debian word: lowercase letters, digits and `extra`, starting with
+/// a letter or digit, at most 128 bytes; the error says which characters `what` takes.
+fn word(what: &str, value: &str, extra: &str) -> Result<()> {
+    if is_word(value, extra) {
+        return Ok(());
+    }
+    let others = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" and {extra:?}")
+    };
+    Err(Error::InvalidArgument(format!(
+        "{what} {}: only lowercase letters, digits{others}, starting with a letter or digit",
+        crate::names::shown(value)
+    )))
 }
 
 fn is_word(s: &str, extra: &str) -> bool {
