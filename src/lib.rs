@@ -18,6 +18,7 @@ pub mod jobs;
 pub mod limits;
 pub mod machine_id;
 pub mod names;
+pub mod net;
 pub mod paths;
 pub mod revert;
 pub mod security;

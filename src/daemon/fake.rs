@@ -41,6 +41,8 @@ pub struct FakeSystemd {
     pub registered: Mutex<Vec<String>>,
     pub kills: Mutex<Vec<(String, i32)>>,
     pub limits: Mutex<Vec<(String, Limits)>>,
+    /// Transient services running, with their argv.
+    pub services: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl FakeSystemd {
@@ -121,6 +123,20 @@ impl Systemd for FakeSystemd {
 
     async fn register_machine(&self, name: &str, _: Option<[u8; 16]>, _: u32, _: &Path) {
         self.registered.lock().unwrap().push(name.to_string());
+    }
+
+    async fn start_service(&self, spec: &crate::systemd::ServiceSpec) -> Result<()> {
+        self.services
+            .lock()
+            .unwrap()
+            .entry(spec.unit.clone())
+            .or_insert_with(|| spec.argv.clone());
+        Ok(())
+    }
+
+    async fn stop_unit(&self, unit: &str) -> Result<()> {
+        self.services.lock().unwrap().remove(unit);
+        Ok(())
     }
 
     async fn scope_leader(&self, unit: &str) -> Option<u32> {

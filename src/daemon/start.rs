@@ -66,6 +66,8 @@ impl Daemon {
             confinement: confinement(&cfg)?,
             users: cfg.users,
             machine_id: cfg.machine_id.clone(),
+            network: crate::net::NetMode::None,
+            resolv_conf: None,
         };
         let mut revert = Revert::new();
 

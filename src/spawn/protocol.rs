@@ -28,6 +28,15 @@ pub struct SpawnRequest {
     /// one).
     #[serde(default)]
     pub overlay: bool,
+    /// `host` keeps the host's network namespace; otherwise PID 1 gets its own (with only
+    /// a loopback until berthd moves a bridged machine's eth0 in before Go).
+    #[serde(default)]
+    pub network: crate::net::NetMode,
+    /// What the machine's /etc/resolv.conf should say (its gateway's dnsmasq, or the
+    /// host's own for `host`); written after pivot_root, so inside its root, unless
+    /// the machine manages its own (the file is a symlink, as systemd-resolved makes).
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -146,6 +155,8 @@ mod tests {
             users: None,
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
             overlay: true,
+            network: crate::net::NetMode::Bridge,
+            resolv_conf: Some("nameserver 10.0.3.1\n".into()),
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));

@@ -8,6 +8,7 @@
 pub mod machined;
 pub mod properties;
 pub mod scope;
+pub mod service;
 
 use crate::error::{Error, Result};
 use crate::limits::{Flavor, Limits};
@@ -18,6 +19,7 @@ use zbus_systemd::systemd1::ManagerProxy;
 
 pub use crate::api::UNKNOWN_FIGURE;
 pub use scope::{Figure, ScopeSpec};
+pub use service::ServiceSpec;
 
 /// What the daemon needs from systemd.
 #[async_trait::async_trait]
@@ -50,6 +52,11 @@ pub trait Systemd: Send + Sync {
     /// The machine's leader as systemd's scope shows it: the process that is its PID
     /// namespace's init. None when the unit has no process (or does not exist).
     async fn scope_leader(&self, unit: &str) -> Option<u32>;
+    /// Starts a transient service that systemd keeps running (a bridge's dnsmasq); one
+    /// that is already active is left as it is. Returns once it runs.
+    async fn start_service(&self, spec: &ServiceSpec) -> Result<()>;
+    /// Stops a unit and waits until it is gone; one that does not exist is fine.
+    async fn stop_unit(&self, unit: &str) -> Result<()>;
 }
 
 /// systemd over D-Bus: PID 1's manager object and machined.
@@ -140,6 +147,14 @@ impl Systemd for Bus {
             .ok()?;
         let pids: Vec<u32> = processes.into_iter().map(|(_, pid, _)| pid).collect();
         crate::sys::process::namespace_init(&pids)
+    }
+
+    async fn start_service(&self, spec: &ServiceSpec) -> Result<()> {
+        service::start(self, spec).await
+    }
+
+    async fn stop_unit(&self, unit: &str) -> Result<()> {
+        service::stop(self, unit).await
     }
 
     async fn holds(&self, unit: &str, pid: u32) -> bool {
