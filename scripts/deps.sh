@@ -7,7 +7,9 @@
 #   iproute2           veth pairs and bridges for machine networking
 #   procps, kmod       ps/pkill and modprobe, expected by systemd units and the tests
 #   debootstrap        the debootstrap template method
-#   nftables           NAT for machines (and for test hosts that must reach the archive)
+#   nftables           NAT and port forwards for machines (and for test hosts that must
+#                      reach the archive)
+#   dnsmasq-base       DHCP and DNS on berth's bridges (the binary only, as lxc-net uses it)
 # With --test, also what only the tests need:
 #   gcc, libc6-dev     the tests build a static system-call probe to run inside machines
 #   g++                the fuzz targets link libFuzzer, which libfuzzer-sys builds from C++
@@ -18,7 +20,7 @@
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
-packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod debootstrap nftables)
+packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod debootstrap nftables dnsmasq-base)
 if [[ ${1:-} == --test ]]; then
     packages+=(gcc g++ libc6-dev polkitd zstd xz-utils python3)
 fi
