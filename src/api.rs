@@ -13,10 +13,13 @@ pub const MACHINE_PATH_PREFIX: &str = "/org/berth/Berth1/machine";
 pub const TEMPLATE_PATH_PREFIX: &str = "/org/berth/Berth1/template";
 /// Job objects, one per long operation under way, by number.
 pub const JOB_PATH_PREFIX: &str = "/org/berth/Berth1/job";
+/// Network objects, one label per network.
+pub const NETWORK_PATH_PREFIX: &str = "/org/berth/Berth1/network";
 pub const MANAGER_INTERFACE: &str = "org.berth.Berth1.Manager";
 pub const MACHINE_INTERFACE: &str = "org.berth.Berth1.Machine";
 pub const TEMPLATE_INTERFACE: &str = "org.berth.Berth1.Template";
 pub const JOB_INTERFACE: &str = "org.berth.Berth1.Job";
+pub const NETWORK_INTERFACE: &str = "org.berth.Berth1.Network";
 
 /// What a live figure property reads when it is not known (machine stopped, accounting
 /// off), as systemd itself reports unknown figures.

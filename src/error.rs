@@ -13,6 +13,10 @@ pub enum Error {
     NoSuchMachine(String),
     #[error("{0}")]
     NoSuchTemplate(String),
+    #[error("no network named {0:?} (berthctl network list shows the networks)")]
+    NoSuchNetwork(String),
+    #[error("a network named {0:?} already exists; pick another name or remove it first")]
+    NetworkExists(String),
     #[error("a machine named {0:?} already exists; pick another name or remove it first")]
     AlreadyExists(String),
     #[error("{0}")]
@@ -68,6 +72,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Kind {
     NoSuchMachine,
     NoSuchTemplate,
+    NoSuchNetwork,
     AlreadyExists,
     InvalidName,
     InvalidArgument,
@@ -110,7 +115,8 @@ impl Error {
         match self {
             Error::NoSuchMachine(_) => Kind::NoSuchMachine,
             Error::NoSuchTemplate(_) => Kind::NoSuchTemplate,
-            Error::AlreadyExists(_) => Kind::AlreadyExists,
+            Error::NoSuchNetwork(_) => Kind::NoSuchNetwork,
+            Error::AlreadyExists(_) | Error::NetworkExists(_) => Kind::AlreadyExists,
             Error::InvalidName(_) => Kind::InvalidName,
             Error::InvalidArgument(_) => Kind::InvalidArgument,
             Error::InvalidState(_) => Kind::InvalidState,

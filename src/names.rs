@@ -131,6 +131,15 @@ pub fn template_object_path(name: &str) -> String {
     format!("{TEMPLATE_PATH_PREFIX}/{}", escape_path_label(name))
 }
 
+/// The D-Bus object path of a network.
+pub fn network_object_path(name: &str) -> String {
+    format!(
+        "{}/{}",
+        crate::api::NETWORK_PATH_PREFIX,
+        escape_path_label(name)
+    )
+}
+
 /// The D-Bus object path of a Job.
 pub fn job_object_path(id: u64) -> String {
     format!("{JOB_PATH_PREFIX}/{id}")

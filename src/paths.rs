@@ -13,6 +13,13 @@ pub struct Paths {
     pub state_dir: PathBuf,
     #[serde(default = "default_runtime_dir")]
     pub runtime_dir: PathBuf,
+    /// The subnet of the network berthd makes on its first start (berth0).
+    #[serde(default = "default_subnet")]
+    pub default_subnet: String,
+}
+
+fn default_subnet() -> String {
+    crate::net::DEFAULT_SUBNET.to_string()
 }
 
 fn default_state_dir() -> PathBuf {
@@ -28,6 +35,7 @@ impl Default for Paths {
         Paths {
             state_dir: default_state_dir(),
             runtime_dir: default_runtime_dir(),
+            default_subnet: default_subnet(),
         }
     }
 }
@@ -57,6 +65,23 @@ impl Paths {
 
     pub fn runtime_machines_dir(&self) -> PathBuf {
         self.runtime_dir.join("machines")
+    }
+
+    pub fn networks_dir(&self) -> PathBuf {
+        self.state_dir.join("networks")
+    }
+
+    /// dnsmasq's files: beside the runtime directory (`/run/berth-dns`), not in it, as
+    /// dnsmasq reads them as its own unprivileged user and the runtime directory is
+    /// private.
+    pub fn dns_dir(&self) -> PathBuf {
+        let mut name = self
+            .runtime_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "berth".into());
+        name.push("-dns");
+        self.runtime_dir.with_file_name(name)
     }
 }
 

@@ -54,6 +54,8 @@ pub struct MachineConfig {
     pub base: Option<PathBuf>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub network: crate::net::MachineNet,
 }
 
 impl MachineConfig {
@@ -76,6 +78,7 @@ impl MachineConfig {
             machine_id: None,
             base: None,
             limits: Limits::default(),
+            network: crate::net::MachineNet::default(),
         }
     }
 }
@@ -240,6 +243,13 @@ mod tests {
             halt_signal: None,
             stop_timeout_usec: Some(5_000_000),
             tmp_size: None,
+            network: crate::net::MachineNet {
+                mode: crate::net::NetMode::Bridge,
+                bridge: Some("berth0".into()),
+                address: Some("10.0.3.7/24".parse().unwrap()),
+                static_address: true,
+                ports: vec!["tcp:8080:80".parse().unwrap()],
+            },
             security: Settings {
                 capabilities: vec!["CAP_SYS_TIME".into()],
                 ..Default::default()

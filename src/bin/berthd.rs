@@ -81,9 +81,16 @@ async fn run(paths: Paths) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let daemon = Daemon::new(paths, host, systemd, Arc::new(berth::spawn::Helpers), tx)
-        .await
-        .map_err(|e| e.to_string())?;
+    let daemon = Daemon::new(
+        paths,
+        host,
+        systemd,
+        Arc::new(berth::spawn::Helpers),
+        Arc::new(berth::net::Kernel),
+        tx,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     berth::dbus::serve(&conn, daemon.clone(), rx)
         .await
         .map_err(|e| e.to_string())?;

@@ -42,7 +42,9 @@ impl Daemon {
             u.ownership = Ownership::Idmap;
         }
         let ids = super::create::ids_between(from.users, users);
+        let (network, _lease) = self.copied_network(name, &from.network).await?;
         let config = MachineConfig {
+            network,
             ephemeral,
             base: overlay.then(|| rootfs.clone()),
             ..super::create::copied_config(from, name, users)?
@@ -50,6 +52,7 @@ impl Daemon {
         let dir = self.make_machine_dir(&config, rootfs, ids).await?;
         let m = Arc::new(Machine::new(dir, config));
         self.insert(m.clone());
+        self.refresh_dns(m.config().network.bridge.as_deref()).await;
         info!("machine {name}: cloned from {source}");
         Ok(m)
     }

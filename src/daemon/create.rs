@@ -29,6 +29,7 @@ pub struct CreateOptions {
     pub tmp_size: Option<u64>,
     pub security: Settings,
     pub private_users: users::Request,
+    pub network: crate::net::NetRequest,
 }
 
 impl Daemon {
@@ -55,6 +56,10 @@ impl Daemon {
         }
         let _reservation = self.reserve(name)?;
         let (mut users, _range) = self.users_for(opts.private_users)?;
+        let (network, _lease) = {
+            let _net = self.net_lock.lock().await;
+            self.net_for(name, &opts.network, None)?
+        };
         // Held until the copy is done: the template can't be removed under it.
         let _in_use = self.templates_in_use.read().await;
         let template_rootfs = self.template_rootfs(template_name).await?;
@@ -84,12 +89,14 @@ impl Daemon {
             machine_id: Some(machine_id),
             base: overlay.then(|| template_rootfs.clone()),
             limits: opts.limits,
+            network,
         };
         // A template's files are as a machine sees them (its root 0).
         let ids = ids_between(None, config.users);
         let final_dir = self.make_machine_dir(&config, template_rootfs, ids).await?;
         let m = Arc::new(Machine::new(final_dir, config));
         self.insert(m.clone());
+        self.refresh_dns(m.config().network.bridge.as_deref()).await;
         info!("machine {name}: created from template {template_name}");
         Ok(m)
     }

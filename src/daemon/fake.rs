@@ -232,9 +232,95 @@ impl Spawner for FakeSpawner {
     }
 }
 
+/// The host's network as berth sees it: links by name (with their alias), the rules
+/// last applied, host ports some process holds.
+#[derive(Default)]
+pub struct FakeNet {
+    pub routes: Mutex<Vec<ipnet::Ipv4Net>>,
+    pub links: Mutex<HashMap<String, crate::net::LinkInfo>>,
+    pub veths: Mutex<Vec<crate::net::VethSpec>>,
+    pub rules: Mutex<crate::net::nft::Rules>,
+    pub ports_in_use: Mutex<Vec<(crate::net::Proto, u16)>>,
+    pub refuse_veths: AtomicBool,
+}
+
+impl FakeNet {
+    fn add_link(&self, name: &str, alias: &str, kind: &str) {
+        let mut links = self.links.lock().unwrap();
+        let index = links.len() as u32 + 10;
+        links.insert(
+            name.to_string(),
+            crate::net::LinkInfo {
+                index,
+                alias: Some(alias.to_string()),
+                kind: Some(kind.to_string()),
+            },
+        );
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::net::NetHost for FakeNet {
+    async fn routes(&self) -> Result<Vec<ipnet::Ipv4Net>> {
+        Ok(self.routes.lock().unwrap().clone())
+    }
+    async fn link(&self, name: &str) -> Result<Option<crate::net::LinkInfo>> {
+        Ok(self.links.lock().unwrap().get(name).cloned())
+    }
+    async fn ensure_bridge(&self, spec: &crate::net::BridgeSpec) -> Result<()> {
+        self.add_link(&spec.name, &spec.alias, "bridge");
+        self.routes.lock().unwrap().push(spec.address.trunc());
+        Ok(())
+    }
+    async fn add_veth(&self, spec: &crate::net::VethSpec) -> Result<()> {
+        if self.refuse_veths.load(Ordering::SeqCst) {
+            return Err(Error::Failed(format!(
+                "fake netlink refused {}",
+                spec.host_name
+            )));
+        }
+        self.add_link(&spec.host_name, &spec.alias, "veth");
+        self.veths.lock().unwrap().push(spec.clone());
+        Ok(())
+    }
+    async fn remove_link(&self, name: &str) -> Result<()> {
+        if let Some(link) = self.links.lock().unwrap().remove(name)
+            && link.kind.as_deref() == Some("bridge")
+        {
+            let prefix = format!("{}network {name}", crate::net::ALIAS_PREFIX);
+            assert_eq!(link.alias.as_deref(), Some(prefix.as_str()));
+        }
+        self.veths.lock().unwrap().retain(|v| v.host_name != name);
+        Ok(())
+    }
+    fn link_stats(&self, name: &str) -> Option<crate::net::LinkStats> {
+        self.links
+            .lock()
+            .unwrap()
+            .contains_key(name)
+            .then_some(crate::net::LinkStats {
+                rx_bytes: 1,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+            })
+    }
+    async fn apply_rules(&self, rules: &crate::net::nft::Rules) -> Result<()> {
+        *self.rules.lock().unwrap() = rules.clone();
+        Ok(())
+    }
+    fn port_in_use(&self, proto: crate::net::Proto, port: u16) -> bool {
+        self.ports_in_use.lock().unwrap().contains(&(proto, port))
+    }
+    fn enable_forwarding(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 struct Bench {
     daemon: Arc<Daemon>,
     systemd: Arc<FakeSystemd>,
+    net: Arc<FakeNet>,
     spawner: Arc<FakeSpawner>,
     events: UnboundedReceiver<Event>,
     dir: PathBuf,
@@ -246,13 +332,25 @@ impl Bench {
         let _ = std::fs::remove_dir_all(&dir);
         // A ready template, so no busybox build is needed.
         std::fs::create_dir_all(dir.join("state/templates/busybox/rootfs/etc")).unwrap();
-        Self::with(dir, Default::default(), Default::default()).await
+        Self::with(
+            dir,
+            Default::default(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
     }
 
-    async fn with(dir: PathBuf, systemd: Arc<FakeSystemd>, spawner: Arc<FakeSpawner>) -> Bench {
+    async fn with(
+        dir: PathBuf,
+        systemd: Arc<FakeSystemd>,
+        spawner: Arc<FakeSpawner>,
+        net: Arc<FakeNet>,
+    ) -> Bench {
         let paths = Paths {
             state_dir: dir.join("state"),
             runtime_dir: dir.join("run"),
+            default_subnet: crate::net::DEFAULT_SUBNET.into(),
         };
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let daemon = Daemon::new(
@@ -260,6 +358,7 @@ impl Bench {
             Host::new(CgroupMode::Hybrid, 252),
             systemd.clone(),
             spawner.clone(),
+            net.clone(),
             tx,
         )
         .await
@@ -267,6 +366,7 @@ impl Bench {
         Bench {
             daemon,
             systemd,
+            net,
             spawner,
             events,
             dir,
@@ -275,7 +375,13 @@ impl Bench {
 
     /// A second berthd on the same state and the same "host", as after a restart.
     async fn restarted(&self) -> Bench {
-        Self::with(self.dir.clone(), self.systemd.clone(), self.spawner.clone()).await
+        Self::with(
+            self.dir.clone(),
+            self.systemd.clone(),
+            self.spawner.clone(),
+            self.net.clone(),
+        )
+        .await
     }
 
     async fn create(&self, name: &str, opts: CreateOptions) {

@@ -137,8 +137,16 @@ impl Daemon {
         unpacked: Unpacked,
     ) -> Result<()> {
         let users = unpacked.users;
+        let mut _lease = None;
         let config = match unpacked.exported {
-            Some(from) => super::create::copied_config(from, name, users)?,
+            Some(from) => {
+                let (network, lease) = self.copied_network(name, &from.network).await?;
+                _lease = Some(lease);
+                MachineConfig {
+                    network,
+                    ..super::create::copied_config(from, name, users)?
+                }
+            }
             None => MachineConfig {
                 created_at: now_usec(),
                 machine_id: Some(crate::machine_id::new().map_err(Error::Failed)?),
@@ -155,7 +163,9 @@ impl Daemon {
         store::save_config(staging, &config)?;
         let dest = self.paths.machine_dir(name);
         std::fs::rename(staging, &dest).at("cannot rename into place", staging)?;
+        let bridge = config.network.bridge.clone();
         self.insert(Arc::new(Machine::new(dest, config)));
+        self.refresh_dns(bridge.as_deref()).await;
         Ok(())
     }
 }

@@ -22,6 +22,7 @@ mod job;
 mod kill;
 mod load;
 pub mod machine;
+mod network;
 mod remove;
 mod settings;
 mod snapshot;
@@ -31,6 +32,7 @@ mod template;
 mod validate;
 
 pub use create::CreateOptions;
+pub use network::LeaseReservation;
 pub use snapshot::SnapshotInfo;
 pub use template::TemplateEntry;
 
@@ -72,6 +74,10 @@ pub enum Event {
     },
     LimitsChanged(String),
     AutostartChanged(String),
+    /// A machine's network settings changed.
+    NetworkChanged(String),
+    NetworkAdded(String),
+    NetworkRemoved(String),
     TemplateAdded(String),
     TemplateChanged(String),
     TemplateRemoved(String),
@@ -116,6 +122,17 @@ pub struct Daemon {
     pub host: Host,
     systemd: Arc<dyn Systemd>,
     spawner: Arc<dyn Spawner>,
+    net: Arc<dyn crate::net::NetHost>,
+    networks: Mutex<BTreeMap<String, crate::net::NetworkConfig>>,
+    /// Held while networks are made or removed and while a lease is picked, so two
+    /// callers never take the same subnet or address.
+    net_lock: tokio::sync::Mutex<()>,
+    /// One rebuild of the nftables table at a time.
+    rules_lock: tokio::sync::Mutex<()>,
+    /// The port forwards of running machines, by machine.
+    forwards: Mutex<BTreeMap<String, Vec<crate::net::nft::Forward>>>,
+    /// Leases and forwards of machines being created or changed.
+    pending_net: Mutex<Vec<network::PendingNet>>,
     machines: Mutex<BTreeMap<String, Arc<Machine>>>,
     /// Names whose creation is under way, so two CreateMachine calls can't race.
     reserved: Mutex<HashSet<String>>,
@@ -138,6 +155,7 @@ impl Daemon {
         host: Host,
         systemd: Arc<dyn Systemd>,
         spawner: Arc<dyn Spawner>,
+        net: Arc<dyn crate::net::NetHost>,
         events: UnboundedSender<Event>,
     ) -> Result<Arc<Daemon>> {
         info!(
@@ -154,6 +172,7 @@ impl Daemon {
             paths.templates_dir(),
             paths.runtime_dir.clone(),
             paths.runtime_machines_dir(),
+            paths.networks_dir(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
@@ -164,6 +183,12 @@ impl Daemon {
             host,
             systemd,
             spawner,
+            net,
+            networks: Mutex::new(BTreeMap::new()),
+            net_lock: tokio::sync::Mutex::new(()),
+            rules_lock: tokio::sync::Mutex::new(()),
+            forwards: Mutex::new(BTreeMap::new()),
+            pending_net: Mutex::new(Vec::new()),
             machines: Mutex::new(BTreeMap::new()),
             reserved: Mutex::new(HashSet::new()),
             pending_ranges: Mutex::new(Vec::new()),
@@ -174,6 +199,7 @@ impl Daemon {
             events,
         });
         daemon.load().await;
+        daemon.load_networks().await;
         daemon.load_templates();
         Ok(daemon)
     }

@@ -29,6 +29,8 @@ impl Daemon {
             .map_err(|e| e.context(format!("cannot remove machine {name}")))?;
         self.forget(name);
         store::remove_runtime(&self.paths.runtime_machines_dir(), name);
+        // Its lease goes with it.
+        self.refresh_dns(m.config().network.bridge.as_deref()).await;
         tokio::task::spawn_blocking(move || {
             crate::storage::copy::remove_tree(&doomed).at("cannot delete", &doomed)
         })

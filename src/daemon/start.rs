@@ -53,8 +53,9 @@ impl Daemon {
         }
     }
 
-    async fn spawn_in_scope(&self, m: &Machine) -> Result<PidFd> {
+    async fn spawn_in_scope(self: &Arc<Self>, m: &Machine) -> Result<PidFd> {
         let cfg = m.config();
+        let (network, resolv_conf) = self.net_plan(m)?;
         let req = SpawnRequest {
             name: m.name.clone(),
             hostname: cfg.hostname.clone(),
@@ -66,8 +67,8 @@ impl Daemon {
             confinement: confinement(&cfg)?,
             users: cfg.users,
             machine_id: cfg.machine_id.clone(),
-            network: crate::net::NetMode::None,
-            resolv_conf: None,
+            network,
+            resolv_conf,
         };
         let mut revert = Revert::new();
 
@@ -101,6 +102,9 @@ impl Daemon {
             owner: cfg.users.map(|u| u.range.base),
         };
         revert.check(self.systemd.start_scope(&spec).await).await?;
+        // In its scope and still waiting: its eth0 goes into its namespace now, so its
+        // init finds the network up.
+        self.plug(m, pid, &mut revert).await?;
 
         // Recorded before PID 1 runs anything: a berthd that dies from here on still finds
         // the machine again after its restart.
@@ -154,6 +158,7 @@ impl Daemon {
                 warn!("machine {}: {e}", m.name);
             }
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
+            daemon.unplug(&m).await;
             m.set_state(m.idle_state());
             info!("machine {}: stopped", m.name);
             daemon.emit_state(&m);
@@ -168,8 +173,15 @@ impl Daemon {
 /// The machine's confinement; its settings were checked at creation, so an error here
 /// means a hand-edited config.
 pub(super) fn confinement(cfg: &crate::store::MachineConfig) -> Result<Confinement> {
-    Confinement::new(&cfg.security)
-        .map_err(|e| Error::InvalidArgument(format!("{}: {e}", cfg.name)))
+    let mut security = cfg.security.clone();
+    // On the host's network a privileged root could reconfigure the host's links and
+    // routes (nspawn keeps CAP_NET_ADMIN only with a private network), unless asked.
+    if cfg.network.mode == crate::net::NetMode::Host
+        && !security.capabilities.iter().any(|c| c == "CAP_NET_ADMIN")
+    {
+        security.drop_capabilities.push("CAP_NET_ADMIN".into());
+    }
+    Confinement::new(&security).map_err(|e| Error::InvalidArgument(format!("{}: {e}", cfg.name)))
 }
 
 /// Kills PID 1 if it still waits for its go.

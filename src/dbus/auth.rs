@@ -23,14 +23,17 @@ pub enum Action {
     Shell,
     /// Build and remove templates, and cancel their builds.
     ManageTemplates,
+    /// Create and remove networks: bridges, NAT and DHCP on the host.
+    ManageNetworks,
 }
 
 impl Action {
-    pub const ALL: [Action; 4] = [
+    pub const ALL: [Action; 5] = [
         Action::ManageMachines,
         Action::CreateMachine,
         Action::Shell,
         Action::ManageTemplates,
+        Action::ManageNetworks,
     ];
 
     pub fn id(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Action {
             Action::CreateMachine => "org.berth.Berth1.create-machine",
             Action::Shell => "org.berth.Berth1.shell",
             Action::ManageTemplates => "org.berth.Berth1.manage-templates",
+            Action::ManageNetworks => "org.berth.Berth1.manage-networks",
         }
     }
 }

@@ -11,6 +11,7 @@ pub enum BerthError {
     ZBus(zbus::Error),
     NoSuchMachine(String),
     NoSuchTemplate(String),
+    NoSuchNetwork(String),
     AlreadyExists(String),
     InvalidName(String),
     InvalidArgument(String),
@@ -31,6 +32,7 @@ impl From<Error> for BerthError {
         match e.kind() {
             Kind::NoSuchMachine => BerthError::NoSuchMachine(message),
             Kind::NoSuchTemplate => BerthError::NoSuchTemplate(message),
+            Kind::NoSuchNetwork => BerthError::NoSuchNetwork(message),
             Kind::AlreadyExists => BerthError::AlreadyExists(message),
             Kind::InvalidName => BerthError::InvalidName(message),
             Kind::InvalidArgument => BerthError::InvalidArgument(message),

@@ -87,6 +87,16 @@ pub async fn emit_limits(conn: &Connection, name: &str) -> zbus::Result<()> {
     r.get().await.limits_changed(r.signal_emitter()).await
 }
 
+pub async fn emit_network(conn: &Connection, name: &str) -> zbus::Result<()> {
+    let r = iface_ref(conn, name).await?;
+    let iface = r.get().await;
+    let e = r.signal_emitter();
+    iface.network_changed(e).await?;
+    iface.bridge_changed(e).await?;
+    iface.address_changed(e).await?;
+    iface.port_forwards_changed(e).await
+}
+
 pub async fn emit_autostart(conn: &Connection, name: &str) -> zbus::Result<()> {
     let r = iface_ref(conn, name).await?;
     r.get().await.autostart_changed(r.signal_emitter()).await
@@ -289,6 +299,21 @@ impl MachineIface {
         Ok(self.daemon.set_limits(&self.name, changes).await?)
     }
 
+    /// Changes a stopped machine's network: the CreateMachine keys Network, Bridge,
+    /// Address and PortForwards; keys not given keep their values.
+    async fn set_network(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<()> {
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
+        let req = options::net_request(options)?;
+        self.daemon.set_network(&self.name, req).await?;
+        self.daemon.events_flushed().await;
+        Ok(())
+    }
+
     /// Start the machine when berthd starts after a boot of the host.
     async fn set_autostart(
         &self,
@@ -404,6 +429,87 @@ impl MachineIface {
         }
     }
 
+    /// How it reaches the network: `none`, `bridge` or `host`.
+    #[zbus(property)]
+    fn network(&self) -> String {
+        self.config()
+            .map(|c| c.network.mode.as_str().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The berth network a bridged machine is on; empty otherwise.
+    #[zbus(property)]
+    fn bridge(&self) -> String {
+        self.config()
+            .and_then(|c| c.network.bridge)
+            .unwrap_or_default()
+    }
+
+    /// A bridged machine's lease (CIDR), whether it runs or not; empty otherwise.
+    #[zbus(property)]
+    fn address(&self) -> String {
+        self.config()
+            .and_then(|c| c.network.address)
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Port forwards: protocol, host port, machine port.
+    #[zbus(property)]
+    fn port_forwards(&self) -> Vec<(String, u16, u16)> {
+        self.config()
+            .map(|c| {
+                c.network
+                    .ports
+                    .iter()
+                    .map(|p| (p.proto.as_str().to_string(), p.host_port, p.machine_port))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The addresses it has while it runs (CIDR): its lease when bridged.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn addresses(&self) -> Vec<String> {
+        let Ok(m) = self.daemon.machine(&self.name) else {
+            return Vec::new();
+        };
+        if self.daemon.host_interface(&m).is_none() {
+            return Vec::new();
+        }
+        m.config()
+            .network
+            .address
+            .map(|a| vec![a.to_string()])
+            .unwrap_or_default()
+    }
+
+    /// The host side of its veth while it runs bridged; empty otherwise.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn host_interface(&self) -> String {
+        self.daemon
+            .machine(&self.name)
+            .ok()
+            .and_then(|m| self.daemon.host_interface(&m))
+            .unwrap_or_default()
+    }
+
+    /// Bytes the machine received over its veth (what the host side sent), as `ip -s
+    /// link` counts them on the host side; UINT64_MAX when it has none.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn rx_bytes(&self) -> u64 {
+        self.stats()
+            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.tx_bytes)
+    }
+
+    /// Bytes the machine sent over its veth (what the host side received); UINT64_MAX
+    /// when it has none.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn tx_bytes(&self) -> u64 {
+        self.stats()
+            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.rx_bytes)
+    }
+
     #[zbus(property)]
     fn created_at(&self) -> u64 {
         self.config().map(|c| c.created_at).unwrap_or(0)
@@ -478,6 +584,11 @@ fn set_cloexec(fd: &OwnedFd) -> Result<()> {
 }
 
 impl MachineIface {
+    fn stats(&self) -> Option<crate::net::LinkStats> {
+        let m = self.daemon.machine(&self.name).ok()?;
+        self.daemon.link_stats(&m)
+    }
+
     async fn figure(&self, figure: Figure) -> u64 {
         self.daemon.figure(&self.name, figure).await
     }

@@ -102,6 +102,45 @@ impl ManagerIface {
             .collect()
     }
 
+    /// A berth network: a bridge named NAME with the subnet's first address, a dnsmasq
+    /// on it, NAT out of the host's default route. Options: `Subnet s` (CIDR; default
+    /// the first free 10.0.N.0/24), `Nat b` (default true), `Dhcp b` (default true).
+    async fn create_network(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<OwnedObjectPath> {
+        authorize(conn, &hdr, Action::ManageNetworks, &name).await?;
+        let opts = options::network_options(options)?;
+        self.daemon.create_network(&name, opts).await?;
+        self.daemon.events_flushed().await;
+        Ok(super::network::network_path(&name))
+    }
+
+    /// Networks: name, subnet, gateway, bridge, NAT, DHCP, object path.
+    async fn list_networks(
+        &self,
+    ) -> Vec<(String, String, String, String, bool, bool, OwnedObjectPath)> {
+        self.daemon
+            .networks()
+            .into_iter()
+            .map(|n| {
+                let path = super::network::network_path(&n.name);
+                (
+                    n.name.clone(),
+                    n.subnet.to_string(),
+                    n.gateway().to_string(),
+                    n.bridge().to_string(),
+                    n.nat,
+                    n.dhcp,
+                    path,
+                )
+            })
+            .collect()
+    }
+
     /// Templates: name, state (`building`, `ready`, `broken`), object path.
     async fn list_templates(&self) -> Vec<(String, String, OwnedObjectPath)> {
         self.daemon

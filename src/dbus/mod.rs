@@ -8,6 +8,7 @@ pub mod error;
 pub mod job;
 pub mod machine;
 pub mod manager;
+pub mod network;
 pub mod options;
 pub mod template;
 
@@ -71,6 +72,9 @@ async fn pump_events(conn: Connection, daemon: Arc<Daemon>, mut events: Unbounde
             } => machine::emit_state(&conn, name, *state, *leader).await,
             Event::LimitsChanged(name) => machine::emit_limits(&conn, name).await,
             Event::AutostartChanged(name) => machine::emit_autostart(&conn, name).await,
+            Event::NetworkAdded(name) => network::register(&conn, &daemon, name).await,
+            Event::NetworkRemoved(name) => network::unregister(&conn, name).await,
+            Event::NetworkChanged(name) => machine::emit_network(&conn, name).await,
             Event::TemplateAdded(name) => template::register(&conn, &daemon, name).await,
             Event::TemplateChanged(name) => template::emit_changed(&conn, name).await,
             Event::TemplateRemoved(name) => template::unregister(&conn, name).await,

@@ -5,19 +5,17 @@ use crate::daemon::CreateOptions;
 use crate::error::{Error, Result};
 use crate::limits::{self, Limits, RawValue};
 use crate::names::shown;
+use crate::net::{NetRequest, NetworkOptions, PortForward};
 use crate::template::build::BuildSpec;
 use crate::template::{Method, debootstrap};
 use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Options in the API that later features implement; refused clearly until then.
-pub const NOT_YET: [&str; 5] = [
-    "Bridge",
-    "Address",
-    "PortForwards",
-    "Binds",
-    "BlockIOReadBandwidth",
-];
+pub const NOT_YET: [&str; 2] = ["Binds", "BlockIOReadBandwidth"];
+
+/// The network keys, shared by CreateMachine and SetNetwork.
+const NETWORK_KEYS: [&str; 4] = ["Network", "Bridge", "Address", "PortForwards"];
 
 pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOptions> {
     let mut out = CreateOptions::default();
@@ -74,15 +72,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.tmp_size = Some(size);
             }
-            "Network" => {
-                let n = string(&key, v)?;
-                if n != "none" {
-                    return Err(Error::NotSupported(format!(
-                        "Network {} is not supported yet; machines get a private network namespace with loopback only (\"none\")",
-                        shown(&n)
-                    )));
-                }
-            }
+            k if NETWORK_KEYS.contains(&k) => network_key(&mut out.network, k, v)?,
             k if limits::is_limit_key(k) => out.limits.set(k, raw(k, v)?)?,
             k if NOT_YET.contains(&k) => {
                 return Err(Error::NotSupported(format!(
@@ -98,6 +88,68 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
         }
     }
     out.limits.check_twins()?;
+    Ok(out)
+}
+
+/// One of the network keys into `req`.
+fn network_key(req: &mut NetRequest, key: &str, v: &Value<'_>) -> Result<()> {
+    match key {
+        "Network" => req.mode = Some(string(key, v)?.parse().map_err(Error::InvalidArgument)?),
+        "Bridge" => req.bridge = Some(string(key, v)?),
+        "Address" => req.address = Some(string(key, v)?),
+        "PortForwards" => {
+            let list: Vec<(String, u16, u16)> = v.try_clone().ok().and_then(|v| v.try_into().ok())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(
+                        "PortForwards must be an array of (protocol, host port, machine port), D-Bus type a(sqq)".into(),
+                    )
+                })?;
+            req.ports = Some(
+                list.into_iter()
+                    .map(|(proto, host, machine)| {
+                        PortForward::new(&proto, host as u32, machine as u32)
+                    })
+                    .collect::<Result<_>>()?,
+            );
+        }
+        _ => unreachable!("only network keys come here"),
+    }
+    Ok(())
+}
+
+/// SetNetwork's options: the network keys of CreateMachine.
+pub fn net_request(dict: HashMap<String, OwnedValue>) -> Result<NetRequest> {
+    let mut req = NetRequest::default();
+    for (key, value) in dict {
+        if !NETWORK_KEYS.contains(&key.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "unknown option {} (known: {})",
+                shown(&key),
+                NETWORK_KEYS.join(", ")
+            )));
+        }
+        network_key(&mut req, &key, &value)?;
+    }
+    Ok(req)
+}
+
+/// CreateNetwork's options: Subnet s, Nat b, Dhcp b.
+pub fn network_options(dict: HashMap<String, OwnedValue>) -> Result<NetworkOptions> {
+    let mut out = NetworkOptions::default();
+    for (key, value) in dict {
+        let v: &Value<'_> = &value;
+        match key.as_str() {
+            "Subnet" => out.subnet = Some(string(&key, v)?),
+            "Nat" => out.nat = Some(boolean(&key, v)?),
+            "Dhcp" => out.dhcp = Some(boolean(&key, v)?),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown option {} (known: Subnet, Nat, Dhcp)",
+                    shown(other)
+                )));
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -352,10 +404,46 @@ mod tests {
             ])
             .contains("one limit under two names")
         );
-        match create_options(dict(vec![("Network", Value::from("bridge"))])) {
-            Err(Error::NotSupported(m)) => assert!(m.contains("bridge")),
-            other => panic!("{other:?}"),
-        }
+        assert!(err(vec![("Network", Value::from("wifi"))]).contains("wifi"));
+        assert!(err(vec![("PortForwards", Value::from("tcp:80:80"))]).contains("a(sqq)"));
+        let ports = Value::from(vec![("tcp".to_string(), 8080u16, 80u16)]);
+        assert!(
+            err(vec![(
+                "PortForwards",
+                Value::from(vec![("tcp".to_string(), 0u16, 80u16)])
+            )])
+            .contains("port 0")
+        );
+        let opts = create_options(dict(vec![
+            ("Network", Value::from("bridge")),
+            ("Bridge", Value::from("lab")),
+            ("Address", Value::from("10.77.0.50/24")),
+            ("PortForwards", ports),
+        ]))
+        .unwrap();
+        assert_eq!(opts.network.mode, Some(crate::net::NetMode::Bridge));
+        assert_eq!(opts.network.bridge.as_deref(), Some("lab"));
+        assert_eq!(opts.network.address.as_deref(), Some("10.77.0.50/24"));
+        assert_eq!(opts.network.ports.unwrap()[0].to_string(), "tcp:8080:80");
+    }
+
+    #[test]
+    fn network_options_are_checked() {
+        let o = network_options(dict(vec![
+            ("Subnet", Value::from("10.77.0.0/24")),
+            ("Nat", Value::Bool(false)),
+        ]))
+        .unwrap();
+        assert_eq!(o.subnet.as_deref(), Some("10.77.0.0/24"));
+        assert_eq!(o.nat, Some(false));
+        assert!(network_options(dict(vec![("Gateway", Value::from("x"))])).is_err());
+        assert!(net_request(dict(vec![("Memory", Value::from("x"))])).is_err());
+        assert_eq!(
+            net_request(dict(vec![("Network", Value::from("host"))]))
+                .unwrap()
+                .mode,
+            Some(crate::net::NetMode::Host)
+        );
     }
 
     #[test]

@@ -199,6 +199,32 @@ pub struct MachineNet {
     pub ports: Vec<PortForward>,
 }
 
+/// What a caller asks of a machine's network (CreateMachine's or SetNetwork's options);
+/// what is not given keeps what the machine has (the defaults for a new one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetRequest {
+    pub mode: Option<NetMode>,
+    pub bridge: Option<String>,
+    pub address: Option<String>,
+    pub ports: Option<Vec<PortForward>>,
+}
+
+impl NetRequest {
+    /// Whether it asks for something only a bridged machine has.
+    pub fn wants_bridge(&self) -> bool {
+        self.bridge.is_some() || self.address.is_some() || self.ports.is_some()
+    }
+}
+
+/// What a caller asks of a new network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// None: the first free 10.0.N.0/24.
+    pub subnet: Option<String>,
+    pub nat: Option<bool>,
+    pub dhcp: Option<bool>,
+}
+
 /// A berth network, `networks/NAME.toml`. Its bridge is named as it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
