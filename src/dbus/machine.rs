@@ -494,20 +494,20 @@ impl MachineIface {
             .unwrap_or_default()
     }
 
-    /// Bytes the machine received over its veth (what the host side sent), as `ip -s
-    /// link` counts them on the host side; UINT64_MAX when it has none.
+    /// Bytes received on the host side of its veth (what the machine sent), as `ip -s
+    /// link show HOSTINTERFACE` counts them; UINT64_MAX when it has no veth.
     #[zbus(property(emits_changed_signal = "false"))]
     fn rx_bytes(&self) -> u64 {
         self.stats()
-            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.tx_bytes)
+            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.rx_bytes)
     }
 
-    /// Bytes the machine sent over its veth (what the host side received); UINT64_MAX
-    /// when it has none.
+    /// Bytes sent on the host side of its veth (what the machine received), as `ip -s
+    /// link` counts them; UINT64_MAX when it has no veth.
     #[zbus(property(emits_changed_signal = "false"))]
     fn tx_bytes(&self) -> u64 {
         self.stats()
-            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.rx_bytes)
+            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.tx_bytes)
     }
 
     #[zbus(property)]
