@@ -8,6 +8,13 @@
 //!   `lxc-copy` of an LXC container holding the same tree;
 //! - ephemeral create from a ~200 MB and a ~2 GB template (flat in size);
 //! - export and import of a machine as tar.zst, vs `tar -I zstd` of the same tree.
+//!
+//! Figures (issue 7), first, on busybox machines:
+//! - start until running of a bridged machine vs one with `--network none`;
+//! - 1 GB over TCP from one machine to another over their bridge vs host to host over
+//!   loopback, with the same static program (tests/probe/tcp-copy.c).
+//!
+//! `BERTH_BENCH=network` runs only the network figures.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -104,10 +111,109 @@ fn report(title: &str, figures: &[Figure]) {
     }
 }
 
+/// tests/probe/tcp-copy.c built static, once.
+fn tcp_copy() -> std::path::PathBuf {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tcp-copy");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/tcp-copy.c");
+    let built = std::process::Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc runs");
+    assert!(built.success(), "gcc could not build {}", src.display());
+    out
+}
+
+fn network(host: &TestHost) {
+    let start = |name: &str, flags: &str| {
+        host.okw(&format!("berthctl create {name} --template busybox {flags}"));
+    };
+    start("sb", "--network bridge");
+    start("sn", "--network none");
+    let starts = alternate(
+        host,
+        &[
+            (
+                "berthctl start, --network bridge",
+                "",
+                "berthctl start sb",
+                "berthctl stop sb",
+            ),
+            (
+                "berthctl start, --network none",
+                "",
+                "berthctl start sn",
+                "berthctl stop sn",
+            ),
+        ],
+    );
+    report("Start until running: bridged vs no network", &starts);
+
+    let program = tcp_copy();
+    let bytes = 1_000_000_000u64;
+    host.ok(&[
+        "berthctl", "create", "rx", "--template", "busybox", "--network", "bridge", "--",
+        "/bin/sh", "-c", "while :; do /bin/tcp-copy listen 5001; done",
+    ]);
+    host.ok(&[
+        "berthctl", "create", "tx", "--template", "busybox", "--network", "bridge", "--",
+        "/bin/sh", "-c", "exec sleep 100000",
+    ]);
+    for m in ["rx", "tx"] {
+        let dest = host.path(&format!("/var/lib/berth/machines/{m}/rootfs/bin/tcp-copy"));
+        std::fs::copy(&program, dest).expect("tcp-copy goes into the machine");
+        host.okw(&format!("berthctl start {m}"));
+    }
+    std::fs::copy(&program, host.path("/usr/local/bin/tcp-copy")).expect("tcp-copy on the host");
+    host.ok(&[
+        "systemd-run", "--unit=sink", "sh", "-c",
+        "while :; do /usr/local/bin/tcp-copy listen 5002; done",
+    ]);
+    let status: serde_json::Value =
+        serde_json::from_str(&host.okw("berthctl --json status rx")).expect("status JSON");
+    let rx = status["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("rx has an address")
+        .to_string();
+    // The listeners need a moment to be there.
+    std::thread::sleep(Duration::from_millis(500));
+    let copies = alternate(
+        host,
+        &[
+            (
+                "1 GB machine → machine over the bridge",
+                "",
+                &format!("berthctl exec tx -- /bin/tcp-copy send {rx} 5001 {bytes}"),
+                "",
+            ),
+            (
+                "1 GB host → host over loopback",
+                "",
+                &format!("/usr/local/bin/tcp-copy send 127.0.0.1 5002 {bytes}"),
+                "",
+            ),
+        ],
+    );
+    report("TCP throughput: bridge vs loopback", &copies);
+    for f in &copies {
+        println!("- {}: {:.0} MB/s", f.name, bytes as f64 / 1e6 / f.median());
+    }
+    host.okw("systemctl stop sink");
+    for m in ["sb", "sn", "rx", "tx"] {
+        host.okw(&format!("berthctl remove --force {m}"));
+    }
+}
+
 fn main() {
     let Some(host) = boot_with_berth(CgroupMode::Hybrid, "bench") else {
         return;
     };
+    network(&host);
+    if std::env::var("BERTH_BENCH").is_ok_and(|b| b == "network") {
+        return;
+    }
     debian::debian_template(&host, "deb");
     let tree = "/var/lib/berth/templates/deb/rootfs";
     let size = host.okw(&format!("du -sm {tree}"));

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// Nothing of any machine remains in `host`: no machine-* unit, no machined entry, no
 /// machine-* cgroup and no process in machine.slice in any hierarchy, no machine files or
-/// runtime state, no mount of a machine's files in any process, no berth helper process.
+/// runtime state, no mount of a machine's files in any process, no berth helper process,
+/// no machine veth and no port forward.
 /// Panics naming what it found.
 pub fn assert_no_leftovers(host: &TestHost) {
     let units = host.okw("systemctl list-units --all --no-legend machine-*");
@@ -61,6 +62,14 @@ pub fn assert_no_leftovers(host: &TestHost) {
     );
     let mounts = String::from_utf8_lossy(&mounts.stdout);
     assert!(mounts.trim().is_empty(), "mounts left:\n{mounts}");
+
+    // No machine's veth: berth's host-side names start with vb-.
+    let links = host.okw("ip -o link show");
+    let veths: Vec<&str> = links.lines().filter(|l| l.contains(": vb-")).collect();
+    assert!(veths.is_empty(), "veths left: {veths:?}");
+    let table = host.run(&["nft", "list", "table", "inet", "berth"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(!table.contains("dnat"), "port forwards left:\n{table}");
 
     // `[_]_` matches the helpers' argv without matching this pgrep's own wrappers
     // (timeout's argv holds the pattern, not the name).
