@@ -4,6 +4,7 @@
 
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
 use super::{mount, userns};
+use crate::net::NetMode;
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
@@ -81,14 +82,19 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     if let Some(ns) = ns {
         userns::enter(&ns)?;
     }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID,
-    )
-    .map_err(|e| format!("unshare(mount, uts, ipc, net, pid): {e}"))?;
+    // `host`: PID 1 stays in berthd's network namespace, the host's.
+    let own_netns = req.network != NetMode::Host;
+    let mut namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if own_netns {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(namespaces).map_err(|e| {
+        let net = if own_netns { ", net" } else { "" };
+        format!("unshare(mount, uts, ipc{net}, pid): {e}")
+    })?;
     // SAFETY: this helper is single-threaded (it never starts a runtime or threads).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
