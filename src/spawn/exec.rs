@@ -44,11 +44,17 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
     let leader = req.leader;
     join_cgroups(leader)?;
     // Open everything first: after setns(mnt) /proc is the machine's.
+    // A namespace the machine shares with berthd (the host's network for a machine in
+    // host mode) is joined already; and setns into it would be refused once in an
+    // unprivileged machine's user namespace, which does not own it.
     let kinds = ["cgroup", "ipc", "uts", "net", "pid", "mnt"];
     let mut fds = Vec::new();
     for kind in kinds {
         let path = format!("/proc/{leader}/ns/{kind}");
-        fds.push(File::open(&path).map_err(|e| format!("{path}: {e}"))?);
+        let fd = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        if !same_namespace(&fd, kind)? {
+            fds.push((kind, fd));
+        }
     }
     let root = File::open(format!("/proc/{leader}/root"))
         .map_err(|e| format!("/proc/{leader}/root: {e}"))?;
@@ -59,7 +65,7 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
         let userns = File::open(&path).map_err(|e| format!("{path}: {e}"))?;
         super::userns::enter(&userns)?;
     }
-    for (kind, fd) in kinds.iter().zip(&fds) {
+    for (kind, fd) in &fds {
         setns(fd, CloneFlags::empty()).map_err(|e| format!("setns({kind}): {e}"))?;
     }
     nix::unistd::fchdir(&root).map_err(|e| format!("fchdir: {e}"))?;
@@ -96,6 +102,17 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
             }
         },
     }
+}
+
+/// Whether `ns`, a namespace of the machine, is this process's own namespace of `kind`.
+fn same_namespace(ns: &File, kind: &str) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = ns
+        .metadata()
+        .map_err(|e| format!("{kind} namespace: {e}"))?;
+    let path = format!("/proc/self/ns/{kind}");
+    let ours = std::fs::metadata(&path).map_err(|e| format!("{path}: {e}"))?;
+    Ok((theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()))
 }
 
 /// Puts this process into every cgroup the leader is in, so the command counts against

@@ -3,7 +3,8 @@
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
-use super::{mount, userns};
+use super::{mount, network, userns};
+use crate::net::NetMode;
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
@@ -13,6 +14,7 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 /// Entry point for `berthd __spawn-helper`; returns the process exit code.
 pub fn main() -> i32 {
@@ -81,14 +83,19 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     if let Some(ns) = ns {
         userns::enter(&ns)?;
     }
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWUTS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWPID,
-    )
-    .map_err(|e| format!("unshare(mount, uts, ipc, net, pid): {e}"))?;
+    // `host`: PID 1 stays in berthd's network namespace, the host's.
+    let own_netns = req.network != NetMode::Host;
+    let mut namespaces = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    if own_netns {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(namespaces).map_err(|e| {
+        let net = if own_netns { ", net" } else { "" };
+        format!("unshare(mount, uts, ipc{net}, pid): {e}")
+    })?;
     // SAFETY: this helper is single-threaded (it never starts a runtime or threads).
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
@@ -159,7 +166,16 @@ fn pid1(
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
     nix::unistd::sethostname(&req.hostname)
         .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
+    // In the host's namespace lo is the host's, and up already.
+    if req.network != NetMode::Host {
+        network::loopback_up()?;
+    }
     mount::setup_root(req, root_tree, host)?;
+    if let Some(text) = &req.resolv_conf {
+        // Best effort: a machine on a read-only root still starts, with the resolv.conf
+        // it has.
+        let _ = network::write_resolv_conf(Path::new("/etc"), text);
+    }
     req.confinement.apply()?;
     let mut extra = pid1_environment(req.machine_id.as_deref());
     extra.extend(req.environment.iter().cloned());

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod helper;
 pub mod launch;
 pub mod mount;
+pub mod network;
 pub mod protocol;
 pub mod userns;
 

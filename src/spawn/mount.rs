@@ -1,6 +1,7 @@
 //! The machine's filesystem view, built by PID 1 inside its new mount namespace: the
 //! rootfs bind-mounted on itself, /proc (with /proc/sys read-only but for the
-//! per-namespace /proc/sys/net), read-only /sys, the host's cgroup hierarchies mounted
+//! per-namespace /proc/sys/net when the machine has its own network namespace),
+//! read-only /sys (the host's, bound, when it shares the host's network), the host's cgroup hierarchies mounted
 //! again inside the machine's cgroup namespace (its scope is their root; only the
 //! hierarchies a systemd tracks processes in are writable), a minimal /dev, tmpfs /run
 //! and /tmp (each tmpfs bounded in size and inodes as nspawn bounds them), a read-only
@@ -8,6 +9,7 @@
 //! then pivot_root so the host's mounts are gone from view.
 
 use super::protocol::{CONTAINER_MANAGER, SpawnRequest};
+use crate::net::NetMode;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -437,10 +439,14 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
         nosuid_nodev | MsFlags::MS_NOEXEC,
         none,
     )?;
-    // Kernel-global sysctls stay read-only; net sysctls are per network namespace.
+    // Kernel-global sysctls stay read-only; net sysctls are per network namespace, the
+    // machine's own unless it shares the host's.
+    let host_netns = req.network == NetMode::Host;
     let sys = proc.join("sys");
     bind(&sys, &sys)?;
-    bind(&sys.join("net"), &sys.join("net"))?;
+    if !host_netns {
+        bind(&sys.join("net"), &sys.join("net"))?;
+    }
     remount_ro(&sys)?;
     // Kernels without magic SysRq have no such file; the same for the others below.
     let sysrq = proc.join("sysrq-trigger");
@@ -464,13 +470,17 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
 
     let sysfs = root.join("sys");
     mkdir(&sysfs)?;
-    mnt(
-        Some("sysfs"),
-        &sysfs,
-        Some("sysfs"),
-        nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-        none,
-    )?;
+    if host_netns {
+        bind_host_sys(&sysfs)?;
+    } else {
+        mnt(
+            Some("sysfs"),
+            &sysfs,
+            Some("sysfs"),
+            nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+            none,
+        )?;
+    }
 
     for name in SYS_HIDDEN {
         let dir = sysfs.join(name);
@@ -511,6 +521,46 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
     )?;
 
     pivot()
+}
+
+/// /sys for a machine in the host's network namespace: the host's own, bound read-only.
+/// A fresh sysfs shows the network devices of the mounter's namespace, and the kernel
+/// lets a user namespace mount one only if it owns that namespace; an unprivileged
+/// machine does not own the host's, so it gets the host's sysfs as nspawn gives it
+/// (privileged ones the same, so both kinds see one /sys). In a user namespace the host's
+/// submounts below /sys are locked to it, so the bind must be recursive, and each of
+/// them is made read-only too; the cgroup mounts and masks setup_root puts on top hide
+/// the host's below.
+fn bind_host_sys(target: &Path) -> Result<(), String> {
+    bind(Path::new("/sys"), target)?;
+    let attr = libc::MOUNT_ATTR_RDONLY
+        | libc::MOUNT_ATTR_NOSUID
+        | libc::MOUNT_ATTR_NODEV
+        | libc::MOUNT_ATTR_NOEXEC;
+    let c_target = CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{}: NUL in path", target.display()))?;
+    // SAFETY: all-zero is a valid mount_attr.
+    let mut a: libc::mount_attr = unsafe { std::mem::zeroed() };
+    a.attr_set = attr;
+    // SAFETY: a valid C string and a mount_attr of the size passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c_target.as_ptr(),
+            libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+            &a as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if r < 0 {
+        return Err(format!(
+            "making {} read-only: {}",
+            target.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// The host's cgroup hierarchies, mounted afresh in the machine's cgroup namespace, so
