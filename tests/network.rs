@@ -1,6 +1,6 @@
 //! Machine networking in a test host: berth's bridges, veths, leases, dnsmasq, NAT and
 //! port forwards, driven through berthctl and checked with the host's own tools (ip, nft,
-//! a DNS query, HTTP). All traffic stays in the host's network namespace: a dummy
+//! a DNS query, HTTP). All traffic stays in the host's network namespace: a veth
 //! "uplink0" with a default route stands in for the outside world.
 
 mod common;
@@ -12,7 +12,8 @@ const SHORTLY: Duration = Duration::from_secs(10);
 
 /// The outside world as the host sees it: uplink0 at 192.0.2.10/24 with a default route.
 fn add_uplink(host: &TestHost) {
-    host.okw("ip link add uplink0 type dummy");
+    host.okw("ip link add uplink0 type veth peer name uplink0p");
+    host.okw("ip link set uplink0p up");
     host.okw("ip addr add 192.0.2.10/24 dev uplink0");
     host.okw("ip link set uplink0 up");
     host.okw("ip route add default via 192.0.2.1 dev uplink0");

@@ -6,9 +6,6 @@
 //!
 //! Each host gets a link of its own first (a bridge: this kernel may lack the dummy
 //! driver) that a machine sees only when it shares the host's namespace.
-//!
-//! TODO(integrator): these need `berthctl create --network`, landing on main in
-//! parallel; until then they fail at `berthctl create`.
 
 mod common;
 
