@@ -12,7 +12,7 @@ use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// How long systemd may take to run a scope job before berth gives up on it.
-const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ScopeSpec<'a> {
     pub unit: &'a str,
@@ -37,7 +37,7 @@ pub enum Figure {
     IoWriteBytes,
 }
 
-fn owned(v: Value<'_>) -> OwnedValue {
+pub(super) fn owned(v: Value<'_>) -> OwnedValue {
     OwnedValue::try_from(v).expect("values without file descriptors convert")
 }
 
@@ -308,7 +308,7 @@ fn device_allow() -> Vec<(String, String)> {
         .collect()
 }
 
-fn is_no_such_unit(e: &zbus::Error) -> bool {
+pub(super) fn is_no_such_unit(e: &zbus::Error) -> bool {
     matches!(e, zbus::Error::MethodError(name, _, _)
         if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
 }
