@@ -127,7 +127,9 @@ fn tcp_copy() -> std::path::PathBuf {
 
 fn network(host: &TestHost) {
     let start = |name: &str, flags: &str| {
-        host.okw(&format!("berthctl create {name} --template busybox {flags}"));
+        host.okw(&format!(
+            "berthctl create {name} --template busybox {flags}"
+        ));
     };
     start("sb", "--network bridge");
     start("sn", "--network none");
@@ -153,12 +155,30 @@ fn network(host: &TestHost) {
     let program = tcp_copy();
     let bytes = 1_000_000_000u64;
     host.ok(&[
-        "berthctl", "create", "rx", "--template", "busybox", "--network", "bridge", "--",
-        "/bin/sh", "-c", "while :; do /bin/tcp-copy listen 5001; done",
+        "berthctl",
+        "create",
+        "rx",
+        "--template",
+        "busybox",
+        "--network",
+        "bridge",
+        "--",
+        "/bin/sh",
+        "-c",
+        "while :; do /bin/tcp-copy listen 5001; done",
     ]);
     host.ok(&[
-        "berthctl", "create", "tx", "--template", "busybox", "--network", "bridge", "--",
-        "/bin/sh", "-c", "exec sleep 100000",
+        "berthctl",
+        "create",
+        "tx",
+        "--template",
+        "busybox",
+        "--network",
+        "bridge",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec sleep 100000",
     ]);
     for m in ["rx", "tx"] {
         let dest = host.path(&format!("/var/lib/berth/machines/{m}/rootfs/bin/tcp-copy"));
@@ -167,7 +187,10 @@ fn network(host: &TestHost) {
     }
     std::fs::copy(&program, host.path("/usr/local/bin/tcp-copy")).expect("tcp-copy on the host");
     host.ok(&[
-        "systemd-run", "--unit=sink", "sh", "-c",
+        "systemd-run",
+        "--unit=sink",
+        "sh",
+        "-c",
         "while :; do /usr/local/bin/tcp-copy listen 5002; done",
     ]);
     let status: serde_json::Value =

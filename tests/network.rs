@@ -114,7 +114,10 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     assert!(addr.contains("10.77.0.50/24"), "{addr}");
     exec_ok(&host, "web", "ping -c1 -W2 10.77.0.1");
     let db_ip = host.okw("berthctl status db");
-    assert!(db_ip.contains("10.77.0.2"), "db got the lowest free lease: {db_ip}");
+    assert!(
+        db_ip.contains("10.77.0.2"),
+        "db got the lowest free lease: {db_ip}"
+    );
     assert!(fetch_in(&host, "web", "http://10.77.0.2/").contains("hello-from-db"));
     assert!(fetch_in(&host, "web", "http://db/").contains("hello-from-db"));
     assert!(fetch_in(&host, "db", "http://web/").contains("hello-from-web"));
@@ -127,7 +130,10 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
 
     // list and status show the address, the link and counters that match ip -s link.
     let listed = host.okw("berthctl list");
-    assert!(listed.contains("IPV4") && listed.contains("10.77.0.50"), "{listed}");
+    assert!(
+        listed.contains("IPV4") && listed.contains("10.77.0.50"),
+        "{listed}"
+    );
     let status: serde_json::Value =
         serde_json::from_str(&host.okw("berthctl --json status web")).expect("status JSON");
     let veth = status["host_interface"].as_str().expect("host_interface");
@@ -147,7 +153,9 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     // The table holds the forward and NAT; no other table was touched.
     let table = berth_table(&host);
     assert!(
-        table.contains("dport 8080") && table.contains("10.77.0.50") && table.contains("masquerade"),
+        table.contains("dport 8080")
+            && table.contains("10.77.0.50")
+            && table.contains("masquerade"),
         "{table}"
     );
 
@@ -172,7 +180,11 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     host.okw("berthctl network remove lab");
     host.okw("berthctl network remove berth0");
     assert_no_leftovers(&host);
-    assert_eq!(network_state(&host), before, "berth left network state behind");
+    assert_eq!(
+        network_state(&host),
+        before,
+        "berth left network state behind"
+    );
 }
 
 /// wget inside a machine (busybox's), retried until the server answers.
@@ -217,17 +229,32 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     assert!(e.contains("at most 15"), "{e}");
     let e = host.failsw("berthctl network create lab --subnet 10.88.0.1/24");
     assert!(e.contains("host bits"), "{e}");
-    assert_eq!(network_state(&host), after_default, "a refused network left something");
+    assert_eq!(
+        network_state(&host),
+        after_default,
+        "a refused network left something"
+    );
 
     // Addresses and ports.
     host.okw("berthctl network create lab --subnet 10.77.0.0/24");
-    create_web(&host, "a", "a", "--bridge lab --address 10.77.0.9 --port tcp:8080:80");
+    create_web(
+        &host,
+        "a",
+        "a",
+        "--bridge lab --address 10.77.0.9 --port tcp:8080:80",
+    );
     for (flags, why) in [
         ("--bridge lab --address 10.78.0.5", "outside"),
-        ("--bridge lab --address 10.77.0.9", "already leased to machine a"),
+        (
+            "--bridge lab --address 10.77.0.9",
+            "already leased to machine a",
+        ),
         ("--bridge lab --address 10.77.0.1", "gateway"),
         ("--bridge lab --address 10.77.0.255", "broadcast"),
-        ("--bridge lab --port tcp:8080:80", "already forwarded to machine a"),
+        (
+            "--bridge lab --port tcp:8080:80",
+            "already forwarded to machine a",
+        ),
         ("--bridge lab --port tcp:0:80", "port 0"),
         ("--bridge lab --port tcp:70000:80", "70000"),
         ("--bridge nonet", "no network named"),
@@ -239,7 +266,10 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
         assert!(e.contains(why), "{flags}: {e}");
     }
     let listed = host.okw("berthctl list");
-    assert!(!listed.contains(" b "), "a refused machine exists: {listed}");
+    assert!(
+        !listed.contains(" b "),
+        "a refused machine exists: {listed}"
+    );
 
     // A host port some process holds: refused at create, and at start when it was
     // taken after the create. A failed start leaves no veth and no rule.
@@ -326,7 +356,9 @@ fn dhcp_gives_the_berth_lease() {
         "udhcpc -i eth0 -n -q -f -t 5 -s /bin/true 2>&1",
     );
     assert!(out.contains("10.0.3.2"), "udhcpc: {out}");
-    let leases = host.read("/run/berth-dns/berth0/leases").unwrap_or_default();
+    let leases = host
+        .read("/run/berth-dns/berth0/leases")
+        .unwrap_or_default();
     assert!(leases.contains("10.0.3.2"), "dnsmasq's leases: {leases}");
     host.okw("berthctl remove --force dh");
     assert_no_leftovers(&host);
@@ -356,13 +388,23 @@ fn host_network_shares_the_hosts_links() {
     assert!(dev.contains("uplink0"), "{dev}");
     // Its root can't change the host's network.
     let out = exec(&host, "h", "ip link set uplink0 down");
-    assert!(!out.status.success(), "a host-network machine took uplink0 down");
+    assert!(
+        !out.status.success(),
+        "a host-network machine took uplink0 down"
+    );
     assert!(host.okw("ip -o link show uplink0").contains("UP"));
     host.okw("berthctl remove --force h");
 
     // The default: a loopback of its own, up.
     host.ok(&[
-        "berthctl", "create", "n", "--template", "busybox", "--", "/bin/sh", "-c",
+        "berthctl",
+        "create",
+        "n",
+        "--template",
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
         "exec sleep 1000",
     ]);
     host.okw("berthctl start n");

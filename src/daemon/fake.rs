@@ -431,6 +431,32 @@ impl Bench {
             !self.runtime_file(name).exists(),
             "runtime file left behind"
         );
+        let veth = crate::net::host_veth_name(name);
+        assert!(
+            !self.net.links.lock().unwrap().contains_key(&veth),
+            "{veth} left behind"
+        );
+        assert!(
+            self.net
+                .rules
+                .lock()
+                .unwrap()
+                .forwards
+                .iter()
+                .all(|f| f.machine != name),
+            "forwards of {name} left behind"
+        );
+    }
+}
+
+fn bridged(ports: &[&str]) -> CreateOptions {
+    CreateOptions {
+        network: crate::net::NetRequest {
+            mode: Some(crate::net::NetMode::Bridge),
+            ports: Some(ports.iter().map(|p| p.parse().unwrap()).collect()),
+            ..Default::default()
+        },
+        ..Default::default()
     }
 }
 
@@ -872,4 +898,149 @@ async fn tampered_runtime_files_never_stop_or_hide_a_running_machine() {
     for name in ["gone", "garbled", "other"] {
         b2.daemon.stop(name).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bridged_machines_get_leases_veths_and_forwards_while_they_run() {
+    let b = Bench::new("bridged").await;
+    // berth0 comes with the first start: its bridge, its dnsmasq, its NAT.
+    let berth0 = b.daemon.network("berth0").unwrap();
+    assert_eq!(berth0.subnet.to_string(), "10.0.3.0/24");
+    assert!(b.net.links.lock().unwrap().contains_key("berth0"));
+    assert!(
+        b.systemd
+            .services
+            .lock()
+            .unwrap()
+            .contains_key("berth-dnsmasq-berth0.service")
+    );
+    b.create("web", bridged(&["tcp:8080:80"])).await;
+    b.create("db", bridged(&[])).await;
+    let lease = |m: &str| {
+        b.daemon
+            .machine(m)
+            .unwrap()
+            .config()
+            .network
+            .address
+            .unwrap()
+    };
+    assert_eq!(lease("web").to_string(), "10.0.3.2/24");
+    assert_eq!(lease("db").to_string(), "10.0.3.3/24");
+    // dnsmasq knows both, by MAC and name.
+    let hosts =
+        std::fs::read_to_string(b.daemon.paths.dns_dir().join("berth0/dhcp-hosts")).unwrap();
+    assert!(
+        hosts.contains("10.0.3.2") && hosts.contains("db"),
+        "{hosts}"
+    );
+
+    // Another machine can't take web's host port.
+    let Err(e) = b
+        .daemon
+        .create("x", "busybox", bridged(&["tcp:8080:81"]))
+        .await
+    else {
+        panic!("a second forward of host port 8080 was accepted");
+    };
+    assert!(e.to_string().contains("forwarded to machine web"), "{e}");
+
+    b.daemon.start("web").await.unwrap();
+    let leader = b.daemon.machine("web").unwrap().run().leader;
+    let veths = b.net.veths.lock().unwrap().clone();
+    assert_eq!(veths.len(), 1);
+    assert_eq!(veths[0].host_name, "vb-web");
+    assert_eq!(veths[0].pid, leader);
+    assert_eq!(veths[0].gateway.to_string(), "10.0.3.1");
+    let forwards = b.net.rules.lock().unwrap().forwards.clone();
+    assert_eq!(forwards.len(), 1);
+    assert_eq!(forwards[0].address.to_string(), "10.0.3.2");
+
+    // A restarted berthd puts the forwards of running machines back.
+    *b.net.rules.lock().unwrap() = Default::default();
+    let b2 = b.restarted().await;
+    assert_eq!(b2.net.rules.lock().unwrap().forwards.len(), 1);
+
+    // The network of a running machine stays; stopped, it goes.
+    let e = b2.daemon.remove_network("berth0").await.unwrap_err();
+    assert!(e.to_string().contains("running machine web"), "{e}");
+    b2.daemon.stop("web").await.unwrap();
+    b2.assert_nothing_left("web");
+    b2.daemon.remove_network("berth0").await.unwrap();
+    assert!(!b2.net.links.lock().unwrap().contains_key("berth0"));
+    assert!(b2.systemd.services.lock().unwrap().is_empty());
+    let e = b2.daemon.start("web").await.unwrap_err();
+    assert!(e.to_string().contains("no longer exists"), "{e}");
+    b2.assert_nothing_left("web");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_veth_leaves_no_forward_and_no_process() {
+    let b = Bench::new("noveth").await;
+    b.create("m", bridged(&["udp:5353:53"])).await;
+    b.net.refuse_veths.store(true, Ordering::SeqCst);
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert!(e.to_string().contains("vb-m"), "{e}");
+    until("PID 1 is killed", || {
+        b.spawner.pids.lock().unwrap().iter().all(|p| !alive(*p))
+    })
+    .await;
+    b.assert_nothing_left("m");
+    // A host port taken by a process of the host refuses the start early.
+    b.net.refuse_veths.store(false, Ordering::SeqCst);
+    b.net
+        .ports_in_use
+        .lock()
+        .unwrap()
+        .push((crate::net::Proto::Udp, 5353));
+    let e = b.daemon.start("m").await.unwrap_err();
+    assert!(e.to_string().contains("in use"), "{e}");
+    b.assert_nothing_left("m");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_get_their_own_lease_and_no_forwards() {
+    let b = Bench::new("netclone").await;
+    b.create("a", bridged(&["tcp:80:80"])).await;
+    b.daemon.clone_machine("a", "b", false).await.unwrap();
+    let net = b.daemon.machine("b").unwrap().config().network;
+    assert_eq!(net.address.unwrap().to_string(), "10.0.3.3/24");
+    assert!(net.ports.is_empty());
+    // Moving a stopped machine to another network gives it a lease there.
+    b.daemon
+        .create_network(
+            "lab",
+            crate::net::NetworkOptions {
+                subnet: Some("10.77.0.0/24".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let e = b
+        .daemon
+        .create_network(
+            "lab2",
+            crate::net::NetworkOptions {
+                subnet: Some("10.77.0.0/25".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("berth network lab"), "{e}");
+    b.daemon
+        .set_network(
+            "b",
+            crate::net::NetRequest {
+                bridge: Some("lab".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let net = b.daemon.machine("b").unwrap().config().network;
+    assert_eq!(net.address.unwrap().to_string(), "10.77.0.2/24");
+    assert_eq!(net.bridge.as_deref(), Some("lab"));
 }
