@@ -470,14 +470,15 @@ pub struct CreateArgs {
     #[arg(long)]
     pub ephemeral: bool,
 
+    // Before the flattened groups: each sets the help heading of what follows it.
+    #[command(flatten)]
+    pub json: JsonArg,
+
     #[command(flatten)]
     pub security: SecurityArgs,
 
     #[command(flatten)]
     pub network: NetworkArgs,
-
-    #[command(flatten)]
-    pub json: JsonArg,
 
     /// PID 1 of the machine and its arguments, instead of the root filesystem's /sbin/init
     #[arg(last = true, value_name = "CMD")]
