@@ -15,9 +15,16 @@ use zbus::proxy;
 use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
 
 pub use crate::api::{
-    BUS_NAME as SERVICE, MACHINE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, ROOT_PATH,
-    UNKNOWN_FIGURE,
+    BUS_NAME as SERVICE, MACHINE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, NETWORK_INTERFACE,
+    ROOT_PATH, UNKNOWN_FIGURE,
 };
+
+/// One network of ListNetworks: name, subnet (CIDR), gateway, bridge, NAT, DHCP, object
+/// path.
+pub type NetworkEntry = (String, String, String, String, bool, bool, OwnedObjectPath);
+
+/// One port forward as D-Bus carries it (`(sqq)`): protocol, host port, machine port.
+pub type PortForwardEntry = (String, u16, u16);
 
 #[proxy(
     interface = "org.berth.Berth1.Manager",
@@ -66,6 +73,16 @@ pub trait Manager {
         method: &str,
         options: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<OwnedObjectPath>;
+
+    /// Options: `Subnet s` (CIDR), `Nat b`, `Dhcp b`; berthd picks what is left out.
+    #[zbus(allow_interactive_auth)]
+    fn create_network(
+        &self,
+        name: &str,
+        options: HashMap<&str, Value<'_>>,
+    ) -> zbus::Result<OwnedObjectPath>;
+
+    fn list_networks(&self) -> zbus::Result<Vec<NetworkEntry>>;
 
     #[zbus(signal)]
     fn machine_new(&self, name: String, path: OwnedObjectPath) -> zbus::Result<()>;
@@ -148,6 +165,11 @@ pub trait Machine {
     #[zbus(allow_interactive_auth)]
     fn set_limits(&self, limits: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
 
+    /// A stopped machine's Network, Bridge, Address and PortForwards; keys left out keep
+    /// their values.
+    #[zbus(allow_interactive_auth)]
+    fn set_network(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
     /// Runs `argv` inside the machine with the given fds as its stdio and returns its
     /// exit status (128+N when killed by signal N).
     #[zbus(allow_interactive_auth)]
@@ -201,8 +223,39 @@ pub trait Machine {
     #[zbus(property)]
     fn private_users(&self) -> zbus::Result<String>;
 
-    // Live figures are read from systemd on every Get and never signalled, so they must
-    // bypass the proxy's property cache.
+    /// "none", "bridge" or "host".
+    #[zbus(property)]
+    fn network(&self) -> zbus::Result<String>;
+
+    /// The berth network of a bridged machine, or empty.
+    #[zbus(property)]
+    fn bridge(&self) -> zbus::Result<String>;
+
+    /// A bridged machine's lease (CIDR), running or not, or empty.
+    #[zbus(property)]
+    fn address(&self) -> zbus::Result<String>;
+
+    #[zbus(property)]
+    fn port_forwards(&self) -> zbus::Result<Vec<PortForwardEntry>>;
+
+    // Live figures are read from systemd (or the kernel) on every Get and never
+    // signalled, so they must bypass the proxy's property cache.
+
+    /// Its addresses (CIDR) while it runs.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn addresses(&self) -> zbus::Result<Vec<String>>;
+
+    /// The host side of its veth while it runs bridged, or empty.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn host_interface(&self) -> zbus::Result<String>;
+
+    /// Bytes the machine received over its veth; UNKNOWN_FIGURE when it has none.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn rx_bytes(&self) -> zbus::Result<u64>;
+
+    /// Bytes the machine sent over its veth; UNKNOWN_FIGURE when it has none.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn tx_bytes(&self) -> zbus::Result<u64>;
 
     #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
     fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
@@ -236,6 +289,34 @@ pub trait Template {
     fn options(&self) -> zbus::Result<HashMap<String, String>>;
     #[zbus(property)]
     fn problem(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.berth.Berth1.Network",
+    default_service = "org.berth.Berth1"
+)]
+pub trait Network {
+    /// Refused while a running machine is on it.
+    #[zbus(allow_interactive_auth)]
+    fn remove(&self) -> zbus::Result<()>;
+
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn subnet(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn gateway(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn bridge(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn nat(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn dhcp(&self) -> zbus::Result<bool>;
+    /// Machines configured on it, running or not; berthd does not signal its changes.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn machines(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn created_at(&self) -> zbus::Result<u64>;
 }
 
 #[proxy(

@@ -474,6 +474,11 @@ fn dbus_api_matches_the_contract() {
             "org.berth.Berth1.Template",
             "/org/berth/Berth1/template/busybox",
         ),
+        // berthd makes berth0 on its first start.
+        (
+            "org.berth.Berth1.Network",
+            "/org/berth/Berth1/network/berth0",
+        ),
     ] {
         let live = host.okw(&format!(
             "busctl introspect --xml-interface org.berth.Berth1 {path}"

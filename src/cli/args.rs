@@ -4,8 +4,9 @@ use clap::{
 
 use crate::api::KillWho;
 use crate::limits::{self, Flag, Limit};
+use crate::net::PortForward;
 
-use super::parse::{KeyValue, parse_env, parse_key_value, parse_signal};
+use super::parse::{KeyValue, parse_env, parse_key_value, parse_port, parse_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,7 +37,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         berthctl create web --template busybox --memory 512M --cpu-shares 256\n  \
         berthctl create box -t busybox --hostname box -- /bin/sh -c 'exec sleep infinity'\n  \
-        berthctl create old -t busybox --private-users no")]
+        berthctl create old -t busybox --private-users no\n  \
+        berthctl create www -t deb --network bridge --bridge lab --port tcp:8080:80\n  \
+        berthctl create tool -t deb --network host")]
     Create(CreateArgs),
     /// Start a machine
     Start(NameArg),
@@ -66,8 +69,12 @@ pub enum Command {
         Example:\n  berthctl exec web -- ps aux"
     )]
     Exec(ExecArgs),
-    /// Change a machine's resource limits (applied live and kept)
-    #[command(after_help = "Example:\n  berthctl set web --memory 1G --cpu-quota 50%")]
+    /// Change a machine's resource limits (applied live and kept) or its network (while
+    /// it is stopped)
+    #[command(
+        after_help = "Examples:\n  berthctl set web --memory 1G --cpu-quota 50%\n  \
+        berthctl set web --network bridge --bridge lab --port 8080:80"
+    )]
     Set(SetArgs),
     /// Copy a stopped machine into a new one (privileged or unprivileged as the source is)
     #[command(
@@ -97,6 +104,9 @@ pub enum Command {
     /// Build, list and remove templates (the root filesystems machines are made from)
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Create, list and remove networks (bridges with DHCP, DNS and NAT for machines)
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     #[command(
         after_help = "Example:\n  berthctl completions bash > /etc/bash_completion.d/berthctl"
@@ -135,6 +145,103 @@ pub struct SecurityArgs {
         allow_hyphen_values = true
     )]
     pub system_call_filter: Vec<String>,
+}
+
+/// How a machine reaches the network; shared by `create` and `set`. Values go to berthd
+/// as given (it picks bridge mode when --bridge, --address or --port come without
+/// --network), except port forwards, parsed here so a typo fails before any call.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Network")]
+pub struct NetworkArgs {
+    /// none (loopback only, the default), bridge (a veth on a berth network) or host (the
+    /// host's own network)
+    #[arg(long, value_name = "MODE", value_parser = ["none", "bridge", "host"])]
+    pub network: Option<String>,
+
+    /// The berth network a bridged machine joins (default berth0)
+    #[arg(long, value_name = "NETWORK")]
+    pub bridge: Option<String>,
+
+    /// A fixed IPv4 address with the network's prefix, e.g. 10.77.0.50/24 (default: the
+    /// next free one)
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub address: Option<String>,
+
+    /// Forward a host port to the machine: PROTO:HOST:MACHINE (tcp or udp),
+    /// HOST:MACHINE (tcp) or PORT (the same on both sides); repeatable
+    #[arg(long = "port", value_name = "PROTO:HOST:MACHINE", value_parser = parse_port)]
+    pub ports: Vec<PortForward>,
+}
+
+impl NetworkArgs {
+    /// Argument ids of the network flags, for `set`'s "at least one" group.
+    pub const IDS: [&'static str; 4] = ["network", "bridge", "address", "ports"];
+
+    pub fn given(&self) -> bool {
+        self.network.is_some()
+            || self.bridge.is_some()
+            || self.address.is_some()
+            || !self.ports.is_empty()
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// List networks: name, subnet, gateway, bridge, NAT, DHCP and the machines on each
+    List(JsonArg),
+    /// Create a network: a bridge of the same name with the subnet's first address, DHCP
+    /// and DNS on it, NAT out of the host's default route
+    #[command(after_help = "Examples:\n  \
+        berthctl network create lab --subnet 10.77.0.0/24\n  \
+        berthctl network create isolated --subnet 10.78.0.0/24 --no-nat --no-dhcp")]
+    Create(NetworkCreateArgs),
+    /// Remove a network (refused while a running machine is on it)
+    Remove(NetworkNameArg),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkNameArg {
+    /// Network name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Network name (also its bridge's name on the host)
+    pub name: String,
+
+    /// IPv4 subnet in CIDR notation (default: the first free 10.0.N.0/24)
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<String>,
+
+    /// Do not masquerade the subnet out of the host's default route
+    #[arg(long)]
+    pub no_nat: bool,
+
+    /// Hand out addresses over DHCP (the default)
+    #[arg(long, overrides_with = "no_dhcp")]
+    pub dhcp: bool,
+
+    /// No DHCP server on the bridge; berth still puts each machine's address on its eth0,
+    /// and DNS is served either way
+    #[arg(long, overrides_with = "dhcp")]
+    pub no_dhcp: bool,
+
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+impl NetworkCreateArgs {
+    /// The DHCP choice if one was made; the last of --dhcp and --no-dhcp counts.
+    pub fn dhcp(&self) -> Option<bool> {
+        if self.no_dhcp {
+            Some(false)
+        } else if self.dhcp {
+            Some(true)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +419,8 @@ impl Command {
             Command::Status(args) => args.json.json,
             Command::Template(TemplateCommand::List(args)) => args.json,
             Command::Snapshots(args) => args.json.json,
+            Command::Network(NetworkCommand::List(args)) => args.json,
+            Command::Network(NetworkCommand::Create(args)) => args.json.json,
             _ => false,
         }
     }
@@ -361,11 +470,15 @@ pub struct CreateArgs {
     #[arg(long)]
     pub ephemeral: bool,
 
+    // Before the flattened groups: each sets the help heading of what follows it.
+    #[command(flatten)]
+    pub json: JsonArg,
+
     #[command(flatten)]
     pub security: SecurityArgs,
 
     #[command(flatten)]
-    pub json: JsonArg,
+    pub network: NetworkArgs,
 
     /// PID 1 of the machine and its arguments, instead of the root filesystem's /sbin/init
     #[arg(last = true, value_name = "CMD")]
@@ -516,10 +629,16 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// Limit flags go to SetLimits, network flags to SetNetwork; at least one of either.
 #[derive(Debug, Args)]
 #[command(
-    group(ArgGroup::new("any_limit").args(LimitArgs::ids()).required(true).multiple(true)),
-    override_usage = "berthctl set <NAME> <LIMIT OPTIONS>..."
+    group(
+        ArgGroup::new("any_change")
+            .args(LimitArgs::ids().into_iter().chain(NetworkArgs::IDS))
+            .required(true)
+            .multiple(true)
+    ),
+    override_usage = "berthctl set <NAME> [LIMIT OPTIONS]... [NETWORK OPTIONS]..."
 )]
 pub struct SetArgs {
     /// Machine name
@@ -527,4 +646,13 @@ pub struct SetArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+impl SetArgs {
+    pub fn has_limits(&self) -> bool {
+        !self.limits.flags.is_empty() || !self.limits.limit.is_empty()
+    }
 }

@@ -14,7 +14,7 @@ use zbus::{Connection, fdo};
 use super::args::{CreateArgs, ExecArgs, KillArgs, RemoveArgs, SetArgs};
 use super::error::{CliError, error_name};
 use super::output;
-use super::parse::{KeyValue, create_options, limits_dict};
+use super::parse::{KeyValue, create_options, limits_dict, network_dict};
 use crate::client::{MACHINE_INTERFACE, MachineProxy, ManagerProxy, SERVICE};
 
 pub struct Session {
@@ -171,22 +171,23 @@ impl Session {
         let details = join_all(
             machines
                 .iter()
-                .map(|(_, _, _, path)| self.template_and_unit(path.clone())),
+                .map(|(_, state, _, path)| self.list_details(path.clone(), has_address(state))),
         )
         .await;
 
         let mut rows = Vec::new();
         for ((name, state, leader, path), detail) in machines.into_iter().zip(details) {
-            let Some((template, unit, private_users)) = detail? else {
+            let Some(detail) = detail? else {
                 continue;
             };
             rows.push(Row {
                 name,
                 state,
                 leader,
-                template,
-                unit,
-                unprivileged: private_users != "no",
+                template: detail.template,
+                unit: detail.unit,
+                unprivileged: detail.private_users != "no",
+                ipv4: detail.address.as_deref().map(output::ipv4),
                 path,
             });
         }
@@ -199,35 +200,45 @@ impl Session {
             return print("No machines.\n").map(|()| 0);
         }
         let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
-        print(&output::table(
-            &[
-                "NAME",
-                "STATE",
-                "LEADER",
-                "TEMPLATE",
-                "UNPRIVILEGED",
-                "UNIT",
-            ],
-            &cells,
-        ))?;
+        print(&output::table(&Row::HEADER, &cells))?;
         Ok(0)
     }
 
-    /// `None` when the machine went away between ListMachines and this call, which
-    /// should not make the whole listing fail.
-    async fn template_and_unit(
+    /// What `list` shows beyond ListMachines; `None` when the machine went away since,
+    /// which should not make the whole listing fail. The address is read only for a
+    /// running (or frozen) machine, the only kind that has one in use, so a listing of stopped
+    /// machines costs no more calls than before; the Gets of one machine go out together.
+    async fn list_details(
         &self,
         path: OwnedObjectPath,
-    ) -> Result<Option<(String, String, String)>, CliError> {
+        in_use: bool,
+    ) -> Result<Option<ListDetails>, CliError> {
         let read = async {
             let machine = self.machine_at(path).await?;
-            let template = machine.template().await?;
-            let unit = machine.unit().await?;
-            let private_users = machine.private_users().await?;
-            Ok::<_, zbus::Error>((template, unit, private_users))
+            let address = async {
+                if in_use {
+                    // The cached Address rather than the live Addresses: it is the lease
+                    // a running bridged machine has, and empty for any other machine.
+                    machine.address().await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let (template, unit, private_users, address) = futures_util::try_join!(
+                machine.template(),
+                machine.unit(),
+                machine.private_users(),
+                address
+            )?;
+            Ok::<_, zbus::Error>(ListDetails {
+                template,
+                unit,
+                private_users,
+                address: address.filter(|a| !a.is_empty()),
+            })
         };
         match read.await {
-            Ok(pair) => Ok(Some(pair)),
+            Ok(detail) => Ok(Some(detail)),
             Err(e) if is_vanished(&e) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -271,14 +282,39 @@ impl Session {
         self.change(machine.inner(), "Execute", &body).await
     }
 
+    /// Network flags go to SetNetwork, limit flags to SetLimits. The network goes
+    /// first: it is refused for a running machine, and that refusal should come before
+    /// any limit has changed.
     pub async fn set(&self, args: &SetArgs) -> Result<i32, CliError> {
         let limits = limits_dict(&args.limits)?;
         let machine = self.machine(&args.name).await?;
-        let () = self
-            .change(machine.inner(), "SetLimits", &(limits,))
-            .await?;
+        if args.network.given() {
+            let options = network_dict(&args.network);
+            let () = self
+                .change(machine.inner(), "SetNetwork", &(options,))
+                .await?;
+        }
+        if args.has_limits() {
+            let () = self
+                .change(machine.inner(), "SetLimits", &(limits,))
+                .await?;
+        }
         Ok(0)
     }
+}
+
+/// Whether a machine in this state holds its lease in use: running, or frozen (its
+/// processes and veth are still there).
+fn has_address(state: &str) -> bool {
+    matches!(state, "running" | "frozen")
+}
+
+struct ListDetails {
+    template: String,
+    unit: String,
+    private_users: String,
+    /// The lease (CIDR) of a running bridged machine.
+    address: Option<String>,
 }
 
 struct Row {
@@ -288,10 +324,22 @@ struct Row {
     template: String,
     unit: String,
     unprivileged: bool,
+    /// The address of a running bridged machine, without its prefix.
+    ipv4: Option<String>,
     path: OwnedObjectPath,
 }
 
 impl Row {
+    const HEADER: [&'static str; 7] = [
+        "NAME",
+        "STATE",
+        "LEADER",
+        "TEMPLATE",
+        "UNPRIVILEGED",
+        "IPV4",
+        "UNIT",
+    ];
+
     fn cells(&self) -> Vec<String> {
         let or_dash = |s: &str| if s.is_empty() { "-" } else { s }.to_owned();
         vec![
@@ -303,6 +351,7 @@ impl Row {
             },
             or_dash(&self.template),
             if self.unprivileged { "yes" } else { "no" }.to_owned(),
+            self.ipv4.clone().unwrap_or_else(|| "-".to_owned()),
             or_dash(&self.unit),
         ]
     }
@@ -315,6 +364,7 @@ impl Row {
             "template": self.template,
             "unit": self.unit,
             "unprivileged": self.unprivileged,
+            "ipv4": self.ipv4,
             "path": self.path.as_str(),
         })
     }
@@ -358,13 +408,55 @@ pub(super) fn print_json(value: &serde_json::Value) -> Result<(), CliError> {
 }
 
 /// Errors meaning the object is gone, which a listing treats as "skip it".
-fn is_vanished(err: &zbus::Error) -> bool {
+pub(super) fn is_vanished(err: &zbus::Error) -> bool {
     error_name(err).is_some_and(|name| {
         matches!(
             name.as_str(),
             "org.freedesktop.DBus.Error.UnknownObject"
                 | "org.freedesktop.DBus.Error.UnknownInterface"
                 | "org.berth.Berth1.Error.NoSuchMachine"
+                | "org.berth.Berth1.Error.NoSuchNetwork"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, state: &str, ipv4: Option<&str>) -> Row {
+        Row {
+            name: name.into(),
+            state: state.into(),
+            leader: if state == "running" { 4242 } else { 0 },
+            template: "deb".into(),
+            unit: format!("machine-{name}.scope"),
+            unprivileged: true,
+            ipv4: ipv4.map(str::to_owned),
+            path: OwnedObjectPath::try_from(format!("/org/berth/Berth1/machine/{name}")).unwrap(),
+        }
+    }
+
+    #[test]
+    fn list_has_an_ipv4_column() {
+        let rows = [
+            row("web", "running", Some("10.0.3.17")),
+            row("tool", "stopped", None),
+        ];
+        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        assert_eq!(
+            output::table(&Row::HEADER, &cells),
+            "NAME  STATE    LEADER  TEMPLATE  UNPRIVILEGED  IPV4       UNIT\n\
+             web   running  4242    deb       yes           10.0.3.17  machine-web.scope\n\
+             tool  stopped  -       deb       yes           -          machine-tool.scope\n"
+        );
+        assert_eq!(rows[0].to_json()["ipv4"], "10.0.3.17");
+        assert_eq!(rows[1].to_json()["ipv4"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn only_a_live_machine_has_an_address_in_use() {
+        assert!(has_address("running") && has_address("frozen"));
+        assert!(!has_address("stopped") && !has_address("starting") && !has_address("failed"));
+    }
 }

@@ -4,6 +4,7 @@ mod args;
 mod commands;
 mod error;
 mod export;
+mod network;
 mod output;
 mod parse;
 mod progress;
@@ -14,7 +15,7 @@ use std::io;
 
 use clap::Parser;
 
-pub use args::{Cli, Command, TemplateCommand};
+pub use args::{Cli, Command, NetworkCommand, TemplateCommand};
 pub use error::CliError;
 
 use commands::Session;
@@ -88,6 +89,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Template(TemplateCommand::Build(args)) => session.template_build(args).await,
             Command::Template(TemplateCommand::List(_)) => session.template_list().await,
             Command::Template(TemplateCommand::Remove(t)) => session.template_remove(&t.name).await,
+            Command::Network(NetworkCommand::List(_)) => session.network_list().await,
+            Command::Network(NetworkCommand::Create(args)) => session.network_create(args).await,
+            Command::Network(NetworkCommand::Remove(n)) => session.network_remove(&n.name).await,
             Command::Completions(_) | Command::Manpage => unreachable!("answered above"),
         }
     })

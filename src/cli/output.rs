@@ -250,13 +250,128 @@ const KNOWN_KEYS: [(&str, &str); 2] = [
 ];
 
 /// Properties whose `u64::MAX` means "not known" rather than a real number.
-const LIVE_FIGURES: [&str; 5] = [
+const LIVE_FIGURES: [&str; 7] = [
     "CPUUsageNSec",
     "MemoryCurrent",
     "TasksCurrent",
     "IOReadBytes",
     "IOWriteBytes",
+    "RxBytes",
+    "TxBytes",
 ];
+
+/// A machine's `PortForwards` (`a(sqq)`) as (protocol, host port, machine port).
+pub fn port_forwards(value: &Value<'_>) -> Vec<(String, u64, u64)> {
+    let Value::Array(array) = unwrap_variant(value) else {
+        return Vec::new();
+    };
+    array
+        .iter()
+        .filter_map(|item| match unwrap_variant(item) {
+            Value::Structure(s) => match s.fields() {
+                [proto, host, machine] => match unwrap_variant(proto) {
+                    Value::Str(p) => Some((p.as_str().to_owned(), as_u64(host)?, as_u64(machine)?)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// "tcp:8080:80 udp:5353:53", as `--port` takes them, or "-".
+pub fn port_forwards_line(value: Option<&Value<'_>>) -> String {
+    let forwards = value.map(port_forwards).unwrap_or_default();
+    if forwards.is_empty() {
+        return "-".into();
+    }
+    let words: Vec<String> = forwards
+        .iter()
+        .map(|(proto, host, machine)| format!("{proto}:{host}:{machine}"))
+        .collect();
+    words.join(" ")
+}
+
+/// The address of a CIDR ("10.0.3.17/24" → "10.0.3.17"), or "-" for none.
+pub fn ipv4(cidr: &str) -> String {
+    match cidr.split('/').next() {
+        Some(address) if !address.is_empty() => address.to_owned(),
+        _ => "-".into(),
+    }
+}
+
+/// A byte counter read both ways, "1.2M (1234567 bytes)", since a rounded figure is
+/// what one reads and the exact one what one compares; just the bytes below 1K.
+pub fn bytes_counted(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{} ({bytes} bytes)", size_human(bytes))
+    }
+}
+
+/// One row of `network list`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkRow {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub bridge: String,
+    pub nat: bool,
+    pub dhcp: bool,
+    /// Sorted.
+    pub machines: Vec<String>,
+    pub path: String,
+}
+
+/// Up to this many machines are named in `network list`; more are counted, so one busy
+/// network does not widen the whole table.
+const MACHINES_NAMED: usize = 3;
+
+impl NetworkRow {
+    fn cells(&self) -> Vec<String> {
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+        let or_dash = |s: &str| if s.is_empty() { "-" } else { s }.to_owned();
+        let machines = match self.machines.len() {
+            0 => "-".to_owned(),
+            n if n <= MACHINES_NAMED => self.machines.join(","),
+            n => format!("{n} machines"),
+        };
+        vec![
+            self.name.clone(),
+            or_dash(&self.subnet),
+            or_dash(&self.gateway),
+            or_dash(&self.bridge),
+            yes_no(self.nat),
+            yes_no(self.dhcp),
+            machines,
+        ]
+    }
+
+    pub fn to_json(&self) -> Json {
+        json!({
+            "name": self.name,
+            "subnet": self.subnet,
+            "gateway": self.gateway,
+            "bridge": self.bridge,
+            "nat": self.nat,
+            "dhcp": self.dhcp,
+            "machines": self.machines,
+            "path": self.path,
+        })
+    }
+}
+
+pub fn network_table(rows: &[NetworkRow]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(NetworkRow::cells).collect();
+    table(
+        &[
+            "NAME", "SUBNET", "GATEWAY", "BRIDGE", "NAT", "DHCP", "MACHINES",
+        ],
+        &cells,
+    )
+}
 
 /// Every property of a machine as one JSON object with snake_case keys. Unknown live
 /// figures and a stopped machine's leader become null, and `Limits` keeps its D-Bus key
@@ -270,6 +385,19 @@ pub fn status_json(props: &HashMap<String, OwnedValue>) -> Json {
         let json = match (name.as_str(), as_u64(value)) {
             ("Leader", Some(0)) => Json::Null,
             (n, Some(UNKNOWN_FIGURE)) if LIVE_FIGURES.contains(&n) => Json::Null,
+            // Named fields rather than the bare [proto, host, machine] of a struct.
+            ("PortForwards", _) => Json::Array(
+                port_forwards(value)
+                    .into_iter()
+                    .map(|(protocol, host_port, machine_port)| {
+                        json!({
+                            "protocol": protocol,
+                            "host_port": host_port,
+                            "machine_port": machine_port,
+                        })
+                    })
+                    .collect(),
+            ),
             _ => to_json(value),
         };
         object.insert(json_key(name), json);
@@ -332,6 +460,25 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
             "Users",
             format!("unprivileged, host IDs {}", users.as_str()),
         ));
+    }
+    let mut network = text("Network");
+    let bridge = text("Bridge");
+    if network == "bridge" && bridge != "-" {
+        network.push_str(&format!(" ({bridge})"));
+    }
+    lines.push(("Network", network));
+    lines.push(("Address", text("Address")));
+    lines.push((
+        "Port forwards",
+        port_forwards_line(props.get("PortForwards").map(|v| &**v)),
+    ));
+    // Only a running bridged machine has a veth, and so a link and its counters.
+    let link = text("HostInterface");
+    if link != "-" {
+        lines.push(("Link", link));
+        let counted = |key: &str| live(key).map_or("-".into(), bytes_counted);
+        lines.push(("RX", counted("RxBytes")));
+        lines.push(("TX", counted("TxBytes")));
     }
     let limits = props
         .get("Limits")
@@ -548,7 +695,46 @@ mod tests {
             ("CPUUsageNSec".to_owned(), owned(Value::U64(2_345_000_000))),
             ("MemoryCurrent".to_owned(), owned(Value::U64(u64::MAX))),
             ("TasksCurrent".to_owned(), owned(Value::U64(3))),
+            ("Network".to_owned(), owned(Value::from("bridge"))),
+            ("Bridge".to_owned(), owned(Value::from("lab"))),
+            ("Address".to_owned(), owned(Value::from("10.77.0.50/24"))),
+            (
+                "PortForwards".to_owned(),
+                owned(Value::from(vec![
+                    ("tcp".to_owned(), 8080u16, 80u16),
+                    ("udp".to_owned(), 5353, 53),
+                ])),
+            ),
+            (
+                "Addresses".to_owned(),
+                owned(Value::from(vec!["10.77.0.50/24"])),
+            ),
+            ("HostInterface".to_owned(), owned(Value::from("vb-web"))),
+            ("RxBytes".to_owned(), owned(Value::U64(1_234_567))),
+            ("TxBytes".to_owned(), owned(Value::U64(UNKNOWN_FIGURE))),
         ])
+    }
+
+    /// The same machine stopped, on no network: no link, no counters.
+    fn stopped_props() -> HashMap<String, OwnedValue> {
+        let mut props = machine_props();
+        for (key, value) in [
+            ("State", Value::from("stopped")),
+            ("Leader", Value::U32(0)),
+            ("Network", Value::from("none")),
+            ("Bridge", Value::from("")),
+            ("Address", Value::from("")),
+            (
+                "PortForwards",
+                Value::from(Vec::<(String, u16, u16)>::new()),
+            ),
+            ("Addresses", Value::from(Vec::<String>::new())),
+            ("HostInterface", Value::from("")),
+            ("RxBytes", Value::U64(UNKNOWN_FIGURE)),
+        ] {
+            props.insert(key.to_owned(), owned(value));
+        }
+        props
     }
 
     #[test]
@@ -563,12 +749,74 @@ mod tests {
              Hostname:       web\n\
              Root:           /var/lib/berth/machines/web\n\
              Created:        2023-11-14 22:13:20 UTC\n\
+             Network:        bridge (lab)\n\
+             Address:        10.77.0.50/24\n\
+             Port forwards:  tcp:8080:80 udp:5353:53\n\
+             Link:           vb-web\n\
+             RX:             1.2M (1234567 bytes)\n\
+             TX:             -\n\
              Limits:         MemoryMax=64M AllowedCPUs=0-1 TasksMax=32\n\
              CPU usage:      2.345s\n\
              Memory current: -\n\
              Tasks current:  3\n\
              IO:             -\n"
         );
+        let stopped = status_text(&stopped_props());
+        assert!(
+            stopped.contains(
+                "\nNetwork:        none\n\
+                 Address:        -\n\
+                 Port forwards:  -\n\
+                 Limits:"
+            ),
+            "{stopped}"
+        );
+        assert!(
+            !stopped.contains("Link") && !stopped.contains("RX"),
+            "{stopped}"
+        );
+    }
+
+    #[test]
+    fn network_table_lines_up() {
+        let row = |name: &str, subnet: &str, nat, dhcp, machines: &[&str]| NetworkRow {
+            name: name.into(),
+            subnet: subnet.into(),
+            gateway: subnet.replace(".0/24", ".1"),
+            bridge: name.into(),
+            nat,
+            dhcp,
+            machines: machines.iter().map(|m| m.to_string()).collect(),
+            path: format!("/org/berth/Berth1/network/{name}"),
+        };
+        let rows = [
+            row("berth0", "10.0.3.0/24", true, true, &["db", "web"]),
+            row("lab", "10.77.0.0/24", false, false, &[]),
+            row("busy", "10.0.4.0/24", true, true, &["a", "b", "c", "d"]),
+        ];
+        assert_eq!(
+            network_table(&rows),
+            "NAME    SUBNET        GATEWAY    BRIDGE  NAT  DHCP  MACHINES\n\
+             berth0  10.0.3.0/24   10.0.3.1   berth0  yes  yes   db,web\n\
+             lab     10.77.0.0/24  10.77.0.1  lab     no   no    -\n\
+             busy    10.0.4.0/24   10.0.4.1   busy    yes  yes   4 machines\n"
+        );
+        let json = rows[0].to_json();
+        assert_eq!(json["machines"], json!(["db", "web"]));
+        assert_eq!(json["gateway"], "10.0.3.1");
+        assert_eq!(json["nat"], true);
+        assert_eq!(json["path"], "/org/berth/Berth1/network/berth0");
+    }
+
+    #[test]
+    fn addresses_and_counters() {
+        assert_eq!(ipv4("10.0.3.17/24"), "10.0.3.17");
+        assert_eq!(ipv4("10.0.3.17"), "10.0.3.17");
+        assert_eq!(ipv4(""), "-");
+        assert_eq!(bytes_counted(0), "0 bytes");
+        assert_eq!(bytes_counted(1023), "1023 bytes");
+        assert_eq!(bytes_counted(1536), "1.5K (1536 bytes)");
+        assert_eq!(port_forwards_line(None), "-");
     }
 
     #[test]
@@ -582,7 +830,22 @@ mod tests {
         assert_eq!(json["cpu_usage_nsec"], 2_345_000_000u64);
         assert_eq!(json["memory_current"], Json::Null);
         assert_eq!(json["autostart"], true);
-        assert_eq!(json.as_object().unwrap().len(), 14);
+        assert_eq!(json["network"], "bridge");
+        assert_eq!(json["bridge"], "lab");
+        assert_eq!(json["address"], "10.77.0.50/24");
+        assert_eq!(json["addresses"], json!(["10.77.0.50/24"]));
+        assert_eq!(json["host_interface"], "vb-web");
+        assert_eq!(
+            json["port_forwards"],
+            json!([
+                {"protocol": "tcp", "host_port": 8080, "machine_port": 80},
+                {"protocol": "udp", "host_port": 5353, "machine_port": 53},
+            ])
+        );
+        assert_eq!(json["rx_bytes"], 1_234_567);
+        assert_eq!(json["tx_bytes"], Json::Null);
+        assert_eq!(json.as_object().unwrap().len(), 22);
+        assert_eq!(status_json(&stopped_props())["port_forwards"], json!([]));
 
         let mut stopped = machine_props();
         stopped.insert("Leader".into(), owned(Value::U32(0)));

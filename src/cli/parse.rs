@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use zbus::zvariant::{Array, Value};
 
-use super::args::{CreateArgs, LimitArgs};
+use super::args::{CreateArgs, LimitArgs, NetworkArgs, NetworkCreateArgs};
 use super::error::CliError;
+use crate::net::PortForward;
 
 /// One `KEY=VALUE` word, split at the first `=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +145,60 @@ pub fn parse_signal(word: &str) -> Result<i32, String> {
     }
 }
 
+/// A `--port` word, parsed as berthd will (so "0" or "70000" fails here, before any call).
+/// clap already quotes the word, so berthd's "port forward WORD: " prefix is dropped.
+pub fn parse_port(word: &str) -> Result<PortForward, String> {
+    word.parse::<PortForward>().map_err(|e| {
+        let text = e.to_string();
+        match text.strip_prefix("port forward ") {
+            Some(rest) => rest
+                .split_once(": ")
+                .map_or(text.clone(), |(_, why)| why.to_owned()),
+            None => text,
+        }
+    })
+}
+
+/// The network keys of CreateMachine and SetNetwork (Network, Bridge, Address,
+/// PortForwards `a(sqq)`), only those given: SetNetwork keeps what is left out.
+pub fn network_dict(args: &NetworkArgs) -> HashMap<&'static str, Value<'_>> {
+    let mut options = HashMap::new();
+    if let Some(mode) = &args.network {
+        options.insert("Network", Value::from(mode.as_str()));
+    }
+    if let Some(bridge) = &args.bridge {
+        options.insert("Bridge", Value::from(bridge.as_str()));
+    }
+    if let Some(address) = &args.address {
+        options.insert("Address", Value::from(address.as_str()));
+    }
+    if !args.ports.is_empty() {
+        let ports: Vec<(&str, u16, u16)> = args
+            .ports
+            .iter()
+            .map(|p| (p.proto.as_str(), p.host_port, p.machine_port))
+            .collect();
+        options.insert("PortForwards", Value::from(ports));
+    }
+    options
+}
+
+/// The `a{sv}` for CreateNetwork: Subnet, Nat and Dhcp, only those given, so berthd's
+/// defaults stay its own.
+pub fn network_create_options(args: &NetworkCreateArgs) -> HashMap<&'static str, Value<'_>> {
+    let mut options = HashMap::new();
+    if let Some(subnet) = &args.subnet {
+        options.insert("Subnet", Value::from(subnet.as_str()));
+    }
+    if args.no_nat {
+        options.insert("Nat", Value::Bool(false));
+    }
+    if let Some(dhcp) = args.dhcp() {
+        options.insert("Dhcp", Value::Bool(dhcp));
+    }
+    options
+}
+
 /// Pairs each given limit flag with its D-Bus key, in flag order then `--limit` order.
 ///
 /// A key given twice is refused rather than silently letting one win, since
@@ -171,7 +226,8 @@ pub fn limits_dict(limits: &LimitArgs) -> Result<HashMap<&str, Value<'_>>, CliEr
         .collect())
 }
 
-/// The `a{sv}` for CreateMachine: Hostname, Command, Environment and the limits.
+/// The `a{sv}` for CreateMachine: Hostname, Command, Environment, security, network and
+/// the limits.
 pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
     let mut options = HashMap::new();
     if let Some(hostname) = &args.hostname {
@@ -206,6 +262,7 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
             options.insert(key, string_array(list.iter().map(String::as_str)));
         }
     }
+    options.extend(network_dict(&args.network));
     for (key, value) in limit_pairs(&args.limits)? {
         if options.contains_key(key) {
             return Err(CliError::Usage(format!(
@@ -224,7 +281,7 @@ fn string_array<'a>(items: impl Iterator<Item = &'a str>) -> Value<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::args::{Cli, Command};
+    use crate::cli::args::{Cli, Command, NetworkCommand};
     use clap::Parser;
 
     fn kv(key: &str, value: &str) -> KeyValue {
@@ -505,7 +562,7 @@ mod tests {
             let sub = cli.find_subcommand(verb).unwrap();
             let any_limit: Vec<String> = sub
                 .get_groups()
-                .find(|g| g.get_id() == "any_limit")
+                .find(|g| g.get_id() == "any_change")
                 .map(|g| g.get_args().map(|id| id.to_string()).collect())
                 .unwrap_or_default();
             for limit in crate::limits::TABLE {
@@ -597,6 +654,191 @@ mod tests {
             help.contains("--blkio-weight <N> Block IO weight, cgroup v1 [BlockIOWeight] "),
             "{help}"
         );
+    }
+
+    fn port(proto: &str, host: u16, machine: u16) -> Value<'static> {
+        Value::from(vec![(proto.to_owned(), host, machine)])
+    }
+
+    #[test]
+    fn port_flags_become_port_forwards() {
+        let Command::Create(args) = parse(&[
+            "create",
+            "web",
+            "--template",
+            "deb",
+            "--network",
+            "bridge",
+            "--bridge",
+            "lab",
+            "--address",
+            "10.77.0.50/24",
+            "--port",
+            "tcp:8080:80",
+            "--port",
+            "udp:5353:53",
+            "--port",
+            "2222:22",
+            "--port",
+            "443",
+        ]) else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(options["Network"], Value::from("bridge"));
+        assert_eq!(options["Bridge"], Value::from("lab"));
+        assert_eq!(options["Address"], Value::from("10.77.0.50/24"));
+        let ports = &options["PortForwards"];
+        assert_eq!(ports.value_signature().to_string(), "a(sqq)");
+        assert_eq!(
+            *ports,
+            Value::from(vec![
+                ("tcp".to_owned(), 8080u16, 80u16),
+                ("udp".to_owned(), 5353, 53),
+                ("tcp".to_owned(), 2222, 22),
+                ("tcp".to_owned(), 443, 443),
+            ])
+        );
+        assert_eq!(options.len(), 4);
+    }
+
+    #[test]
+    fn network_flags_pass_only_what_is_given() {
+        let Command::Create(args) = parse(&["create", "tool", "-t", "deb", "--network", "host"])
+        else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(options.len(), 1);
+        assert_eq!(options["Network"], Value::from("host"));
+        // --port alone: berthd takes it to mean bridge mode on berth0.
+        let Command::Create(args) = parse(&["create", "web", "-t", "deb", "--port", "80"]) else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(options.len(), 1);
+        assert_eq!(options["PortForwards"], port("tcp", 80, 80));
+        assert!(
+            Cli::try_parse_from(["berthctl", "create", "w", "-t", "d", "--network", "nat"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn bad_ports_fail_in_one_line() {
+        for (word, why) in [
+            ("0", "host port 0 is not between 1 and 65535"),
+            ("tcp:70000:80", "host port 70000 is not between 1 and 65535"),
+            ("8080:0", "machine port 0 is not between 1 and 65535"),
+            ("sctp:1:2", "expected tcp or udp"),
+            ("http", "is not a port number"),
+            ("1:2:3:4", "expected PROTO:HOSTPORT:MACHINEPORT"),
+        ] {
+            let err = parse_port(word).unwrap_err();
+            assert!(err.contains(why), "{word}: {err}");
+            assert!(!err.contains('\n'), "{word}: {err}");
+            let err = Cli::try_parse_from(["berthctl", "create", "w", "-t", "d", "--port", word])
+                .unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{word}"
+            );
+            let first = err.to_string().lines().next().unwrap().to_owned();
+            assert!(first.contains(why) && first.contains("--port"), "{first}");
+        }
+        // Valid on `set` too, and refused there the same way.
+        assert!(Cli::try_parse_from(["berthctl", "set", "w", "--port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn set_takes_network_flags_limits_or_both() {
+        let Command::Set(args) = parse(&[
+            "set",
+            "web",
+            "--network",
+            "bridge",
+            "--bridge",
+            "lab",
+            "--port",
+            "udp:5353:53",
+        ]) else {
+            panic!("not set")
+        };
+        assert!(args.network.given() && !args.has_limits());
+        let dict = network_dict(&args.network);
+        assert_eq!(dict.len(), 3);
+        assert_eq!(dict["Bridge"], Value::from("lab"));
+        assert_eq!(dict["PortForwards"], port("udp", 5353, 53));
+
+        let Command::Set(args) =
+            parse(&["set", "web", "--address", "10.0.3.9/24", "--memory", "1G"])
+        else {
+            panic!("not set")
+        };
+        assert!(args.network.given() && args.has_limits());
+        assert_eq!(
+            network_dict(&args.network)["Address"],
+            Value::from("10.0.3.9/24")
+        );
+        assert_eq!(
+            limits_dict(&args.limits).unwrap()["MemoryMax"],
+            Value::from("1G")
+        );
+
+        let Command::Set(args) = parse(&["set", "web", "--memory", "1G"]) else {
+            panic!("not set")
+        };
+        assert!(!args.network.given() && args.has_limits());
+    }
+
+    #[test]
+    fn network_subcommands() {
+        let cli = Cli::try_parse_from(["berthctl", "network", "list", "--json"]).unwrap();
+        assert!(cli.command.json());
+        assert!(matches!(
+            cli.command,
+            Command::Network(NetworkCommand::List(_))
+        ));
+
+        let Command::Network(NetworkCommand::Create(args)) =
+            parse(&["network", "create", "lab", "--subnet", "10.77.0.0/24"])
+        else {
+            panic!("not network create")
+        };
+        assert_eq!(args.name, "lab");
+        let options = network_create_options(&args);
+        assert_eq!(options.len(), 1, "defaults are berthd's");
+        assert_eq!(options["Subnet"], Value::from("10.77.0.0/24"));
+
+        let Command::Network(NetworkCommand::Create(args)) = parse(&[
+            "network",
+            "create",
+            "lab",
+            "--no-nat",
+            "--dhcp",
+            "--no-dhcp",
+        ]) else {
+            panic!("not network create")
+        };
+        let options = network_create_options(&args);
+        assert_eq!(options["Nat"], Value::Bool(false));
+        assert_eq!(options["Dhcp"], Value::Bool(false), "the last one counts");
+        let Command::Network(NetworkCommand::Create(args)) =
+            parse(&["network", "create", "lab", "--no-dhcp", "--dhcp"])
+        else {
+            panic!("not network create")
+        };
+        assert_eq!(network_create_options(&args)["Dhcp"], Value::Bool(true));
+        assert!(!network_create_options(&args).contains_key("Nat"));
+
+        let Command::Network(NetworkCommand::Remove(args)) = parse(&["network", "remove", "lab"])
+        else {
+            panic!("not network remove")
+        };
+        assert_eq!(args.name, "lab");
+        assert!(Cli::try_parse_from(["berthctl", "network", "remove"]).is_err());
+        assert!(Cli::try_parse_from(["berthctl", "network", "create", "lab", "--nat"]).is_err());
     }
 
     #[test]
