@@ -332,7 +332,11 @@ impl Daemon {
                 warn!("network {}: cannot bring it up: {e}", cfg.name);
             }
         }
+        let names: Vec<String> = found.keys().cloned().collect();
         *self.networks.lock().expect("networks lock") = found;
+        for name in names {
+            self.emit(Event::NetworkAdded(name));
+        }
         if !dir.join(DEFAULTS_MADE).exists() {
             self.make_default_network().await;
         }

@@ -575,6 +575,20 @@ fn setup_cgroups(target: &Path, host: &HostView) -> Result<(), String> {
         .iter()
         .any(|h| h.dir.is_empty() && h.v1_options.is_none())
     {
+        // On the host's /sys (host network) the target already is the host's cgroup2,
+        // and the kernel refuses the same superblock stacked on the same mount point:
+        // a tmpfs in between makes the new one a mount on that tmpfs.
+        if nix::sys::statfs::statfs(target)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            mnt(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                flags,
+                Some(CGROUP_TMPFS),
+            )?;
+        }
         return mnt(Some("cgroup2"), target, Some("cgroup2"), flags, None);
     }
     if host.cgroups.is_empty() {

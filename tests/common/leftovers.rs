@@ -69,7 +69,7 @@ pub fn assert_no_leftovers(host: &TestHost) {
     assert!(veths.is_empty(), "veths left: {veths:?}");
     let table = host.run(&["nft", "list", "table", "inet", "berth"]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(!table.contains("dnat"), "port forwards left:\n{table}");
+    assert!(!table.contains(" dport "), "port forwards left:\n{table}");
 
     // `[_]_` matches the helpers' argv without matching this pgrep's own wrappers
     // (timeout's argv holds the pattern, not the name).
