@@ -431,3 +431,55 @@ fn host_network_shares_the_hosts_links() {
     host.okw("berthctl remove --force n");
     assert_no_leftovers(&host);
 }
+
+#[test]
+fn debian_dhcp_client_gets_its_berth_lease() {
+    let Some(host) = boot_with_berth(CgroupMode::Unified, "debian_dhcp") else {
+        return;
+    };
+    common::debian::debian_template(&host, "deb");
+    host.okw("berthctl create deb1 --template deb --network bridge");
+    host.okw("berthctl start deb1");
+    let booted = wait_until("deb1's systemd is up", Duration::from_secs(90), || {
+        let out = host.run(&[
+            "berthctl",
+            "exec",
+            "deb1",
+            "--",
+            "systemctl",
+            "is-system-running",
+        ]);
+        let state = String::from_utf8_lossy(&out.stdout);
+        matches!(state.trim(), "running" | "degraded")
+    });
+    assert!(booted, "deb1 did not boot");
+    // Its own systemd-networkd asks for an address over DHCP, as a Debian installed on
+    // a network with DHCP does.
+    exec_ok(
+        &host,
+        "deb1",
+        "printf '[Match]\\nName=eth0\\n[Network]\\nDHCP=ipv4\\n' > /etc/systemd/network/80-eth0.network && \
+         systemctl enable --now systemd-networkd",
+    );
+    let mac = exec_ok(&host, "deb1", "cat /sys/class/net/eth0/address");
+    let mut leases = String::new();
+    let leased = wait_until("dnsmasq leases deb1 its address", SHORTLY * 3, || {
+        leases = host
+            .read("/run/berth-dns/berth0/leases")
+            .unwrap_or_default();
+        leases.contains(mac.trim()) && leases.contains("10.0.3.2")
+    });
+    assert!(leased, "dnsmasq's leases: {leases}");
+    let mut link = String::new();
+    let dhcp = wait_until("networkd shows its DHCP address", SHORTLY * 3, || {
+        link = exec(&host, "deb1", "networkctl status eth0 --no-pager")
+            .stdout
+            .iter()
+            .map(|b| *b as char)
+            .collect();
+        link.contains("10.0.3.2")
+    });
+    assert!(dhcp, "networkctl status eth0:\n{link}");
+    host.okw("berthctl remove --force deb1");
+    assert_no_leftovers(&host);
+}
