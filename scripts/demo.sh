@@ -23,16 +23,16 @@ say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 demo() {
     local in=("$@")
     "${in[@]}" berthctl remove demo --force >/dev/null 2>&1 || true
-    say berthctl create demo --template busybox --memory 64M --cpu-shares 256 --tasks-max 32
-    "${in[@]}" berthctl create demo --template busybox --memory 64M --cpu-shares 256 --tasks-max 32
+    say berthctl create demo --template busybox --network bridge --memory 64M --cpu-shares 256 --tasks-max 32
+    "${in[@]}" berthctl create demo --template busybox --network bridge --memory 64M --cpu-shares 256 --tasks-max 32
     say berthctl start demo
     "${in[@]}" berthctl start demo
     say berthctl list
     "${in[@]}" berthctl list
     say berthctl status demo
     "${in[@]}" berthctl status demo
-    say berthctl exec demo -- sh -c 'hostname; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
-    "${in[@]}" berthctl exec demo -- sh -c 'hostname; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
+    say berthctl exec demo -- sh -c 'hostname; ip -4 -o addr show eth0; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
+    "${in[@]}" berthctl exec demo -- sh -c 'hostname; ip -4 -o addr show eth0; cat /proc/self/uid_map; ps; cat /proc/1/cgroup'
     say systemctl status machine-demo.scope
     "${in[@]}" systemctl status machine-demo.scope --no-pager || true
     say machinectl list
