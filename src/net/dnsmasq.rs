@@ -447,7 +447,7 @@ mod tests {
             println!("skipped: dnsmasq is not installed");
             return;
         }
-        crate::net::nft::in_fresh_netns(|| {
+        crate::net::testns::in_fresh_netns(|| {
             let tmp = TempDir::new("dnsmasq");
             let files = tmp.0.join("brt0");
             let n = net("10.99.0.0/24", true);

@@ -499,39 +499,7 @@ mod tests {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
-    }
-
-    fn netns_of(path: &str) -> String {
-        std::fs::read_link(path)
-            .unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    fn my_netns() -> String {
-        netns_of(&format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()))
-    }
-
-    /// The network namespaces no test may touch: the test process's own (its main
-    /// thread never leaves it) and, where this sandbox lets us see it, init's.
-    fn host_netns() -> Vec<String> {
-        let mut host = vec![netns_of("/proc/self/ns/net")];
-        if let Ok(init) = std::fs::read_link("/proc/1/ns/net") {
-            host.push(init.to_string_lossy().into_owned());
-        }
-        host
-    }
-
-    /// Panics unless this thread is in a network namespace of its own.
-    fn assert_private_netns() {
-        let mine = my_netns();
-        assert!(
-            !host_netns().contains(&mine),
-            "refusing to touch the host's network namespace {mine}"
-        );
-    }
+    use crate::net::testns::{assert_private_netns, host_netns, netns_of};
 
     /// Runs `body` on a new thread in a new, empty network namespace, with a runtime of
     /// its own; the namespace goes away with the thread. Skips when not root.
@@ -540,14 +508,7 @@ mod tests {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()>,
     {
-        if !is_root() {
-            eprintln!("skipping {test}: needs root (network namespaces)");
-            return;
-        }
-        let thread = std::thread::spawn(move || {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .expect("unshare the network namespace");
-            assert_private_netns();
+        let ran = crate::net::testns::in_fresh_netns(move || {
             // Several workers, as in berthd; they are spawned from this thread and so
             // start in its namespace.
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -557,8 +518,8 @@ mod tests {
                 .unwrap();
             rt.block_on(body());
         });
-        if let Err(panic) = thread.join() {
-            std::panic::resume_unwind(panic);
+        if ran.is_none() {
+            eprintln!("skipped {test}");
         }
     }
 
@@ -611,7 +572,7 @@ mod tests {
                 .expect("start unshare ... sleep 60");
             let m = Machine(child);
             // It starts in our namespace; wait until unshare has left it.
-            let ours = my_netns();
+            let ours = netns_of("/proc/thread-self/ns/net").expect("our namespace");
             let deadline = Instant::now() + Duration::from_secs(5);
             while std::fs::read_link(format!("/proc/{}/ns/net", m.pid()))
                 .map(|p| p.to_string_lossy() == ours)
@@ -620,7 +581,7 @@ mod tests {
                 assert!(Instant::now() < deadline, "unshare never got its netns");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let theirs = netns_of(&format!("/proc/{}/ns/net", m.pid()));
+            let theirs = netns_of(format!("/proc/{}/ns/net", m.pid())).expect("its namespace");
             assert!(!host_netns().contains(&theirs), "{theirs}");
             m
         }

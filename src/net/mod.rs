@@ -15,6 +15,8 @@ pub mod dnsmasq;
 pub mod ipam;
 pub mod link;
 pub mod nft;
+#[cfg(test)]
+pub(crate) mod testns;
 
 use crate::error::{Error, Result};
 use ipnet::Ipv4Net;

@@ -302,36 +302,6 @@ fn truncate(mut s: String, max: usize) -> String {
     s
 }
 
-/// Runs `f` on a thread of its own in a new, empty network namespace, so tests may
-/// change links and rulesets freely: the host's (and the processes the thread starts,
-/// which inherit it) stay as they are. None when not root.
-#[cfg(test)]
-pub(crate) fn in_fresh_netns<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root for a network namespace of its own");
-        return None;
-    }
-    // PID 1's link may be out of reach (no ptrace right on it in some sandboxes); the
-    // thread's own one before unshare and the process's are always there.
-    let ns = |p: &str| std::fs::read_link(p).ok();
-    std::thread::spawn(move || {
-        let before = ns("/proc/thread-self/ns/net").expect("the thread's namespace");
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let mine = ns("/proc/thread-self/ns/net").expect("the thread's namespace");
-        let host = [Some(before), ns("/proc/self/ns/net"), ns("/proc/1/ns/net")];
-        assert!(
-            !host.contains(&Some(mine)),
-            "refusing to go on in the host's network namespace"
-        );
-        f()
-    })
-    .join()
-    .map_err(std::panic::resume_unwind)
-    .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +532,7 @@ mod tests {
 
     #[test]
     fn apply_in_a_fresh_netns() {
-        in_fresh_netns(|| {
+        crate::net::testns::in_fresh_netns(|| {
             nft(
                 "table ip other {\n chain c {\n type filter hook input priority 0; policy accept;\n counter\n }\n}\n",
             );
@@ -617,7 +587,7 @@ mod tests {
 
     #[test]
     fn nft_errors_carry_its_message() {
-        in_fresh_netns(|| {
+        crate::net::testns::in_fresh_netns(|| {
             let mut bad = sample();
             bad.networks[0].bridge = "x".repeat(40); // longer than an interface name
             let e = block_on(apply(&bad)).unwrap_err().to_string();
