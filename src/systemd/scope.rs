@@ -70,7 +70,7 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
     ];
     props.extend(limit_properties(spec.limits, spec.flavor)?);
     // Subscribe before the call: the job may finish before the reply arrives.
-    let mut removed = sd
+    let removed = sd
         .manager()
         .receive_job_removed()
         .await
@@ -80,6 +80,20 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
         .start_transient_unit(spec.unit.to_string(), "fail".into(), props, vec![])
         .await
         .map_err(|e| Error::bus(format!("systemd refused to create {}", spec.unit), e))?;
+    job_done(removed, &job, spec.unit).await?;
+    match spec.owner {
+        Some(owner) => delegate(sd, spec.unit, owner).await,
+        None => Ok(()),
+    }
+}
+
+/// Waits for the JobRemoved of `job` on `removed` (subscribed before the call that made
+/// the job, which may end before its reply) and says how it ended for `unit`.
+pub(super) async fn job_done(
+    mut removed: zbus_systemd::systemd1::JobRemovedStream,
+    job: &zbus::zvariant::OwnedObjectPath,
+    unit: &str,
+) -> Result<()> {
     let wait = async {
         while let Some(sig) = removed.next().await {
             let Ok(args) = sig.args() else { continue };
@@ -90,20 +104,15 @@ pub(super) async fn start(sd: &Bus, spec: &ScopeSpec<'_>) -> Result<()> {
         None
     };
     match tokio::time::timeout(JOB_TIMEOUT, wait).await {
-        Ok(Some(result)) if result == "done" => match spec.owner {
-            Some(owner) => delegate(sd, spec.unit, owner).await,
-            None => Ok(()),
-        },
+        Ok(Some(result)) if result == "done" => Ok(()),
         Ok(Some(result)) => Err(Error::Failed(format!(
-            "systemd could not start {}: job result '{result}' (see journalctl -u {})",
-            spec.unit, spec.unit
+            "systemd could not start {unit}: job result '{result}' (see journalctl -u {unit})"
         ))),
-        Ok(None) => Err(Error::Failed(
-            "lost the connection to systemd while it started the scope".into(),
-        )),
+        Ok(None) => Err(Error::Failed(format!(
+            "lost the connection to systemd while it started {unit}"
+        ))),
         Err(_) => Err(Error::Failed(format!(
-            "systemd did not start {} within {}s",
-            spec.unit,
+            "systemd did not start {unit} within {}s (see journalctl -u {unit})",
             JOB_TIMEOUT.as_secs()
         ))),
     }

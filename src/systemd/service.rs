@@ -5,7 +5,6 @@
 use super::Bus;
 use super::scope::{JOB_TIMEOUT, is_no_such_unit, owned};
 use crate::error::{Error, Result};
-use futures_util::StreamExt;
 use std::time::Duration;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
@@ -64,7 +63,7 @@ pub(super) async fn start(sd: &Bus, spec: &ServiceSpec) -> Result<()> {
     }
     let props = properties(spec)?;
     // Subscribe before the call: the job may finish before the reply arrives.
-    let mut removed = sd
+    let removed = sd
         .manager()
         .receive_job_removed()
         .await
@@ -88,28 +87,7 @@ pub(super) async fn start(sd: &Bus, spec: &ServiceSpec) -> Result<()> {
             ));
         }
     };
-    let wait = async {
-        while let Some(sig) = removed.next().await {
-            let Ok(args) = sig.args() else { continue };
-            if args.job.as_str() == job.as_str() {
-                return Some(args.result.clone());
-            }
-        }
-        None
-    };
-    match tokio::time::timeout(JOB_TIMEOUT, wait).await {
-        Ok(Some(result)) if result == "done" => Ok(()),
-        Ok(Some(result)) => Err(Error::Failed(format!(
-            "systemd could not start {unit}: job result '{result}' (see journalctl -u {unit})"
-        ))),
-        Ok(None) => Err(Error::Failed(format!(
-            "lost the connection to systemd while it started {unit}"
-        ))),
-        Err(_) => Err(Error::Failed(format!(
-            "systemd did not start {unit} within {}s (see journalctl -u {unit})",
-            JOB_TIMEOUT.as_secs()
-        ))),
-    }
+    super::scope::job_done(removed, &job, unit).await
 }
 
 /// Stops the service and waits until it is down; one systemd does not know is fine.
