@@ -18,6 +18,12 @@ fn add_uplink(host: &TestHost) {
     host.okw("ip link set uplink0 up");
     host.okw("ip route add default via 192.0.2.1 dev uplink0");
     host.okw("ip link set lo up");
+    // A firewall of the host's own, which berth must leave alone.
+    host.ok(&[
+        "nft",
+        "add table ip hostfw; add chain ip hostfw input { type filter hook input priority 0; }; \
+         add rule ip hostfw input tcp dport 9 counter accept",
+    ]);
 }
 
 /// What berth must give back once everything is removed: links, routes and the ruleset.
@@ -100,6 +106,7 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     };
     add_uplink(&host);
     let before = network_state(&host);
+    let hostfw = host.okw("nft list table ip hostfw");
 
     // berth0 exists by default.
     let list = host.okw("berthctl network list");
@@ -162,7 +169,12 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     let bridge_of = host.okw("ip -o link show vb-web");
     assert!(bridge_of.contains("master lab"), "{bridge_of}");
 
-    // The table holds the forward and NAT; no other table was touched.
+    // The table holds the forward and NAT; the host's own table is as it was.
+    assert_eq!(
+        host.okw("nft list tables"),
+        "table ip hostfw\ntable inet berth\n"
+    );
+    assert_eq!(host.okw("nft list table ip hostfw"), hostfw);
     let table = berth_table(&host);
     assert!(
         table.contains("dport 8080")
