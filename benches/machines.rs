@@ -69,6 +69,11 @@ impl Figure {
 
 /// Runs each (name, setup, command, cleanup) RUNS times, alternating between them.
 fn alternate(host: &TestHost, cases: &[(&str, &str, &str, &str)]) -> Vec<Figure> {
+    alternate_n(host, cases, RUNS)
+}
+
+/// `alternate` with `runs` runs of each, for figures quick enough to sample more.
+fn alternate_n(host: &TestHost, cases: &[(&str, &str, &str, &str)], runs: usize) -> Vec<Figure> {
     let mut figures: Vec<Figure> = cases
         .iter()
         .map(|c| Figure {
@@ -76,7 +81,7 @@ fn alternate(host: &TestHost, cases: &[(&str, &str, &str, &str)]) -> Vec<Figure>
             samples: Vec::new(),
         })
         .collect();
-    for run in 0..RUNS {
+    for run in 0..runs {
         for (i, (_, setup, cmd, cleanup)) in cases.iter().enumerate() {
             let n = run.to_string();
             if !setup.is_empty() {
@@ -133,7 +138,7 @@ fn network(host: &TestHost) {
     };
     start("sb", "--network bridge");
     start("sn", "--network none");
-    let starts = alternate(
+    let starts = alternate_n(
         host,
         &[
             (
@@ -149,6 +154,7 @@ fn network(host: &TestHost) {
                 "berthctl stop sn",
             ),
         ],
+        20,
     );
     report("Start until running: bridged vs no network", &starts);
 
