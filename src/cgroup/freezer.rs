@@ -60,14 +60,14 @@ pub fn v1_mount(mountinfo: &str, option: &str) -> Option<PathBuf> {
     })
 }
 
-/// The scope's path in the name=systemd hierarchy, from /proc/PID/cgroup of one of its
-/// processes: the prefix ending in the unit, since an init inside may have moved itself
-/// into a cgroup below the scope (its own init.scope).
-pub fn scope_path(proc_cgroup: &str, unit: &str) -> Option<String> {
+/// The scope's path in the hierarchy of `controllers` ("name=systemd", "" for cgroup2),
+/// from /proc/PID/cgroup of one of its processes: the prefix ending in the unit, since an
+/// init inside may have moved itself into a cgroup below the scope (its own init.scope).
+pub fn scope_path(proc_cgroup: &str, controllers: &str, unit: &str) -> Option<String> {
     let path = proc_cgroup.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        (ctrls == "name=systemd").then_some(path)
+        (ctrls == controllers).then_some(path)
     })?;
     let mut out = String::new();
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -90,15 +90,29 @@ pub fn tracked_scope_dir(pid: u32, unit: &str) -> io::Result<PathBuf> {
             "this host mounts no v1 name=systemd hierarchy",
         )
     })?;
+    Ok(mount.join(scope_of(pid, "name=systemd", unit)?.trim_start_matches('/')))
+}
+
+/// Whether the scope `unit`, which `pid` is in, is frozen on the unified hierarchy
+/// (systemd's FreezeUnit), as its cgroup.freeze says.
+pub fn unified_frozen(pid: u32, unit: &str) -> io::Result<bool> {
+    let path = scope_of(pid, "", unit)?;
+    let file = Path::new("/sys/fs/cgroup")
+        .join(path.trim_start_matches('/'))
+        .join("cgroup.freeze");
+    let text = fs::read_to_string(&file).map_err(|e| at(&file, e))?;
+    Ok(text.trim() == "1")
+}
+
+fn scope_of(pid: u32, controllers: &str, unit: &str) -> io::Result<String> {
     let file = format!("/proc/{pid}/cgroup");
     let text = fs::read_to_string(&file).map_err(|e| at(Path::new(&file), e))?;
-    let path = scope_path(&text, unit).ok_or_else(|| {
+    scope_path(&text, controllers, unit).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("process {pid} is not in {unit}"),
         )
-    })?;
-    Ok(mount.join(path.trim_start_matches('/')))
+    })
 }
 
 /// The freezer cgroup of one machine's scope.
@@ -310,15 +324,17 @@ mod tests {
         let procs = "6:freezer:/\n\
             1:name=systemd:/machine.slice/machine-box.scope/init.scope\n\
             0::/machine.slice/machine-box.scope/init.scope\n";
+        for ctrls in ["name=systemd", ""] {
+            assert_eq!(
+                scope_path(procs, ctrls, "machine-box.scope").as_deref(),
+                Some("/machine.slice/machine-box.scope")
+            );
+        }
         assert_eq!(
-            scope_path(procs, "machine-box.scope").as_deref(),
-            Some("/machine.slice/machine-box.scope")
-        );
-        assert_eq!(scope_path(procs, "machine-other.scope"), None);
-        assert_eq!(
-            scope_path("0::/machine.slice/machine-box.scope\n", "machine-box.scope"),
+            scope_path(procs, "name=systemd", "machine-other.scope"),
             None
         );
+        assert_eq!(scope_path(procs, "freezer", "machine-box.scope"), None);
     }
 
     #[test]

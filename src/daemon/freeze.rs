@@ -63,14 +63,19 @@ impl Daemon {
         })
     }
 
-    /// Whether a running machine found at berthd's start was left frozen. systemd knows
-    /// nothing of a v1 freeze, so berth's own freezer cgroup tells.
-    pub(super) fn left_frozen(&self, m: &Machine) -> bool {
-        if self.host.cgroup_mode == CgroupMode::Unified {
-            return false;
-        }
-        match Freezer::of(&m.unit).and_then(|f| f.state()) {
-            Ok(state) => matches!(state, Some(FreezerState::Frozen | FreezerState::Freezing)),
+    /// Whether a running machine found at berthd's start, `leader` its leader, was left
+    /// frozen. systemd knows nothing of a v1 freeze, so there berth's own freezer cgroup
+    /// tells.
+    pub(super) fn left_frozen(&self, m: &Machine, leader: u32) -> bool {
+        let frozen = if self.host.cgroup_mode == CgroupMode::Unified {
+            freezer::unified_frozen(leader, &m.unit)
+        } else {
+            Freezer::of(&m.unit)
+                .and_then(|f| f.state())
+                .map(|state| matches!(state, Some(FreezerState::Frozen | FreezerState::Freezing)))
+        };
+        match frozen {
+            Ok(frozen) => frozen,
             Err(e) => {
                 warn!("machine {}: cannot read its freezer state: {e}", m.name);
                 false

@@ -113,7 +113,7 @@ impl Daemon {
         };
         match leader.and_then(|pid| PidFd::open(pid).ok().map(|fd| (pid, fd))) {
             Some((pid, fd)) => {
-                let state = if self.left_frozen(m) {
+                let state = if self.left_frozen(m, pid) {
                     MachineState::Frozen
                 } else {
                     MachineState::Running
