@@ -68,6 +68,8 @@ fn freeze_cycle(host: &TestHost) {
         e.contains("machine f is running; only a frozen machine"),
         "{e}"
     );
+    // A command run in a thawed machine joins it (on v1, its freezer cgroup too).
+    assert_eq!(host.okw("berthctl exec f -- echo alive").trim(), "alive");
     // Freezing twice works the same (on v1 the processes are already in place).
     host.okw("berthctl freeze f");
     assert_busy(host, false);
