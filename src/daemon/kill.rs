@@ -2,7 +2,9 @@
 //! scope (through systemd).
 
 use super::Daemon;
+use super::machine::MachineState;
 use crate::api::KillWho;
+use crate::cgroup::CgroupMode;
 use crate::error::{Error, Result};
 
 impl Daemon {
@@ -27,6 +29,16 @@ impl Daemon {
                 None => Err(Error::InvalidState(format!("machine {name} has no leader"))),
             },
             KillWho::All => self.systemd.kill_all(&m.unit, signal).await,
+        }?;
+        // SIGKILL ends frozen tasks on cgroup v2, but a v1 frozen task dies only once
+        // thawed: thawing after the signal is queued makes both modes end the machine,
+        // without letting it run anything in between.
+        if signal == libc::SIGKILL
+            && run.state == MachineState::Frozen
+            && self.host.cgroup_mode != CgroupMode::Unified
+        {
+            self.set_frozen(&m, run.leader, false).await?;
         }
+        Ok(())
     }
 }

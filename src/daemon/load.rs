@@ -113,9 +113,18 @@ impl Daemon {
         };
         match leader.and_then(|pid| PidFd::open(pid).ok().map(|fd| (pid, fd))) {
             Some((pid, fd)) => {
-                info!("machine {}: re-attached, leader {pid}", m.name);
+                let state = if self.left_frozen(m, pid) {
+                    MachineState::Frozen
+                } else {
+                    MachineState::Running
+                };
+                info!(
+                    "machine {}: re-attached, leader {pid}, {}",
+                    m.name,
+                    state.as_str()
+                );
                 m.set_run(Run {
-                    state: MachineState::Running,
+                    state,
                     leader: pid,
                     pidfd: Some(fd.clone()),
                 });
@@ -127,6 +136,7 @@ impl Daemon {
             None => {
                 info!("machine {}: not running any more", m.name);
                 store::remove_runtime(&rt_dir, &m.name);
+                self.drop_freezer(m).await;
                 // The scope, if systemd still has it, holds no process: let it go.
                 if let Err(e) = self.systemd.wait_gone(&m.unit, Duration::ZERO).await {
                     warn!("machine {}: {e}", m.name);

@@ -157,6 +157,7 @@ impl Daemon {
             if let Err(e) = daemon.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
                 warn!("machine {}: {e}", m.name);
             }
+            daemon.drop_freezer(&m).await;
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
             daemon.unplug(&m).await;
             m.set_state(m.idle_state());

@@ -47,8 +47,9 @@ impl Daemon {
             )));
         }
         if run.state == MachineState::Frozen {
-            // A frozen init cannot act on its halt signal.
-            self.systemd.freeze(&m.unit, false).await?;
+            // A frozen init cannot act on its halt signal, and on v1 frozen tasks do not
+            // even die of the SIGKILL that follows a timeout.
+            self.set_frozen(m, run.leader, false).await?;
         }
         let cfg = m.config();
         let mut ended = m.ended.subscribe();

@@ -1,6 +1,9 @@
 //! Which cgroup hierarchy the host runs, and where a process's cgroups live. systemd owns
 //! the cgroups; berth only reads them, and joins a machine's cgroups when it executes a
-//! command inside it.
+//! command inside it. The one exception is the v1 freezer, which systemd leaves alone
+//! (freezer.rs).
+
+pub mod freezer;
 
 use std::path::{Path, PathBuf};
 
