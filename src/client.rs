@@ -136,6 +136,10 @@ pub trait Machine {
     #[zbus(allow_interactive_auth)]
     fn remove_with_options(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
 
+    /// Refuses a machine that runs; the object moves to the new name's path.
+    #[zbus(allow_interactive_auth)]
+    fn rename(&self, new_name: &str) -> zbus::Result<()>;
+
     /// Returns the Job writing the archive.
     #[zbus(allow_interactive_auth)]
     fn export(&self, archive: Fd<'_>, format: &str) -> zbus::Result<OwnedObjectPath>;

@@ -91,6 +91,17 @@ pub enum Command {
     /// Remove a snapshot
     #[command(name = "snapshot-remove")]
     SnapshotRemove(SnapshotRefArgs),
+    /// Rename a stopped machine; its files, snapshots, unit, autostart and lease follow,
+    /// and its hostname when it was the old name
+    #[command(after_help = "Example:\n  berthctl rename web www")]
+    Rename(RenameArgs),
+    /// Wait until a machine is in a state (or gone), as lxc-wait does
+    #[command(
+        after_help = "STATE is one of stopped, starting, running, stopping, frozen, failed, \
+        broken, or gone (the machine no longer exists). Exit 0 once it is, 1 on timeout.\n\n\
+        Examples:\n  berthctl wait web running --timeout 10s\n  berthctl wait web stopped"
+    )]
+    Wait(WaitArgs),
     /// Write a stopped machine to a tar archive (FILE or - for stdout)
     #[command(
         after_help = "The format follows FILE's name (.tar, .tar.gz, .tar.xz, .tar.zst) \
@@ -280,6 +291,25 @@ pub struct CloneArgs {
     /// Remove the copy when it stops
     #[arg(long)]
     pub ephemeral: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The machine (stopped)
+    pub name: String,
+    /// Its new name
+    pub new_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Machine name
+    pub name: String,
+    /// The state to wait for (checked before berthd is asked)
+    pub state: String,
+    /// Give up after this long, e.g. 10s, 500ms, 2m (default: wait forever)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

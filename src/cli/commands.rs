@@ -59,7 +59,10 @@ impl Session {
             .await?)
     }
 
-    async fn machine_at(&self, path: OwnedObjectPath) -> zbus::Result<MachineProxy<'static>> {
+    pub(super) async fn machine_at(
+        &self,
+        path: OwnedObjectPath,
+    ) -> zbus::Result<MachineProxy<'static>> {
         MachineProxy::builder(&self.conn)
             .path(path)?
             .cache_properties(CacheProperties::No)
@@ -118,6 +121,13 @@ impl Session {
     pub async fn stop(&self, name: &str) -> Result<i32, CliError> {
         let () = self
             .change(self.machine(name).await?.inner(), "Stop", &())
+            .await?;
+        Ok(0)
+    }
+
+    pub async fn rename(&self, name: &str, new_name: &str) -> Result<i32, CliError> {
+        let () = self
+            .change(self.machine(name).await?.inner(), "Rename", &(new_name,))
             .await?;
         Ok(0)
     }

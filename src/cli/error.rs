@@ -19,6 +19,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// `wait` ran out of time.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 impl CliError {

@@ -10,6 +10,7 @@ mod parse;
 mod progress;
 mod snapshot;
 mod template;
+mod wait;
 
 use std::io;
 
@@ -56,6 +57,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             .ok()
             .filter(|a| !a.is_empty())
     });
+    // A state or timeout that makes no sense is told before any bus is touched.
+    let wait = match &cli.command {
+        Command::Wait(args) => Some(wait::Target::parse(args)?),
+        _ => None,
+    };
     // One connection and a handful of calls: a multi-threaded runtime would only add
     // start-up cost.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -77,6 +83,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Remove(args) => session.remove(args).await,
             Command::List(_) => session.list().await,
             Command::Status(args) => session.status(&args.name).await,
+            Command::Rename(args) => session.rename(&args.name, &args.new_name).await,
+            Command::Wait(args) => {
+                let target = wait.as_ref().expect("parsed above");
+                session.wait(&args.name, target).await
+            }
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,

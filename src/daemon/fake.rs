@@ -1044,3 +1044,161 @@ async fn copies_get_their_own_lease_and_no_forwards() {
     assert_eq!(net.address.unwrap().to_string(), "10.77.0.2/24");
     assert_eq!(net.bridge.as_deref(), Some("lab"));
 }
+
+/// Additions and removals of machines told so far, in order: ("+", name) or ("-", name).
+fn registry_events(events: &mut UnboundedReceiver<Event>) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        match e {
+            Event::Added(n) => out.push(("+", n)),
+            Event::Removed(n) => out.push(("-", n)),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rename_moves_the_machine_and_everything_named_after_it() {
+    let mut b = Bench::new("rename").await;
+    let opts = CreateOptions {
+        autostart: true,
+        ..bridged(&[])
+    };
+    b.create("web", opts).await;
+    b.daemon.snapshot("web", "s1", "before").await.unwrap();
+    let lease = b.daemon.machine("web").unwrap().config().network.address;
+    registry_events(&mut b.events);
+
+    let m = b.daemon.rename("web", "www").await.unwrap();
+    assert_eq!(
+        registry_events(&mut b.events),
+        [("-", "web".into()), ("+", "www".into())]
+    );
+    assert_eq!(m.unit, "machine-www.scope");
+    assert!(matches!(
+        b.daemon.machine("web"),
+        Err(Error::NoSuchMachine(_))
+    ));
+    let machines = b.daemon.paths.machines_dir();
+    assert!(!machines.join("web").exists());
+    let dir = machines.join("www");
+    assert_eq!(m.dir, dir);
+    let cfg = crate::store::load_config(&dir).unwrap();
+    assert_eq!((cfg.name.as_str(), cfg.hostname.as_str()), ("www", "www"));
+    assert!(cfg.autostart, "autostart follows");
+    assert_eq!(cfg.network.address, lease, "the lease stays");
+    assert_eq!(m.config(), cfg);
+    let etc_hostname = std::fs::read_to_string(dir.join("rootfs/etc/hostname")).unwrap();
+    assert_eq!(etc_hostname, "www\n");
+    assert!(!dir.join(".config.toml.renamed").exists());
+    let snaps = b.daemon.snapshots("www").await.unwrap();
+    assert_eq!(snaps.len(), 1, "snapshots move with the directory");
+    let hosts =
+        std::fs::read_to_string(b.daemon.paths.dns_dir().join("berth0/dhcp-hosts")).unwrap();
+    assert!(
+        hosts.contains(",www\n") && !hosts.contains("web"),
+        "{hosts}"
+    );
+
+    // It runs under its new name.
+    b.daemon.start("www").await.unwrap();
+    let leader = m.run().leader;
+    assert!(b.systemd.holds("machine-www.scope", leader).await);
+    assert_eq!(b.net.veths.lock().unwrap()[0].host_name, "vb-www");
+    b.daemon.stop("www").await.unwrap();
+    b.assert_nothing_left("www");
+
+    // A hostname of its own stays; a restarted berthd finds the machine whole.
+    b.create(
+        "db",
+        CreateOptions {
+            hostname: Some("dbhost".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    b.daemon.rename("db", "data").await.unwrap();
+    let b2 = b.restarted().await;
+    for (name, hostname) in [("www", "www"), ("data", "dbhost")] {
+        let m = b2.daemon.machine(name).unwrap();
+        assert_eq!(m.state(), MachineState::Stopped, "{name}");
+        assert_eq!(m.config().hostname, hostname);
+    }
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rename_refuses_what_would_lose_or_confuse_a_machine() {
+    let mut b = Bench::new("renameno").await;
+    b.create("a", CreateOptions::default()).await;
+    b.create("b", CreateOptions::default()).await;
+    let privileged = CreateOptions {
+        private_users: crate::security::users::Request::No,
+        ..Default::default()
+    };
+    b.create("base", privileged).await;
+    b.daemon.clone_machine("base", "eph", true).await.unwrap();
+    assert!(b.daemon.machine("eph").unwrap().config().base.is_some());
+    registry_events(&mut b.events);
+
+    let kind = |r: Result<Arc<super::machine::Machine>>| r.map(|_| ()).unwrap_err();
+    let e = kind(b.daemon.rename("a", "b").await);
+    assert_eq!(e.kind(), Kind::AlreadyExists, "{e}");
+    let e = kind(b.daemon.rename("a", "a").await);
+    assert_eq!(e.kind(), Kind::AlreadyExists, "{e}");
+    let e = kind(b.daemon.rename("a", "no/slash").await);
+    assert_eq!(e.kind(), Kind::InvalidName, "{e}");
+    let e = kind(b.daemon.rename("nothere", "c").await);
+    assert_eq!(e.kind(), Kind::NoSuchMachine, "{e}");
+    let e = kind(b.daemon.rename("base", "c").await);
+    assert_eq!(e.kind(), Kind::InvalidState, "{e}");
+    assert!(e.to_string().contains("eph"), "{e}");
+    b.daemon.start("a").await.unwrap();
+    let e = kind(b.daemon.rename("a", "c").await);
+    assert_eq!(e.kind(), Kind::InvalidState, "{e}");
+    assert!(e.to_string().contains("stop it"), "{e}");
+    b.daemon.stop("a").await.unwrap();
+
+    // Nothing moved, and the names refused are free again.
+    assert!(registry_events(&mut b.events).is_empty());
+    let machines = b.daemon.paths.machines_dir();
+    for name in ["a", "b", "base"] {
+        assert!(!machines.join(name).join(".config.toml.renamed").exists());
+        assert_eq!(b.daemon.machine(name).unwrap().config().name, name);
+    }
+    assert!(!machines.join("c").exists());
+    b.daemon.rename("a", "c").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rename_interrupted_by_a_crash_leaves_one_whole_machine() {
+    let b = Bench::new("renamecrash").await;
+    b.create("before", CreateOptions::default()).await;
+    b.create("after", CreateOptions::default()).await;
+    let machines = b.daemon.paths.machines_dir();
+    let pending = |dir: &str, new: &str| {
+        let mut cfg = b.daemon.machine(dir).unwrap().config();
+        cfg.name = new.into();
+        std::fs::write(
+            machines.join(dir).join(".config.toml.renamed"),
+            toml::to_string(&cfg).unwrap(),
+        )
+        .unwrap();
+    };
+    // Crashed before the directory's rename: the rename did not happen.
+    pending("before", "before2");
+    // Crashed right after it: the rename happened, the config follows at the next start.
+    pending("after", "after2");
+    std::fs::rename(machines.join("after"), machines.join("after2")).unwrap();
+
+    let b2 = b.restarted().await;
+    assert_eq!(b2.state("before"), MachineState::Stopped);
+    assert!(!machines.join("before/.config.toml.renamed").exists());
+    assert!(b2.daemon.machine("before2").is_err());
+    assert_eq!(b2.state("after2"), MachineState::Stopped);
+    assert_eq!(b2.daemon.machine("after2").unwrap().config().name, "after2");
+    assert!(!machines.join("after2/.config.toml.renamed").exists());
+    assert!(b2.daemon.machine("after").is_err());
+    drop(b);
+}

@@ -26,6 +26,7 @@ impl Daemon {
             }
         };
         for dir in &dirs {
+            super::rename::finish_interrupted_rename(dir);
             recover_interrupted_restore(dir);
         }
         for dir in dirs {

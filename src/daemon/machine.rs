@@ -20,6 +20,17 @@ pub enum MachineState {
 }
 
 impl MachineState {
+    /// Every state, for clients that take a state's name (`berthctl wait`).
+    pub const ALL: [MachineState; 7] = [
+        MachineState::Stopped,
+        MachineState::Starting,
+        MachineState::Running,
+        MachineState::Stopping,
+        MachineState::Frozen,
+        MachineState::Failed,
+        MachineState::Broken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MachineState::Stopped => "stopped",

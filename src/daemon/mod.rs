@@ -1,7 +1,7 @@
 //! The orchestrator: machine lifecycle on top of the concern modules, one file per
-//! operation (create, remove, start, stop, kill, freeze, exec, settings, autostart,
-//! load). Each reads top to bottom as the steps a user would expect; the how of each
-//! step lives in store, template, spawn and systemd. This file keeps the registry of
+//! operation (create, remove, rename, start, stop, kill, freeze, exec, settings,
+//! autostart, load). Each reads top to bottom as the steps a user would expect; the how
+//! of each step lives in store, template, spawn and systemd. This file keeps the registry of
 //! machines and the events.
 //!
 //! D-Bus objects are not touched here: changes are announced as [`Event`]s, in the order
@@ -24,6 +24,7 @@ mod load;
 pub mod machine;
 mod network;
 mod remove;
+mod rename;
 mod settings;
 mod snapshot;
 mod start;
@@ -267,6 +268,17 @@ impl Daemon {
         if machines.remove(name).is_some() {
             self.emit(Event::Removed(name.to_string()));
         }
+    }
+
+    /// Puts `m` in the registry in place of machine `old` (a rename), in one hold of the
+    /// registry's lock: no caller sees neither, and a lease can't look free in between.
+    fn replace(&self, old: &str, m: Arc<Machine>) {
+        let mut machines = self.machines.lock().expect("machines lock");
+        if machines.remove(old).is_some() {
+            self.emit(Event::Removed(old.to_string()));
+        }
+        machines.insert(m.name.clone(), m.clone());
+        self.emit(Event::Added(m.name.clone()));
     }
 
     /// Refuses to change `tree` (a machine's rootfs, a template's directory) while

@@ -207,6 +207,21 @@ impl MachineIface {
         Ok(self.remove_machine(force).await?)
     }
 
+    /// Renames the stopped machine: its directory, config, hostname (when it was the
+    /// name), unit and this object's path follow; the object at the new path is up when
+    /// this returns.
+    async fn rename(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        new_name: String,
+    ) -> Result<()> {
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
+        self.daemon.rename(&self.name, &new_name).await?;
+        self.daemon.events_flushed().await;
+        Ok(())
+    }
+
     /// Writes the stopped machine (config.toml and rootfs/) as a tar to `archive`; format
     /// `tar`, `tar.gz`, `tar.xz` or `tar.zst`. Returns the Job.
     async fn export(
