@@ -67,7 +67,13 @@ fn main() {
 }
 
 async fn run(paths: Paths) -> Result<(), String> {
+    // Served from the builder on: only then does zbus wait until its dispatcher listens
+    // before going on. With a plain connection the dispatcher starts in the background,
+    // and a busy host could see the call that D-Bus-activated berthd delivered (right
+    // after the name is taken) before anything listened, and lost: a client hanging.
     let conn = zbus::connection::Builder::system()
+        .map_err(|e| e.to_string())?
+        .serve_at(berth::dbus::ROOT_PATH, zbus::fdo::ObjectManager)
         .map_err(|e| e.to_string())?
         .build()
         .await
