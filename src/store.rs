@@ -39,6 +39,9 @@ pub struct MachineConfig {
     pub stop_timeout_usec: Option<u64>,
     #[serde(default)]
     pub tmp_size: Option<u64>,
+    /// Host paths bound into the machine at every start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<crate::spawn::binds::Bind>,
     #[serde(default)]
     pub security: Settings,
     /// The machine's own user namespace; None: privileged (its root is the host's).
@@ -73,6 +76,7 @@ impl MachineConfig {
             halt_signal: None,
             stop_timeout_usec: None,
             tmp_size: None,
+            binds: Vec::new(),
             security: Settings::default(),
             users: None,
             machine_id: None,
@@ -243,6 +247,7 @@ mod tests {
             halt_signal: None,
             stop_timeout_usec: Some(5_000_000),
             tmp_size: None,
+            binds: Vec::new(),
             network: crate::net::MachineNet {
                 mode: crate::net::NetMode::Bridge,
                 bridge: Some("berth0".into()),

@@ -6,7 +6,7 @@ use crate::api::KillWho;
 use crate::limits::{self, Flag, Limit};
 use crate::net::PortForward;
 
-use super::parse::{KeyValue, parse_env, parse_key_value, parse_port, parse_signal};
+use super::parse::{KeyValue, parse_bind, parse_env, parse_key_value, parse_port, parse_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,8 +39,14 @@ pub enum Command {
         berthctl create box -t busybox --hostname box -- /bin/sh -c 'exec sleep infinity'\n  \
         berthctl create old -t busybox --private-users no\n  \
         berthctl create www -t deb --network bridge --bridge lab --port tcp:8080:80\n  \
-        berthctl create tool -t deb --network host")]
-    Create(CreateArgs),
+        berthctl create tool -t deb --network host\n  \
+        berthctl create db -t deb --bind /srv/db:/var/lib/db --bind-ro /etc/ssl --tmp-size 32M\n  \
+        berthctl create job -t busybox --halt-signal TERM --stop-timeout 30s -- /bin/sh /job.sh\n\n\
+        A bind's source must exist on the host; its target is made inside when missing (a \
+        directory, or an empty file for a file) and may not lead out of the machine's root \
+        through a symbolic link. In an unprivileged machine the host's owners of a bound \
+        tree show as nobody: make it writable for the machine's IDs to write there.")]
+    Create(Box<CreateArgs>),
     /// Start a machine
     Start(NameArg),
     /// Stop a machine
@@ -499,6 +505,28 @@ pub struct CreateArgs {
     /// file system cannot idmap)
     #[arg(long)]
     pub ephemeral: bool,
+
+    /// Bind a host directory or file into the machine, read-write (repeatable); TARGET
+    /// defaults to SOURCE
+    #[arg(long, value_name = "SOURCE[:TARGET]", value_parser = parse_bind)]
+    pub bind: Vec<(String, String)>,
+
+    /// Bind a host directory or file into the machine, read-only (repeatable)
+    #[arg(long, value_name = "SOURCE[:TARGET]", value_parser = parse_bind)]
+    pub bind_ro: Vec<(String, String)>,
+
+    /// Size of the machine's /tmp tmpfs, e.g. 32M, 1G (default: half of the host's RAM)
+    #[arg(long, value_name = "SIZE")]
+    pub tmp_size: Option<String>,
+
+    /// Signal that asks PID 1 to shut down on stop (default: by init: RTMIN+3 for
+    /// systemd, USR2 for busybox init, else TERM)
+    #[arg(long, value_name = "SIG", value_parser = parse_signal)]
+    pub halt_signal: Option<i32>,
+
+    /// How long stop waits for PID 1 before killing the machine, e.g. 30s, 2m (at most 1h)
+    #[arg(long, value_name = "DURATION", value_parser = super::wait::parse_duration)]
+    pub stop_timeout: Option<std::time::Duration>,
 
     // Before the flattened groups: each sets the help heading of what follows it.
     #[command(flatten)]

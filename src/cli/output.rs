@@ -280,6 +280,40 @@ pub fn port_forwards(value: &Value<'_>) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// The Binds property's (source, target, read-only) triples.
+pub fn binds(value: &Value<'_>) -> Vec<(String, String, bool)> {
+    let Value::Array(array) = unwrap_variant(value) else {
+        return Vec::new();
+    };
+    let text = |v: &Value<'_>| match unwrap_variant(v) {
+        Value::Str(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    };
+    array
+        .iter()
+        .filter_map(|item| match unwrap_variant(item) {
+            Value::Structure(s) => match s.fields() {
+                [source, target, Value::Bool(ro)] => Some((text(source)?, text(target)?, *ro)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// "/srv/db:/var/lib/db /etc/ssl:/etc/ssl (ro)", or "-".
+fn binds_line(value: &Value<'_>) -> String {
+    let words: Vec<String> = binds(value)
+        .iter()
+        .map(|(source, target, ro)| format!("{source}:{target}{}", if *ro { " (ro)" } else { "" }))
+        .collect();
+    if words.is_empty() {
+        "-".into()
+    } else {
+        words.join(" ")
+    }
+}
+
 /// "tcp:8080:80 udp:5353:53", as `--port` takes them, or "-".
 pub fn port_forwards_line(value: Option<&Value<'_>>) -> String {
     let forwards = value.map(port_forwards).unwrap_or_default();
@@ -398,6 +432,14 @@ pub fn status_json(props: &HashMap<String, OwnedValue>) -> Json {
                     })
                     .collect(),
             ),
+            ("Binds", _) => Json::Array(
+                binds(value)
+                    .into_iter()
+                    .map(|(source, target, read_only)| {
+                        json!({"source": source, "target": target, "read_only": read_only})
+                    })
+                    .collect(),
+            ),
             _ => to_json(value),
         };
         object.insert(json_key(name), json);
@@ -479,6 +521,22 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
         let counted = |key: &str| live(key).map_or("-".into(), bytes_counted);
         lines.push(("RX", counted("RxBytes")));
         lines.push(("TX", counted("TxBytes")));
+    }
+    if let Some(value) = props.get("Binds") {
+        lines.push(("Binds", binds_line(value)));
+    }
+    if let Some(size) = number("TmpSize") {
+        let shown = match size {
+            0 => "half of RAM".into(),
+            n => size_exact(n),
+        };
+        lines.push(("Tmp size", shown));
+    }
+    if let Some(Value::I32(signal)) = props.get("HaltSignal").map(|v| unwrap_variant(v)) {
+        lines.push(("Halt signal", super::parse::signal_name(*signal)));
+    }
+    if let Some(usec) = number("StopTimeoutUSec") {
+        lines.push(("Stop timeout", duration_ns(usec.saturating_mul(1000))));
     }
     let limits = props
         .get("Limits")

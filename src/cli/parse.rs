@@ -92,6 +92,20 @@ const SIGNALS: &[(&str, i32)] = &[
     ("SYS", libc::SIGSYS),
 ];
 
+/// A signal's name as `kill -l` gives it with SIG in front (SIGTERM, SIGRTMIN+3), or its
+/// number when it has none.
+pub fn signal_name(n: i32) -> String {
+    if let Some((name, _)) = SIGNALS.iter().find(|(_, known)| *known == n) {
+        return format!("SIG{name}");
+    }
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    match n {
+        n if n == rtmin => "SIGRTMIN".into(),
+        n if (rtmin..=rtmax).contains(&n) => format!("SIGRTMIN+{}", n - rtmin),
+        n => n.to_string(),
+    }
+}
+
 /// Parses a signal as `kill(1)` and `systemctl kill` spell it: TERM, SIGTERM, sigterm,
 /// RTMIN+3, SIGRTMAX-1 or a plain number.
 pub fn parse_signal(word: &str) -> Result<i32, String> {
@@ -143,6 +157,16 @@ pub fn parse_signal(word: &str) -> Result<i32, String> {
             rtmax - rtmin + 1
         ))
     }
+}
+
+/// A `--bind` word: SOURCE or SOURCE:TARGET (TARGET the same path as SOURCE when left
+/// out, as systemd-nspawn's --bind takes it). berthd checks the paths themselves.
+pub fn parse_bind(word: &str) -> Result<(String, String), String> {
+    let (source, target) = word.split_once(':').unwrap_or((word, word));
+    if source.is_empty() || target.is_empty() {
+        return Err(format!("'{word}' is not SOURCE[:TARGET]"));
+    }
+    Ok((source.to_string(), target.to_string()))
 }
 
 /// A `--port` word, parsed as berthd will (so "0" or "70000" fails here, before any call).
@@ -249,6 +273,26 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
     if args.ephemeral {
         options.insert("Ephemeral", Value::Bool(true));
     }
+    let binds: Vec<(&str, &str, bool)> = args
+        .bind
+        .iter()
+        .map(|b| (b, false))
+        .chain(args.bind_ro.iter().map(|b| (b, true)))
+        .map(|((source, target), ro)| (source.as_str(), target.as_str(), ro))
+        .collect();
+    if !binds.is_empty() {
+        options.insert("Binds", Value::from(binds));
+    }
+    if let Some(size) = &args.tmp_size {
+        options.insert("TmpSize", Value::from(size.as_str()));
+    }
+    if let Some(signal) = args.halt_signal {
+        options.insert("HaltSignal", Value::I32(signal));
+    }
+    if let Some(timeout) = args.stop_timeout {
+        let usec = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
+        options.insert("StopTimeoutUSec", Value::U64(usec));
+    }
     let security = &args.security;
     if let Some(users) = &security.private_users {
         options.insert("PrivateUsers", Value::from(users.as_str()));
@@ -307,6 +351,20 @@ mod tests {
                 .contains("not set")
         );
         assert_eq!(kv("X", "1").joined(), "X=1");
+    }
+
+    #[test]
+    fn signal_names_go_back_into_parse_signal() {
+        for n in [
+            libc::SIGTERM,
+            libc::SIGUSR2,
+            libc::SIGRTMIN() + 3,
+            libc::SIGRTMIN(),
+        ] {
+            assert_eq!(parse_signal(&signal_name(n)), Ok(n));
+        }
+        assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
+        assert_eq!(signal_name(libc::SIGRTMIN() + 3), "SIGRTMIN+3");
     }
 
     #[test]
@@ -446,6 +504,41 @@ mod tests {
             options["SystemCallFilter"],
             Value::from(vec!["~ptrace", "bpf"])
         );
+    }
+
+    #[test]
+    fn binds_tmp_size_halt_signal_and_stop_timeout_are_sent() {
+        let Command::Create(args) = parse(&[
+            "create",
+            "db",
+            "-t",
+            "deb",
+            "--bind",
+            "/srv/db:/var/lib/db",
+            "--bind-ro",
+            "/etc/ssl",
+            "--tmp-size",
+            "32M",
+            "--halt-signal",
+            "SIGTERM",
+            "--stop-timeout",
+            "30s",
+        ]) else {
+            panic!("not create")
+        };
+        let options = create_options(&args).unwrap();
+        assert_eq!(
+            options["Binds"],
+            Value::from(vec![
+                ("/srv/db", "/var/lib/db", false),
+                ("/etc/ssl", "/etc/ssl", true)
+            ])
+        );
+        assert_eq!(options["TmpSize"], Value::from("32M"));
+        assert_eq!(options["HaltSignal"], Value::I32(libc::SIGTERM));
+        assert_eq!(options["StopTimeoutUSec"], Value::U64(30_000_000));
+        assert!(parse_bind(":/x").is_err());
+        assert!(parse_bind("/x:").is_err());
     }
 
     #[test]

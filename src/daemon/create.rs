@@ -27,6 +27,7 @@ pub struct CreateOptions {
     pub halt_signal: Option<i32>,
     pub stop_timeout_usec: Option<u64>,
     pub tmp_size: Option<u64>,
+    pub binds: Vec<crate::spawn::binds::Bind>,
     pub security: Settings,
     pub private_users: users::Request,
     pub network: crate::net::NetRequest,
@@ -63,6 +64,15 @@ impl Daemon {
         // Held until the copy is done: the template can't be removed under it.
         let _in_use = self.templates_in_use.read().await;
         let template_rootfs = self.template_rootfs(template_name).await?;
+        // Against the template: the machine's tree starts as its copy (or overlay).
+        // PID 1 resolves each target again at every start.
+        if !opts.binds.is_empty() {
+            let (binds, root) = (opts.binds.clone(), template_rootfs.clone());
+            tokio::task::spawn_blocking(move || crate::spawn::binds::check(&binds, &root))
+                .await
+                .map_err(|e| Error::failed("checking the binds", e))?
+                .map_err(Error::InvalidArgument)?;
+        }
         // Ephemeral: an overlay on the template, nothing copied. In a user namespace the
         // template must be idmapped as the overlay's lower layer, which needs a file
         // system that can; else it is a copy, shifted like any other machine's files.
@@ -84,6 +94,7 @@ impl Daemon {
             halt_signal: opts.halt_signal,
             stop_timeout_usec: opts.stop_timeout_usec,
             tmp_size: opts.tmp_size,
+            binds: opts.binds,
             security: opts.security,
             users,
             machine_id: Some(machine_id),

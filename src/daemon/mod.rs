@@ -35,6 +35,7 @@ mod validate;
 pub use create::CreateOptions;
 pub use network::LeaseReservation;
 pub use snapshot::SnapshotInfo;
+pub use stop::{machine_halt_signal as halt_signal, stop_timeout};
 pub use template::TemplateEntry;
 
 use crate::cgroup::CgroupMode;

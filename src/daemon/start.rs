@@ -64,6 +64,7 @@ impl Daemon {
             command: init::pid1_argv(&cfg.command),
             environment: cfg.environment.clone(),
             tmp_size: cfg.tmp_size,
+            binds: cfg.binds.clone(),
             confinement: confinement(&cfg)?,
             users: cfg.users,
             machine_id: cfg.machine_id.clone(),

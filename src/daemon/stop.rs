@@ -92,9 +92,14 @@ fn halt_signal(m: &Machine, cfg: &MachineConfig) -> i32 {
     init::halt_signal(&m.rootfs(), &cfg.command, cfg.halt_signal)
 }
 
+/// The signal a stop of `m` sends its PID 1 (the Machine's HaltSignal property).
+pub fn machine_halt_signal(m: &Machine) -> i32 {
+    halt_signal(m, &m.config())
+}
+
 /// The configured stop timeout, never beyond [`MAX_STOP_TIMEOUT`] (a hand-edited config
 /// could say more), so a stop or a forced removal always ends.
-pub(super) fn stop_timeout(cfg: &MachineConfig) -> Duration {
+pub fn stop_timeout(cfg: &MachineConfig) -> Duration {
     cfg.stop_timeout_usec
         .map(Duration::from_micros)
         .unwrap_or(DEFAULT_STOP_TIMEOUT)

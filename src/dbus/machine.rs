@@ -424,6 +424,45 @@ impl MachineIface {
         self.config().map(|c| c.ephemeral).unwrap_or(false)
     }
 
+    /// Host paths bound into it at every start: source, target, read-only.
+    #[zbus(property)]
+    fn binds(&self) -> Vec<(String, String, bool)> {
+        self.config()
+            .map(|c| {
+                c.binds
+                    .iter()
+                    .map(|b| {
+                        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+                        (path(&b.source), path(&b.target), b.read_only)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Size of its /tmp tmpfs in bytes; 0: the kernel's default (half of RAM).
+    #[zbus(property)]
+    fn tmp_size(&self) -> u64 {
+        self.config().and_then(|c| c.tmp_size).unwrap_or(0)
+    }
+
+    /// The signal stop sends PID 1: the one configured, else the one its init wants.
+    #[zbus(property)]
+    fn halt_signal(&self) -> i32 {
+        self.daemon
+            .machine(&self.name)
+            .map(|m| crate::daemon::halt_signal(&m))
+            .unwrap_or(0)
+    }
+
+    /// How long stop waits for PID 1 before killing the machine, in µs.
+    #[zbus(property, name = "StopTimeoutUSec")]
+    fn stop_timeout_usec(&self) -> u64 {
+        self.config()
+            .map(|c| crate::daemon::stop_timeout(&c).as_micros() as u64)
+            .unwrap_or(0)
+    }
+
     /// Why the machine is broken (State "broken"): its config cannot be read, or names
     /// another machine. Empty when it is not.
     #[zbus(property)]

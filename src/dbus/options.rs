@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Options in the API that later features implement; refused clearly until then.
-pub const NOT_YET: [&str; 2] = ["Binds", "BlockIOReadBandwidth"];
+pub const NOT_YET: [&str; 1] = ["BlockIOReadBandwidth"];
 
 /// The network keys, shared by CreateMachine and SetNetwork.
 const NETWORK_KEYS: [&str; 4] = ["Network", "Bridge", "Address", "PortForwards"];
@@ -55,6 +55,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 }
                 out.stop_timeout_usec = Some(usec);
             }
+            "Binds" => out.binds = binds(&key, v)?,
             "TmpSize" => {
                 let size = match raw(&key, v)? {
                     RawValue::Text(t) => limits::parse_size(&t)
@@ -210,6 +211,27 @@ fn unsigned(key: &str, v: &Value<'_>) -> Result<u64> {
             Error::InvalidArgument(format!("{key} {}: expected a whole number", shown(&t)))
         }),
     }
+}
+
+/// `Binds a(ssb)`: (source, target, read-only); the paths are checked by the daemon.
+fn binds(key: &str, v: &Value<'_>) -> Result<Vec<crate::spawn::binds::Bind>> {
+    let list: Vec<(String, String, bool)> = v
+        .try_clone()
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{key} must be an array of (source, target, read-only), D-Bus type a(ssb)"
+            ))
+        })?;
+    Ok(list
+        .into_iter()
+        .map(|(source, target, read_only)| crate::spawn::binds::Bind {
+            source: source.into(),
+            target: target.into(),
+            read_only,
+        })
+        .collect())
 }
 
 fn string(key: &str, v: &Value<'_>) -> Result<String> {
@@ -382,6 +404,23 @@ mod tests {
             ]
         );
         assert_eq!(o.stop_timeout_usec, Some(5_000_000));
+    }
+
+    #[test]
+    fn binds_are_read_as_triples() {
+        let list = Value::from(vec![
+            ("/srv/db".to_string(), "/var/lib/db".to_string(), false),
+            ("/etc/ssl".to_string(), "/etc/ssl".to_string(), true),
+        ]);
+        let o = create_options(dict(vec![("Binds", list)])).unwrap();
+        assert_eq!(o.binds.len(), 2);
+        assert_eq!(o.binds[0].source, std::path::Path::new("/srv/db"));
+        assert_eq!(o.binds[0].target, std::path::Path::new("/var/lib/db"));
+        assert!(!o.binds[0].read_only && o.binds[1].read_only);
+        match create_options(dict(vec![("Binds", Value::from("/srv:/srv"))])) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("a(ssb)"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

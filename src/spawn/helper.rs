@@ -79,7 +79,8 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         mount::RootTree::overlay(&req.rootfs, idmap, etc)?
     } else {
         mount::RootTree::clone_of(&req.rootfs, idmap)?
-    };
+    }
+    .with_binds(&req.binds)?;
     if let Some(ns) = ns {
         userns::enter(&ns)?;
     }

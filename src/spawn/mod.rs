@@ -11,6 +11,7 @@
 //! The daemon reaches all this through the [`Spawner`] trait; [`Helpers`] is the real
 //! one ([`launch`] is its berthd side, [`helper`] and [`exec`] the helpers' side).
 
+pub mod binds;
 pub mod exec;
 pub mod helper;
 pub mod launch;

@@ -8,11 +8,12 @@
 //! /run/host telling the machine who runs it (systemd's container interface),
 //! then pivot_root so the host's mounts are gone from view.
 
+use super::binds::{self, Bind};
 use super::protocol::{CONTAINER_MANAGER, SpawnRequest};
 use crate::net::NetMode;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
@@ -205,6 +206,17 @@ fn v1_naming_options(superopts: &str) -> String {
 /// staging tmpfs of its own and works from the tree's descriptor.
 pub struct RootTree {
     source: TreeSource,
+    binds: Vec<BindTree>,
+}
+
+/// A bind's source cloned by the spawn helper, which still sees the host's files as
+/// root: an unprivileged machine's root could not reach a source below a directory
+/// closed to others. PID 1 attaches it on the target it resolves in the machine's root.
+struct BindTree {
+    tree: OwnedFd,
+    bind: Bind,
+    /// Whether the source is a directory: what to make for a missing target.
+    dir: bool,
 }
 
 enum TreeSource {
@@ -235,7 +247,30 @@ impl RootTree {
         let tree = clone_tree(rootfs, idmap, false)?;
         Ok(RootTree {
             source: TreeSource::Clone(tree),
+            binds: Vec::new(),
         })
+    }
+
+    /// Clones the source of each of `binds` (with its submounts), nosuid and nodev, and
+    /// read-only through and through for a read-only bind. Not idmapped: a host
+    /// directory's owners show as nobody in a user namespace.
+    pub fn with_binds(mut self, binds: &[Bind]) -> Result<RootTree, String> {
+        for bind in binds {
+            let dir = bind.check_paths()?;
+            let tree = clone_tree(&bind.source, None, bind.read_only)?;
+            set_attributes(
+                &tree,
+                libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+                None,
+            )
+            .map_err(|e| format!("bind source {}: {e}", bind.source.display()))?;
+            self.binds.push(BindTree {
+                tree,
+                bind: bind.clone(),
+                dir,
+            });
+        }
+        Ok(self)
     }
 
     /// An overlay on `lower` with a fresh upper layer, made when PID 1 attaches it; `lower`
@@ -253,6 +288,7 @@ impl RootTree {
                 unprivileged: idmap.is_some(),
                 etc,
             },
+            binds: Vec::new(),
         })
     }
 
@@ -519,8 +555,62 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
         nosuid_nodev,
         Some(tmp_opts.as_str()),
     )?;
+    // Last, so a bind below /run or /tmp lands on the machine's tmpfs, not under it.
+    mount_binds(&root_tree.binds)?;
 
     pivot()
+}
+
+/// Attaches each bind on its target, resolved beneath the root (the working directory)
+/// now: the tree may have changed since the machine was created, and its root may have
+/// planted a symlink to lead the bind out. The mount goes on the descriptor resolved,
+/// never on a path walked again.
+fn mount_binds(list: &[BindTree]) -> Result<(), String> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let root = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening the root: {e}"))?;
+    for b in list {
+        let target = binds::resolve(root.as_fd(), &b.bind, Some(b.dir))?
+            .ok_or_else(|| format!("bind target {}: not made", b.bind.target.display()))?;
+        let st = nix::sys::stat::fstat(&target)
+            .map_err(|e| format!("bind target {}: {e}", b.bind.target.display()))?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if is_dir != b.dir {
+            let kind = |dir: bool| if dir { "a directory" } else { "a file" };
+            return Err(format!(
+                "bind target {} is {}, its source {} is {}",
+                b.bind.target.display(),
+                kind(is_dir),
+                b.bind.source.display(),
+                kind(b.dir)
+            ));
+        }
+        // SAFETY: plain syscall with valid descriptors and empty C strings.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                b.tree.as_raw_fd(),
+                c"".as_ptr(),
+                target.as_raw_fd(),
+                c"".as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(format!(
+                "binding {}: move_mount: {}",
+                b.bind.shown(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// /sys for a machine in the host's network namespace: the host's own, bound read-only.

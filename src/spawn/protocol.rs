@@ -18,6 +18,9 @@ pub struct SpawnRequest {
     pub environment: Vec<String>,
     /// Size of the /tmp tmpfs in bytes; None lets the kernel pick (half of RAM).
     pub tmp_size: Option<u64>,
+    /// Host paths PID 1 binds into its root, each target resolved there again.
+    #[serde(default)]
+    pub binds: Vec<super::binds::Bind>,
     pub confinement: Confinement,
     /// The machine's own user namespace; None runs it privileged.
     pub users: Option<Users>,
@@ -151,6 +154,7 @@ mod tests {
             command: vec!["/sbin/init".into()],
             environment: vec![],
             tmp_size: Some(1 << 20),
+            binds: Vec::new(),
             confinement: Confinement::new(&Settings::default()).unwrap(),
             users: None,
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
