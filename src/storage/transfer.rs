@@ -91,11 +91,13 @@ pub fn open_dir(base: Base<'_>, path: &str) -> nix::Result<OwnedFd> {
         Base::Root(root) => {
             let rel = path.trim_start_matches('/');
             let rel = if rel.is_empty() { "." } else { rel };
-            openat2(root, rel, in_root(DIR))?
+            let fd = openat2(root, rel, in_root(DIR))?;
+            refuse_pseudo(&fd)?;
+            fd
         }
+        // The caller's own files, which it may read and write as it likes.
         Base::Host => nix::fcntl::open(path, DIR | OFlag::O_CLOEXEC, Mode::empty())?,
     };
-    refuse_pseudo(&fd)?;
     Ok(fd)
 }
 

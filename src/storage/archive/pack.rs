@@ -88,7 +88,7 @@ pub fn pack(
         progress,
         links: HashMap::new(),
         buf: vec![0; BUF_SIZE],
-        device: None,
+        mount: None,
     };
     for file in &opts.extra_files {
         packer.extra(file)?;
@@ -151,8 +151,15 @@ pub fn pack_entry(
         progress,
         links: HashMap::new(),
         buf: vec![0; BUF_SIZE],
-        device: one_file_system.then_some(st.st_dev),
+        mount: None,
     };
+    if one_file_system {
+        let on = match &sub {
+            Some(fd) => crate::storage::copy::mount_of(fd.as_fd()),
+            None => crate::storage::copy::mount_of(dir.as_fd()),
+        };
+        packer.mount = Some(on.at("cannot read", &path)?);
+    }
     let file = name.to_owned();
     match (sub, file_type(&st)) {
         (Some(fd), _) => {
@@ -375,8 +382,9 @@ struct Packer<'a, W: Write> {
     /// Files with more than one link, by (device, inode): the name archived first.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
-    /// The only file system walked, if set: entries on others (mounts) are left out.
-    device: Option<u64>,
+    /// The only mount walked, if set: directories and files on others are left out.
+    /// A mount, not a device: overlayfs gives its files the devices of its layers.
+    mount: Option<(bool, u64)>,
 }
 
 fn child(base: &Option<Vec<u8>>, name: &CStr) -> Vec<u8> {
@@ -397,6 +405,14 @@ impl<W: Write> Packer<'_, W> {
         h.set_mtime(st.st_mtime.max(0) as u64);
         h.set_size(0);
         h
+    }
+
+    /// Whether `fd` is on the one mount walked, if only one is.
+    fn on_mount(&self, fd: &OwnedFd, rel: &[u8]) -> Result<bool> {
+        let Some(mount) = self.mount else {
+            return Ok(true);
+        };
+        Ok(crate::storage::copy::mount_of(fd.as_fd()).at("cannot read", self.path(rel))? == mount)
     }
 
     /// Where `rel` is on disk, for messages.
@@ -491,9 +507,6 @@ impl<W: Write> Packer<'_, W> {
                 Err(Errno::ENOENT) => continue, // removed since it was listed
                 Err(e) => return Err(io::Error::from(e)).at("cannot read", self.path(&child_rel)),
             };
-            if self.device.is_some_and(|dev| dev != st.st_dev) {
-                continue;
-            }
             match file_type(&st) {
                 SFlag::S_IFDIR => {
                     let sub = match openat(&fd, file.as_c_str(), OPEN_DIR, Mode::empty()) {
@@ -505,6 +518,9 @@ impl<W: Write> Packer<'_, W> {
                                 .at("cannot open", self.path(&child_rel));
                         }
                     };
+                    if !self.on_mount(&sub, &child_rel)? {
+                        continue;
+                    }
                     let st = fstat(&sub)
                         .map_err(io::Error::from)
                         .at("cannot read", self.path(&child_rel))?;
@@ -538,7 +554,7 @@ impl<W: Write> Packer<'_, W> {
         let st = fstat(&fd)
             .map_err(io::Error::from)
             .at("cannot read", self.path(rel))?;
-        if file_type(&st) != SFlag::S_IFREG {
+        if file_type(&st) != SFlag::S_IFREG || !self.on_mount(&fd, rel)? {
             return Ok(());
         }
         if self.linked(&st, &name)? {
