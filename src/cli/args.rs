@@ -101,6 +101,19 @@ pub enum Command {
     /// and its hostname when it was the old name
     #[command(after_help = "Example:\n  berthctl rename web www")]
     Rename(RenameArgs),
+    /// Copy a file or tree into a machine (running or stopped), owners kept
+    #[command(
+        after_help = "Like cp -r: a destination ending in / or naming a directory receives the \
+        source under its own name. Paths in the machine are absolute and resolved inside it.\n\n\
+        Examples:\n  berthctl copy-to web ./index.html /var/www/\n  berthctl copy-to web ./site /srv/site"
+    )]
+    CopyTo(CopyToArgs),
+    /// Copy a file or tree out of a machine (running or stopped), owners kept
+    #[command(
+        after_help = "Like cp -r: a destination ending in / or naming a directory receives the \
+        source under its own name.\n\nExample:\n  berthctl copy-from web /etc/hostname ./"
+    )]
+    CopyFrom(CopyFromArgs),
     /// Wait until a machine is in a state (or gone), as lxc-wait does
     #[command(
         after_help = "STATE is one of stopped, starting, running, stopping, frozen, failed, \
@@ -297,6 +310,30 @@ pub struct CloneArgs {
     /// Remove the copy when it stops
     #[arg(long)]
     pub ephemeral: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyToArgs {
+    /// Machine name
+    pub name: String,
+    /// The file or directory here
+    pub source: std::path::PathBuf,
+    /// Where it goes inside the machine (absolute); the source's path when left out
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub follow: FollowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyFromArgs {
+    /// Machine name
+    pub name: String,
+    /// The file or directory inside the machine (absolute)
+    pub source: String,
+    /// Where it goes here; the source's path when left out
+    pub destination: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub follow: FollowArgs,
 }
 
 #[derive(Debug, Args)]

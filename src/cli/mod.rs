@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod copy;
 mod error;
 mod export;
 mod network;
@@ -91,6 +92,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Exec(args) => session.exec(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,
+            Command::CopyTo(args) => session.copy_to(args).await,
+            Command::CopyFrom(args) => session.copy_from(args).await,
             Command::Import(args) => session.import(args).await,
             Command::Clone(args) => session.clone_machine(args).await,
             Command::Snapshot(args) => session.snapshot(args).await,

@@ -11,6 +11,7 @@
 
 mod autostart;
 mod clone;
+mod copy;
 mod create;
 mod exec;
 mod export;

@@ -91,6 +91,7 @@ fn action_of(op: Operation) -> Action {
         Operation::BuildTemplate => Action::ManageTemplates,
         Operation::ImportMachine => Action::CreateMachine,
         Operation::ExportMachine => Action::ManageMachines,
+        Operation::CopyTo | Operation::CopyFrom => Action::Shell,
     }
 }
 

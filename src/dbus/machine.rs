@@ -248,6 +248,50 @@ impl MachineIface {
         self.export_with(conn, &hdr, archive, format, options).await
     }
 
+    /// Unpacks the tar stream read from `archive` (one top-level member: a file, symlink or
+    /// tree) at `destination` inside the machine, as `cp -r` would: into it when it ends
+    /// in `/` or is a directory, else as it. Returns the Job. No options yet.
+    async fn copy_to(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        destination: String,
+        archive: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath> {
+        // Writing any file as the machine's root is as much as a root shell in it.
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
+        options::no_options(options)?;
+        let job = self
+            .daemon
+            .copy_to(&self.name, &destination, archive.into())
+            .await?;
+        self.daemon.events_flushed().await;
+        Ok(super::job::job_path(job.id))
+    }
+
+    /// Writes `source` inside the machine (not followed if a symlink; a tree whole, but
+    /// not what is mounted below it) to `archive` as a tar stream with it as the one
+    /// top-level member. Returns the Job. No options yet.
+    async fn copy_from(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        source: String,
+        archive: OwnedFd,
+        options: HashMap<String, OwnedValue>,
+    ) -> Result<zbus::zvariant::OwnedObjectPath> {
+        // Reading any file as the machine's root (its /etc/shadow, its keys) is a shell's.
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
+        options::no_options(options)?;
+        let job = self
+            .daemon
+            .copy_from(&self.name, &source, archive.into())
+            .await?;
+        self.daemon.events_flushed().await;
+        Ok(super::job::job_path(job.id))
+    }
+
     /// Copies the stopped machine's tree as snapshot `name`.
     async fn snapshot(
         &self,

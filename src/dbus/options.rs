@@ -269,6 +269,17 @@ pub fn export_rootfs_only(dict: HashMap<String, OwnedValue>) -> Result<bool> {
     only_flag(dict, "RootfsOnly")
 }
 
+/// An options dict for a method that has none yet (CopyTo, CopyFrom): empty.
+pub fn no_options(dict: HashMap<String, OwnedValue>) -> Result<()> {
+    match dict.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(Error::InvalidArgument(format!(
+            "unknown option {}; this method takes none yet",
+            shown(key)
+        ))),
+    }
+}
+
 /// CloneMachine's options: only `Ephemeral b`.
 pub fn clone_ephemeral(dict: HashMap<String, OwnedValue>) -> Result<bool> {
     only_flag(dict, "Ephemeral")

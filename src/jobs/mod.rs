@@ -21,6 +21,8 @@ pub enum Operation {
     BuildTemplate,
     ImportMachine,
     ExportMachine,
+    CopyTo,
+    CopyFrom,
 }
 
 impl Operation {
@@ -29,6 +31,8 @@ impl Operation {
             Operation::BuildTemplate => "build-template",
             Operation::ImportMachine => "import-machine",
             Operation::ExportMachine => "export-machine",
+            Operation::CopyTo => "copy-to",
+            Operation::CopyFrom => "copy-from",
         }
     }
 }

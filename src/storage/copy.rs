@@ -210,9 +210,9 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Which mount a directory is on: its mount ID where the kernel tells it (5.8), else its
+/// Which mount a directory (or file) is on: its mount ID where the kernel tells it (5.8), else its
 /// device. The ID tells a btrfs subvolume (a device of its own) from a mount point.
-fn mount_of(dir: BorrowedFd) -> io::Result<(bool, u64)> {
+pub(crate) fn mount_of(dir: BorrowedFd) -> io::Result<(bool, u64)> {
     // SAFETY: statx fills the struct it is given; an all-zero statx is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     let r = unsafe {

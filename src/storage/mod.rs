@@ -6,3 +6,4 @@
 pub mod archive;
 pub mod copy;
 pub mod idmap;
+pub mod transfer;

@@ -22,7 +22,7 @@ mod unpack;
 #[cfg(test)]
 mod tests;
 
-pub use pack::{ExtraFile, PackOptions, pack};
+pub use pack::{ExtraFile, PackOptions, pack, pack_entry};
 pub use unpack::{Specials, Summary, UnpackOptions, unpack, unpack_then};
 
 use crate::error::{Error, Result};

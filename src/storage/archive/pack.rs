@@ -88,6 +88,7 @@ pub fn pack(
         progress,
         links: HashMap::new(),
         buf: vec![0; BUF_SIZE],
+        mount: None,
     };
     for file in &opts.extra_files {
         packer.extra(file)?;
@@ -103,6 +104,82 @@ pub fn pack(
         .map_err(io::Error::from)
         .at("cannot read", root)?;
     packer.dir(root_fd, &st, top, Vec::new())?;
+    packer
+        .builder
+        .into_inner()
+        .and_then(Encoder::finish)
+        .map_err(write_error)
+}
+
+/// Writes one entry of directory `dir` (whose path `dir_path` is for messages) as the
+/// archive's only top-level member, under its own name: a file, a symlink (not followed)
+/// or a whole tree, for copy-to and copy-from. With `one_file_system`, what is mounted
+/// below a tree is left out: in a running machine that can be a procfs or sysfs the
+/// machine mounted, whose files berthd, as the host's root, must not read for it.
+pub fn pack_entry(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    name: &CStr,
+    output: impl Write,
+    opts: &PackOptions,
+    one_file_system: bool,
+    progress: &Progress,
+) -> Result<()> {
+    let rel = name.to_bytes().to_vec();
+    let path = dir_path.join(OsStr::from_bytes(&rel));
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(io::Error::from)
+        .at("cannot read", &path)?;
+    let sub = match file_type(&st) {
+        SFlag::S_IFDIR => Some(
+            openat(dir, name, OPEN_DIR, Mode::empty())
+                .map_err(io::Error::from)
+                .at("cannot open", &path)?,
+        ),
+        _ => None,
+    };
+    progress.set_total(match &sub {
+        Some(fd) => regular_bytes(fd, progress)?,
+        None if file_type(&st) == SFlag::S_IFREG => st.st_size as u64,
+        None => 0,
+    });
+    let encoder = Encoder::new(opts.compression, output).map_err(write_error)?;
+    let mut packer = Packer {
+        builder: tar::Builder::new(encoder),
+        root: dir_path,
+        ids: opts.ids,
+        progress,
+        links: HashMap::new(),
+        buf: vec![0; BUF_SIZE],
+        mount: None,
+    };
+    if one_file_system {
+        let on = match &sub {
+            Some(fd) => crate::storage::copy::mount_of(fd.as_fd()),
+            None => crate::storage::copy::mount_of(dir.as_fd()),
+        };
+        packer.mount = Some(on.at("cannot read", &path)?);
+    }
+    let file = name.to_owned();
+    match (sub, file_type(&st)) {
+        (Some(fd), _) => {
+            let st = fstat(&fd)
+                .map_err(io::Error::from)
+                .at("cannot read", &path)?;
+            packer.dir(fd, &st, Some(rel.clone()), rel)?
+        }
+        (None, SFlag::S_IFREG) => packer.file(dir, &file, rel.clone(), &rel)?,
+        (None, SFlag::S_IFLNK) => packer.symlink(dir, &file, &st, rel.clone(), &rel)?,
+        (None, SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO) => {
+            packer.node(dir, &file, &st, rel.clone(), &rel)?
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "{} is a socket; there is nothing to copy",
+                path.display()
+            )));
+        }
+    }
     packer
         .builder
         .into_inner()
@@ -305,6 +382,9 @@ struct Packer<'a, W: Write> {
     /// Files with more than one link, by (device, inode): the name archived first.
     links: HashMap<(u64, u64), Vec<u8>>,
     buf: Vec<u8>,
+    /// The only mount walked, if set: directories and files on others are left out.
+    /// A mount, not a device: overlayfs gives its files the devices of its layers.
+    mount: Option<(bool, u64)>,
 }
 
 fn child(base: &Option<Vec<u8>>, name: &CStr) -> Vec<u8> {
@@ -325,6 +405,14 @@ impl<W: Write> Packer<'_, W> {
         h.set_mtime(st.st_mtime.max(0) as u64);
         h.set_size(0);
         h
+    }
+
+    /// Whether `fd` is on the one mount walked, if only one is.
+    fn on_mount(&self, fd: &OwnedFd, rel: &[u8]) -> Result<bool> {
+        let Some(mount) = self.mount else {
+            return Ok(true);
+        };
+        Ok(crate::storage::copy::mount_of(fd.as_fd()).at("cannot read", self.path(rel))? == mount)
     }
 
     /// Where `rel` is on disk, for messages.
@@ -430,6 +518,9 @@ impl<W: Write> Packer<'_, W> {
                                 .at("cannot open", self.path(&child_rel));
                         }
                     };
+                    if !self.on_mount(&sub, &child_rel)? {
+                        continue;
+                    }
                     let st = fstat(&sub)
                         .map_err(io::Error::from)
                         .at("cannot read", self.path(&child_rel))?;
@@ -463,7 +554,7 @@ impl<W: Write> Packer<'_, W> {
         let st = fstat(&fd)
             .map_err(io::Error::from)
             .at("cannot read", self.path(rel))?;
-        if file_type(&st) != SFlag::S_IFREG {
+        if file_type(&st) != SFlag::S_IFREG || !self.on_mount(&fd, rel)? {
             return Ok(());
         }
         if self.linked(&st, &name)? {
