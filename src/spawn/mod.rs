@@ -13,6 +13,7 @@
 
 pub mod exec;
 pub mod helper;
+pub mod init;
 pub mod launch;
 pub mod mount;
 pub mod network;
