@@ -129,7 +129,9 @@ fn exec_failures_and_own_inits_are_unchanged() {
     let err = host.failsw("berthctl start bad");
     assert!(err.contains("/nonexistent"), "{err}");
     assert_ne!(state(&host, "bad"), "running");
-    let err = host.failsw("berthctl create bad2 --template busybox -- no-such-command");
+    // Looked up in the machine's PATH by PID 2.
+    host.okw("berthctl create bad2 --template busybox -- no-such-command");
+    let err = host.failsw("berthctl start bad2");
     assert!(err.contains("no-such-command"), "{err}");
 
     // A machine with its own init runs it as PID 1; --init is ignored without a Command.
