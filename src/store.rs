@@ -59,6 +59,10 @@ pub struct MachineConfig {
     pub limits: Limits,
     #[serde(default)]
     pub network: crate::net::MachineNet,
+    /// berth's own PID 1 under the Command (see [`MachineConfig::berth_init`]); None
+    /// takes the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
 }
 
 impl MachineConfig {
@@ -83,7 +87,20 @@ impl MachineConfig {
             base: None,
             limits: Limits::default(),
             network: crate::net::MachineNet::default(),
+            init: None,
         }
+    }
+
+    /// Whether berth's PID 1 runs the Command as PID 2: on unless turned off, and only for
+    /// a Command that is not an init itself (`/lib/systemd/systemd`, `/sbin/init`), since
+    /// an init reaps and handles signals itself, and systemd must be PID 1 to boot.
+    pub fn berth_init(&self) -> bool {
+        let Some(program) = self.command.first() else {
+            return false;
+        };
+        let name = program.rsplit('/').next().unwrap_or_default();
+        let is_init = matches!(name, "init" | "systemd");
+        self.init.unwrap_or(!is_init)
     }
 }
 
@@ -269,6 +286,7 @@ mod tests {
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
             base: Some("/var/lib/berth/templates/deb/rootfs".into()),
             limits,
+            init: Some(false),
         };
         save_config(&dir, &cfg).unwrap();
         assert_eq!(load_config(&dir).unwrap(), cfg);
@@ -281,6 +299,25 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(leftovers.len(), 1, "no temp files stay behind");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn berth_init_is_on_for_a_command_unless_turned_off() {
+        let mut cfg = MachineConfig::placeholder("box");
+        assert!(!cfg.berth_init(), "a machine's own init needs none");
+        cfg.init = Some(true);
+        assert!(!cfg.berth_init(), "ignored without a Command");
+        cfg.command = vec!["/bin/sh".into()];
+        assert!(cfg.berth_init());
+        cfg.init = None;
+        assert!(cfg.berth_init(), "on by default for a Command");
+        cfg.init = Some(false);
+        assert!(!cfg.berth_init());
+        cfg.init = None;
+        cfg.command = vec!["/lib/systemd/systemd".into()];
+        assert!(!cfg.berth_init(), "an init as the Command is PID 1 itself");
+        cfg.init = Some(true);
+        assert!(cfg.berth_init(), "unless asked");
     }
 
     #[test]

@@ -552,9 +552,11 @@ fn dbus_api_matches_the_contract() {
     host.okw("berthctl remove --force my-box");
 
     // A PID 1 that ignores the halt signal (sleep has no handler, and PID 1 of a
-    // namespace only gets handled signals) is killed once StopTimeoutUSec has passed.
+    // namespace only gets handled signals; without berth's init, which would pass it on)
+    // is killed once StopTimeoutUSec has passed.
     host.okw(&format!(
-        "{create} stubborn busybox 2 Command as 2 /bin/sleep 1000 StopTimeoutUSec t 1000000"
+        "{create} stubborn busybox 3 Command as 2 /bin/sleep 1000 StopTimeoutUSec t 1000000 \
+         Init b false"
     ));
     host.okw("berthctl start stubborn");
     let started = std::time::Instant::now();

@@ -565,6 +565,15 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::wait::parse_duration)]
     pub stop_timeout: Option<std::time::Duration>,
 
+    /// Run CMD as PID 2 under berth's own PID 1, which reaps orphans and passes signals
+    /// on (the default with a CMD)
+    #[arg(long, overrides_with = "no_init")]
+    pub init: bool,
+
+    /// Run CMD itself as PID 1
+    #[arg(long, overrides_with = "init")]
+    pub no_init: bool,
+
     // Before the flattened groups: each sets the help heading of what follows it.
     #[command(flatten)]
     pub json: JsonArg,

@@ -293,6 +293,9 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
         let usec = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
         options.insert("StopTimeoutUSec", Value::U64(usec));
     }
+    if args.init || args.no_init {
+        options.insert("Init", Value::Bool(args.init));
+    }
     let security = &args.security;
     if let Some(users) = &security.private_users {
         options.insert("PrivateUsers", Value::from(users.as_str()));
@@ -539,6 +542,26 @@ mod tests {
         assert_eq!(options["StopTimeoutUSec"], Value::U64(30_000_000));
         assert!(parse_bind(":/x").is_err());
         assert!(parse_bind("/x:").is_err());
+    }
+
+    #[test]
+    fn init_flags_are_sent_only_when_given_and_the_last_wins() {
+        let init = |extra: &[&str]| {
+            let mut argv = vec!["create", "web", "-t", "busybox"];
+            argv.extend(extra);
+            let Command::Create(args) = parse(&argv) else {
+                panic!("not create")
+            };
+            create_options(&args)
+                .unwrap()
+                .get("Init")
+                .map(|v| v == &Value::Bool(true))
+        };
+        assert_eq!(init(&[]), None);
+        assert_eq!(init(&["--init"]), Some(true));
+        assert_eq!(init(&["--no-init"]), Some(false));
+        assert_eq!(init(&["--init", "--no-init"]), Some(false));
+        assert_eq!(init(&["--no-init", "--init"]), Some(true));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct CreateOptions {
     pub security: Settings,
     pub private_users: users::Request,
     pub network: crate::net::NetRequest,
+    /// berth's PID 1 under the Command; None: on for a Command.
+    pub init: Option<bool>,
 }
 
 impl Daemon {
@@ -101,6 +103,7 @@ impl Daemon {
             base: overlay.then(|| template_rootfs.clone()),
             limits: opts.limits,
             network,
+            init: opts.init,
         };
         // A template's files are as a machine sees them (its root 0).
         let ids = ids_between(None, config.users);

@@ -70,6 +70,7 @@ impl Daemon {
             machine_id: cfg.machine_id.clone(),
             network,
             resolv_conf,
+            init: cfg.berth_init(),
         };
         let mut revert = Revert::new();
 

@@ -36,6 +36,7 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
             }
             "Autostart" => out.autostart = boolean(&key, v)?,
             "Ephemeral" => out.ephemeral = boolean(&key, v)?,
+            "Init" => out.init = Some(boolean(&key, v)?),
             "HaltSignal" => {
                 let s = unsigned(&key, v)?;
                 if s == 0 || s > libc::SIGRTMAX() as u64 {
@@ -415,6 +416,9 @@ mod tests {
             ]
         );
         assert_eq!(o.stop_timeout_usec, Some(5_000_000));
+        assert_eq!(o.init, None);
+        let o = create_options(dict(vec![("Init", Value::Bool(false))])).unwrap();
+        assert_eq!(o.init, Some(false));
     }
 
     #[test]
@@ -445,6 +449,7 @@ mod tests {
         assert!(err(vec![("MemoryMax", Value::from("64Q"))]).contains("64Q"));
         assert!(err(vec![("TasksMax", Value::U64(0))]).contains("TasksMax"));
         assert!(err(vec![("HaltSignal", Value::U32(0))]).contains("HaltSignal"));
+        assert!(err(vec![("Init", Value::from("yes"))]).contains("Init"));
         assert!(err(vec![("StopTimeoutUSec", Value::U64(u64::MAX))]).contains("one hour"));
         assert!(err(vec![("PrivateUsers", Value::from("maybe"))]).contains("maybe"));
         assert!(

@@ -3,14 +3,13 @@
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
-use super::{mount, network, userns};
+use super::{init, mount, network, userns};
 use crate::net::NetMode;
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
-use std::convert::Infallible;
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -102,14 +101,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
-            let message = match pid1(req, go_r, &root_tree, &host) {
-                Err(m) => m,
-                Ok(never) => match never {},
-            };
-            let mut f = File::from(err_w);
-            let _ = f.write_all(message.as_bytes());
-            // SAFETY: _exit skips atexit handlers and stdio flushing meant for the parent.
-            unsafe { libc::_exit(127) }
+            pid1(req, go_r, err_w, &root_tree, &host)
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -146,13 +138,45 @@ fn supervise_start(child: Pid, go_w: OwnedFd, err_r: OwnedFd) {
     }
 }
 
-/// Runs as PID 1 of the new PID namespace until it execs the payload.
+/// PID 1 of the new PID namespace: it becomes the machine, then execs the payload, or,
+/// with berth's init, forks it as PID 2 and stays to reap and forward signals. Whatever
+/// fails before an exec is written to the error pipe; a successful exec closes it.
 fn pid1(
+    req: &SpawnRequest,
+    go_r: OwnedFd,
+    err_w: OwnedFd,
+    root_tree: &mount::RootTree,
+    host: &mount::HostView,
+) -> ! {
+    let message = match become_machine(req, go_r, root_tree, host) {
+        Err(m) => m,
+        // Confined before the fork, so berth's PID 1 holds no more privilege than the
+        // command: reaping and kill(2) of its own child need none.
+        Ok(()) if req.init => match init::fork_command() {
+            Err(m) => m,
+            Ok(init::Role::Command) => exec_payload(req),
+            Ok(init::Role::Init(command)) => {
+                // The command's copy of the error pipe alone reports its exec.
+                drop(err_w);
+                init::reap_and_forward(command)
+            }
+        },
+        Ok(()) => exec_payload(req),
+    };
+    let mut f = File::from(err_w);
+    let _ = f.write_all(message.as_bytes());
+    // SAFETY: _exit skips atexit handlers and stdio flushing meant for the parent.
+    unsafe { libc::_exit(127) }
+}
+
+/// Everything up to the exec: wait for Go, then the machine's hostname, network, root and
+/// confinement.
+fn become_machine(
     req: &SpawnRequest,
     go_r: OwnedFd,
     root_tree: &mount::RootTree,
     host: &mount::HostView,
-) -> Result<Infallible, String> {
+) -> Result<(), String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
     redirect_stdio().map_err(|e| format!("stdio: {e}"))?;
     let mut byte = [0u8; 1];
@@ -162,6 +186,7 @@ fn pid1(
         // SAFETY: see above.
         unsafe { libc::_exit(0) }
     }
+    drop(go);
     // Now that systemd has moved us into the scope, a cgroup namespace rooted here makes
     // the machine see its scope as "/".
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
@@ -177,11 +202,15 @@ fn pid1(
         // it has.
         let _ = network::write_resolv_conf(Path::new("/etc"), text);
     }
-    req.confinement.apply()?;
+    req.confinement.apply()
+}
+
+/// Execs the machine's init or Command; returns only the reason it could not.
+fn exec_payload(req: &SpawnRequest) -> String {
     let mut extra = pid1_environment(req.machine_id.as_deref());
     extra.extend(req.environment.iter().cloned());
     let env = merge_environment(&extra);
-    Err(super::exec::exec_in_root(&req.command, &env))
+    super::exec::exec_in_root(&req.command, &env)
 }
 
 fn redirect_stdio() -> std::io::Result<()> {

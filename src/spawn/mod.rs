@@ -14,6 +14,7 @@
 pub mod binds;
 pub mod exec;
 pub mod helper;
+pub mod init;
 pub mod launch;
 pub mod mount;
 pub mod network;

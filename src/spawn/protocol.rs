@@ -40,6 +40,10 @@ pub struct SpawnRequest {
     /// the machine manages its own (the file is a symlink, as systemd-resolved makes).
     #[serde(default)]
     pub resolv_conf: Option<String>,
+    /// berth's own PID 1 (src/spawn/init.rs) reaps and forwards signals, and `command`
+    /// runs as PID 2.
+    #[serde(default)]
+    pub init: bool,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +165,7 @@ mod tests {
             overlay: true,
             network: crate::net::NetMode::Bridge,
             resolv_conf: Some("nameserver 10.0.3.1\n".into()),
+            init: true,
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));

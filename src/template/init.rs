@@ -1,7 +1,8 @@
 //! What berth needs to know about a machine's init: which program runs as PID 1 and which
 //! signal asks it to power off. Both come from the machine's own tree, not from the
 //! template it was made from (which may be gone): systemd halts on SIGRTMIN+3, busybox
-//! init on SIGUSR2 (its SIGTERM means reboot); anything else gets SIGTERM.
+//! init on SIGUSR2 (its SIGTERM means reboot); anything else gets SIGTERM, which berth's
+//! own PID 1 passes on to a Command it runs as PID 2 (src/spawn/init.rs).
 
 use std::path::Path;
 
