@@ -18,21 +18,6 @@ fn create(host: &TestHost, name: &str, flags: &str) {
     host.ok(&argv);
 }
 
-fn exec(host: &TestHost, machine: &str, cmd: &str) -> std::process::Output {
-    host.run(&["berthctl", "exec", machine, "--", "/bin/sh", "-c", cmd])
-}
-
-fn exec_ok(host: &TestHost, machine: &str, cmd: &str) -> String {
-    let out = exec(host, machine, cmd);
-    assert!(
-        out.status.success(),
-        "{machine}: {cmd}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn rootfs(name: &str) -> String {
     format!("/var/lib/berth/machines/{name}/rootfs")
 }
@@ -66,13 +51,14 @@ fn binds_tmp_size_and_stop_settings() {
     host.okw("berthctl start m");
 
     // Read-write: written inside, read on the host.
-    exec_ok(&host, "m", "echo inside > /var/lib/db/f");
+    host.shell_ok("m", "echo inside > /var/lib/db/f");
     assert_eq!(host.okw("cat /srv/db/f"), "inside\n");
     // Read-only: read, but not written.
-    assert_eq!(exec_ok(&host, "m", "cat /etc/ssl/cert"), "cert\n");
-    assert!(!exec(&host, "m", "echo x > /etc/ssl/t").status.success());
+    assert_eq!(host.shell_ok("m", "cat /etc/ssl/cert"), "cert\n");
+    assert!(!host.shell("m", "echo x > /etc/ssl/t").status.success());
     assert!(
-        !exec(&host, "m", "echo x > /opt/new/cert.pem")
+        !host
+            .shell("m", "echo x > /opt/new/cert.pem")
             .status
             .success()
     );
@@ -83,7 +69,7 @@ fn binds_tmp_size_and_stop_settings() {
         host.path(&format!("{}/opt/new/cert.pem", rootfs("m")))
             .is_file()
     );
-    let mounts = exec_ok(&host, "m", "cat /proc/mounts");
+    let mounts = host.shell_ok("m", "cat /proc/mounts");
     let tmp = mounts
         .lines()
         .find(|l| l.split(' ').nth(1) == Some("/tmp"))
@@ -99,7 +85,7 @@ fn binds_tmp_size_and_stop_settings() {
     // Privileged: the same bind, the host's owners as they are.
     create(&host, "p", "--private-users no --bind /srv/db:/data");
     host.okw("berthctl start p");
-    exec_ok(&host, "p", "echo privileged > /data/g && chown 0:0 /data/g");
+    host.shell_ok("p", "echo privileged > /data/g && chown 0:0 /data/g");
     assert_eq!(host.okw("cat /srv/db/g"), "privileged\n");
     assert_eq!(host.okw("stat -c %u /srv/db/g"), "0\n");
     host.okw("berthctl stop p");
@@ -107,7 +93,7 @@ fn binds_tmp_size_and_stop_settings() {
     // Ephemeral machines may have binds too: the target goes on the overlay.
     create(&host, "e", "--ephemeral --bind /srv/db:/data");
     host.okw("berthctl start e");
-    assert_eq!(exec_ok(&host, "e", "cat /data/g"), "privileged\n");
+    assert_eq!(host.shell_ok("e", "cat /data/g"), "privileged\n");
     host.okw("berthctl stop e");
 
     // A symlink planted in the machine's tree after create, to lead the bind out: the

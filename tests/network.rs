@@ -58,21 +58,6 @@ fn create_web(host: &TestHost, name: &str, text: &str, net_flags: &str) {
     host.ok(&argv);
 }
 
-fn exec(host: &TestHost, machine: &str, cmd: &str) -> std::process::Output {
-    host.run(&["berthctl", "exec", machine, "--", "/bin/sh", "-c", cmd])
-}
-
-fn exec_ok(host: &TestHost, machine: &str, cmd: &str) -> String {
-    let out = exec(host, machine, cmd);
-    assert!(
-        out.status.success(),
-        "{machine}: {cmd}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// An HTTP/1.0 GET of / sent with busybox nc (busybox wget's -T crashes in a static
 /// build), so the server's answer ends with the connection.
 fn get(target: &str, port: u16) -> String {
@@ -129,9 +114,9 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     host.okw("berthctl start db");
 
     // Addresses, the gateway, and each other, by address and by name.
-    let addr = exec_ok(&host, "web", "ip -4 -o addr show dev eth0");
+    let addr = host.shell_ok("web", "ip -4 -o addr show dev eth0");
     assert!(addr.contains("10.77.0.50/24"), "{addr}");
-    exec_ok(&host, "web", "ping -c1 -W2 10.77.0.1");
+    host.shell_ok("web", "ping -c1 -W2 10.77.0.1");
     let db_ip = host.okw("berthctl status db");
     assert!(
         db_ip.contains("10.77.0.2"),
@@ -140,7 +125,7 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
     assert!(fetch_in(&host, "web", "10.77.0.2").contains("hello-from-db"));
     assert!(fetch_in(&host, "web", "db").contains("hello-from-db"));
     assert!(fetch_in(&host, "db", "web").contains("hello-from-web"));
-    let resolv = exec_ok(&host, "db", "cat /etc/resolv.conf");
+    let resolv = host.shell_ok("db", "cat /etc/resolv.conf");
     assert!(resolv.contains("nameserver 10.77.0.1"), "{resolv}");
 
     // The forward answers on the host's loopback and on its outside address.
@@ -216,7 +201,7 @@ fn bridged_machines_talk(mode: CgroupMode, test: &str) {
 fn fetch_in(host: &TestHost, machine: &str, target: &str) -> String {
     let mut body = String::new();
     let got = wait_until(&format!("{target} answers in {machine}"), SHORTLY, || {
-        let out = exec(host, machine, &get(target, 80));
+        let out = host.shell(machine, &get(target, 80));
         body = String::from_utf8_lossy(&out.stdout).into_owned();
         out.status.success() && body.contains("200 OK")
     });
@@ -348,7 +333,7 @@ fn bad_network_input_is_refused_and_leaves_nothing() {
     // Moved to a network that exists, it starts.
     host.okw("berthctl set a --bridge berth0");
     host.okw("berthctl start a");
-    let addr = exec_ok(&host, "a", "ip -4 -o addr show dev eth0");
+    let addr = host.shell_ok("a", "ip -4 -o addr show dev eth0");
     assert!(addr.contains("10.0.3."), "{addr}");
     host.okw("berthctl remove --force a");
     host.okw("berthctl remove c");
@@ -378,12 +363,8 @@ fn dhcp_gives_the_berth_lease() {
     let status = host.okw("berthctl status dh");
     assert!(status.contains("10.0.3.2"), "{status}");
     // Drop the address berth set, then ask dnsmasq for one: the same comes back.
-    exec_ok(&host, "dh", "ip addr flush dev eth0");
-    let out = exec_ok(
-        &host,
-        "dh",
-        "udhcpc -i eth0 -n -q -f -t 5 -s /bin/true 2>&1",
-    );
+    host.shell_ok("dh", "ip addr flush dev eth0");
+    let out = host.shell_ok("dh", "udhcpc -i eth0 -n -q -f -t 5 -s /bin/true 2>&1");
     assert!(out.contains("10.0.3.2"), "udhcpc: {out}");
     let leases = host
         .read("/run/berth-dns/berth0/leases")
@@ -413,10 +394,10 @@ fn host_network_shares_the_hosts_links() {
         "trap 'exit 0' TERM; while :; do sleep 1; done",
     ]);
     host.okw("berthctl start h");
-    let dev = exec_ok(&host, "h", "cat /proc/net/dev");
+    let dev = host.shell_ok("h", "cat /proc/net/dev");
     assert!(dev.contains("uplink0"), "{dev}");
     // Its root can't change the host's network.
-    let out = exec(&host, "h", "ip link set uplink0 down");
+    let out = host.shell("h", "ip link set uplink0 down");
     assert!(
         !out.status.success(),
         "a host-network machine took uplink0 down"
@@ -437,9 +418,9 @@ fn host_network_shares_the_hosts_links() {
         "trap 'exit 0' TERM; while :; do sleep 1; done",
     ]);
     host.okw("berthctl start n");
-    let dev = exec_ok(&host, "n", "cat /proc/net/dev");
+    let dev = host.shell_ok("n", "cat /proc/net/dev");
     assert!(!dev.contains("uplink0") && dev.contains("lo:"), "{dev}");
-    exec_ok(&host, "n", "ping -c1 -W2 127.0.0.1");
+    host.shell_ok("n", "ping -c1 -W2 127.0.0.1");
     host.okw("berthctl remove --force n");
     assert_no_leftovers(&host);
 }
@@ -467,13 +448,11 @@ fn debian_dhcp_client_gets_its_berth_lease() {
     assert!(booted, "deb1 did not boot");
     // Its own systemd-networkd asks for an address over DHCP, as a Debian installed on
     // a network with DHCP does.
-    exec_ok(
-        &host,
-        "deb1",
+    host.shell_ok("deb1",
         "printf '[Match]\\nName=eth0\\n[Network]\\nDHCP=ipv4\\n' > /etc/systemd/network/80-eth0.network && \
          systemctl enable --now systemd-networkd",
     );
-    let mac = exec_ok(&host, "deb1", "cat /sys/class/net/eth0/address");
+    let mac = host.shell_ok("deb1", "cat /sys/class/net/eth0/address");
     let mut leases = String::new();
     let leased = wait_until("dnsmasq leases deb1 its address", SHORTLY * 3, || {
         leases = host
@@ -484,7 +463,8 @@ fn debian_dhcp_client_gets_its_berth_lease() {
     assert!(leased, "dnsmasq's leases: {leases}");
     let mut link = String::new();
     let dhcp = wait_until("networkd shows its DHCP address", SHORTLY * 3, || {
-        link = exec(&host, "deb1", "networkctl status eth0 --no-pager")
+        link = host
+            .shell("deb1", "networkctl status eth0 --no-pager")
             .stdout
             .iter()
             .map(|b| *b as char)

@@ -18,17 +18,9 @@ fn add_host_link(host: &TestHost) {
     host.ok(&["ip", "link", "add", HOST_LINK, "type", "bridge"]);
 }
 
-fn exec(host: &TestHost, name: &str, script: &str) -> std::process::Output {
-    host.run(&["berthctl", "exec", name, "--", "sh", "-c", script])
-}
-
-fn exec_ok(host: &TestHost, name: &str, script: &str) -> String {
-    host.ok(&["berthctl", "exec", name, "--", "sh", "-c", script])
-}
-
 /// The interface names /proc/net/dev lists, as the machine's processes see it.
 fn proc_net_links(host: &TestHost, name: &str) -> Vec<String> {
-    exec_ok(host, name, "cat /proc/net/dev")
+    host.shell_ok(name, "cat /proc/net/dev")
         .lines()
         .skip(2)
         .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
@@ -36,7 +28,7 @@ fn proc_net_links(host: &TestHost, name: &str) -> Vec<String> {
 }
 
 fn sys_links(host: &TestHost, name: &str) -> Vec<String> {
-    exec_ok(host, name, "ls /sys/class/net")
+    host.shell_ok(name, "ls /sys/class/net")
         .split_whitespace()
         .map(str::to_string)
         .collect()
@@ -77,7 +69,7 @@ fn top_mount(mountinfo: &str, target: &str) -> Option<Mount> {
 
 /// The machine runs in a user namespace of its own (the harder case for /sys).
 fn assert_unprivileged(host: &TestHost, name: &str) {
-    let map = exec_ok(host, name, "cat /proc/self/uid_map");
+    let map = host.shell_ok(name, "cat /proc/self/uid_map");
     let fields: Vec<&str> = map.split_whitespace().collect();
     assert_eq!(fields.len(), 3, "{map}");
     assert_ne!(
@@ -101,7 +93,7 @@ fn host_mode(mode: CgroupMode, test: &str) {
     // namespace it does not own), so it names the host's links as well.
     let links = sys_links(&host, "h");
     assert!(links.iter().any(|l| l == HOST_LINK), "{links:?}");
-    let mounts = exec_ok(&host, "h", "cat /proc/self/mountinfo");
+    let mounts = host.shell_ok("h", "cat /proc/self/mountinfo");
     let sys = top_mount(&mounts, "/sys").unwrap_or_else(|| panic!("no /sys: {mounts}"));
     assert_eq!(sys.fstype, "sysfs", "{mounts}");
     assert!(sys.read_only(), "/sys is read-only: {mounts}");
@@ -116,7 +108,7 @@ fn host_mode(mode: CgroupMode, test: &str) {
     // The host's net sysctls are not the machine's to change: no writable /proc/sys/net
     // over the read-only /proc/sys, as a machine with its own namespace gets.
     let before = host.okw("cat /proc/sys/net/ipv4/ip_forward");
-    let out = exec(&host, "h", "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    let out = host.shell("h", "echo 1 > /proc/sys/net/ipv4/ip_forward");
     assert!(!out.status.success(), "{out:?}");
     assert!(
         top_mount(&mounts, "/proc/sys").unwrap().read_only(),
@@ -127,7 +119,7 @@ fn host_mode(mode: CgroupMode, test: &str) {
 
     // What setup_root puts on top of /sys works on the host's too: the machine's own
     // cgroup view and the firmware mask.
-    let cgroup = exec_ok(&host, "h", "cat /proc/self/cgroup");
+    let cgroup = host.shell_ok("h", "cat /proc/self/cgroup");
     assert!(cgroup.lines().any(|l| l == "0::/"), "{cgroup}");
     let want = match mode {
         CgroupMode::Unified => "cgroup2",
@@ -135,7 +127,7 @@ fn host_mode(mode: CgroupMode, test: &str) {
     };
     let cgroups = top_mount(&mounts, "/sys/fs/cgroup").unwrap();
     assert_eq!(cgroups.fstype, want, "{mounts}");
-    if exec(&host, "h", "test -d /sys/firmware").status.success() {
+    if host.shell("h", "test -d /sys/firmware").status.success() {
         let firmware = top_mount(&mounts, "/sys/firmware").unwrap();
         assert_eq!(firmware.fstype, "tmpfs", "{mounts}");
     }
@@ -175,16 +167,16 @@ fn none_mode_has_its_own_loopback_up() {
 
     assert_eq!(proc_net_links(&host, "n"), ["lo"]);
     assert_eq!(sys_links(&host, "n"), ["lo"]);
-    let flags = exec_ok(&host, "n", "cat /sys/class/net/lo/flags");
+    let flags = host.shell_ok("n", "cat /sys/class/net/lo/flags");
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16)
         .unwrap_or_else(|e| panic!("lo's flags {flags:?}: {e}"));
     assert_eq!(flags & libc::IFF_UP as u32, libc::IFF_UP as u32, "lo is up");
 
     // Its net sysctls are its own namespace's: writable, and the host's stay as they were.
     let before = host.okw("cat /proc/sys/net/ipv4/ip_forward");
-    exec_ok(&host, "n", "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    host.shell_ok("n", "echo 1 > /proc/sys/net/ipv4/ip_forward");
     assert_eq!(
-        exec_ok(&host, "n", "cat /proc/sys/net/ipv4/ip_forward"),
+        host.shell_ok("n", "cat /proc/sys/net/ipv4/ip_forward"),
         "1\n"
     );
     assert_eq!(host.okw("cat /proc/sys/net/ipv4/ip_forward"), before);

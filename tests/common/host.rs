@@ -201,6 +201,16 @@ impl TestHost {
         self.run(&cmdline.split_whitespace().collect::<Vec<_>>())
     }
 
+    /// `script` run by /bin/sh inside the running machine `machine` (berthctl exec).
+    pub fn shell(&self, machine: &str, script: &str) -> Output {
+        self.run(&["berthctl", "exec", machine, "--", "/bin/sh", "-c", script])
+    }
+
+    /// `shell`, which must exit 0; its stdout.
+    pub fn shell_ok(&self, machine: &str, script: &str) -> String {
+        self.ok(&["berthctl", "exec", machine, "--", "/bin/sh", "-c", script])
+    }
+
     /// `ok` for a command line whose words need no quoting.
     pub fn okw(&self, cmdline: &str) -> String {
         self.ok(&cmdline.split_whitespace().collect::<Vec<_>>())
