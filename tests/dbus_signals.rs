@@ -297,9 +297,11 @@ fn of_two_removals_of_one_machine_the_second_finds_no_machine() {
         let conn = connect(&host).await;
         let manager = ManagerProxy::new(&conn).await.unwrap();
         // A PID 1 that ignores its halt signal holds the first removal in its stop for
-        // the whole timeout, so the second call surely reaches the machine's object.
+        // the whole timeout, so the second call surely reaches the machine's object:
+        // sleep itself as PID 1 (berth's init would pass the signal on to it).
         let options = HashMap::from([
             ("Command", Value::from(vec!["/bin/sleep", "1000"])),
+            ("Init", Value::Bool(false)),
             ("StopTimeoutUSec", Value::U64(2_000_000)),
         ]);
         let path = manager
