@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Every key CreateMachine takes besides the limits.
-const OPTIONS: [&str; 13] = [
+const OPTIONS: [&str; 18] = [
     "Hostname",
     "Command",
     "Environment",
@@ -41,6 +41,11 @@ const OPTIONS: [&str; 13] = [
     "StopTimeoutUSec",
     "TmpSize",
     "Network",
+    "Bridge",
+    "Address",
+    "PortForwards",
+    "Binds",
+    "Init",
 ];
 
 fuzz_target!(|data: &[u8]| {
