@@ -557,14 +557,15 @@ impl Daemon {
                         m.name, m.name
                     ))
                 })?;
-                let Some(address) = net.address.filter(|a| network.subnet.contains(&a.addr()))
-                else {
+                if !net
+                    .address
+                    .is_some_and(|a| network.subnet.contains(&a.addr()))
+                {
                     return Err(Error::InvalidState(format!(
                         "machine {} has no address on network {bridge} ({}); give it one with berthctl set {} --bridge {bridge}",
                         m.name, network.subnet, m.name
                     )));
-                };
-                let _ = address;
+                }
                 for p in &net.ports {
                     if self.net.port_in_use(p.proto, p.host_port) {
                         return Err(Error::InvalidState(format!(

@@ -78,19 +78,17 @@ pub fn overlap(a: &Ipv4Net, b: &Ipv4Net) -> bool {
 /// Checks an address a user asked for: inside the subnet, not its network, gateway or
 /// broadcast address, not taken. Returns it with the subnet's prefix.
 pub fn check_static(subnet: &Ipv4Net, text: &str, taken: &[(String, Ipv4Addr)]) -> Result<Ipv4Net> {
-    let addr: Ipv4Addr = match text.split_once('/') {
-        Some((a, p)) => {
-            let net: Ipv4Net = text.parse().map_err(|_| bad_address(text))?;
-            if p.parse::<u8>().ok() != Some(subnet.prefix_len()) {
-                return Err(Error::InvalidArgument(format!(
-                    "address {text}: the network {subnet} has prefix /{}",
-                    subnet.prefix_len()
-                )));
-            }
-            let _ = a;
-            net.addr()
+    let addr: Ipv4Addr = if text.contains('/') {
+        let net: Ipv4Net = text.parse().map_err(|_| bad_address(text))?;
+        if net.prefix_len() != subnet.prefix_len() {
+            return Err(Error::InvalidArgument(format!(
+                "address {text}: the network {subnet} has prefix /{}",
+                subnet.prefix_len()
+            )));
         }
-        None => text.parse().map_err(|_| bad_address(text))?,
+        net.addr()
+    } else {
+        text.parse().map_err(|_| bad_address(text))?
     };
     if !subnet.contains(&addr) {
         return Err(Error::InvalidArgument(format!(

@@ -116,14 +116,14 @@ pub struct PortForward {
 impl PortForward {
     /// A forward from its parts as D-Bus gives them (proto, host port, machine port).
     pub fn new(proto: &str, host_port: u32, machine_port: u32) -> Result<PortForward> {
-        let proto = proto.parse().map_err(Error::InvalidArgument)?;
+        let proto: Proto = proto.parse().map_err(Error::InvalidArgument)?;
         let port = |what: &str, n: u32| {
             if (1..=65535).contains(&n) {
                 Ok(n as u16)
             } else {
                 Err(Error::InvalidArgument(format!(
                     "port forward {}:{host_port}:{machine_port}: {what} port {n} is not between 1 and 65535",
-                    proto_str(proto)
+                    proto.as_str()
                 )))
             }
         };
@@ -133,10 +133,6 @@ impl PortForward {
             machine_port: port("machine", machine_port)?,
         })
     }
-}
-
-fn proto_str(p: Proto) -> &'static str {
-    p.as_str()
 }
 
 impl std::fmt::Display for PortForward {
