@@ -11,6 +11,7 @@ mod parse;
 mod progress;
 mod snapshot;
 mod template;
+pub mod terminal;
 mod wait;
 
 use std::io;
