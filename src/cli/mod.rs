@@ -12,6 +12,7 @@ mod parse;
 mod progress;
 mod snapshot;
 mod template;
+pub mod terminal;
 mod wait;
 
 use std::io;
