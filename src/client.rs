@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use zbus::proxy;
-use zbus::zvariant::{Fd, OwnedObjectPath, OwnedValue, Value};
+use zbus::zvariant::{Fd, OwnedFd, OwnedObjectPath, OwnedValue, Value};
 
 pub use crate::api::{
     BUS_NAME as SERVICE, MACHINE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, NETWORK_INTERFACE,
@@ -173,6 +173,14 @@ pub trait Machine {
     /// their values.
     #[zbus(allow_interactive_auth)]
     fn set_network(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+
+    /// A pty master relayed to the running machine's console.
+    #[zbus(allow_interactive_auth)]
+    fn open_console(&self) -> zbus::Result<OwnedFd>;
+
+    /// A pipe with the last `lines` lines of the console log, and with `follow` more.
+    #[zbus(allow_interactive_auth)]
+    fn read_log(&self, lines: u64, follow: bool) -> zbus::Result<OwnedFd>;
 
     /// Runs `argv` inside the machine with the given fds as its stdio and returns its
     /// exit status (128+N when killed by signal N).

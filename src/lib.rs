@@ -11,6 +11,7 @@ pub mod api;
 pub mod cgroup;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod daemon;
 pub mod dbus;
 pub mod error;

@@ -67,6 +67,16 @@ impl Paths {
         self.runtime_dir.join("machines")
     }
 
+    /// Machines' console logs (`berthctl logs`): in /run, as they are about what runs
+    /// since boot and must survive a restart of berthd, not of the host.
+    pub fn console_dir(&self) -> PathBuf {
+        self.runtime_dir.join("console")
+    }
+
+    pub fn console_log(&self, machine: &str) -> PathBuf {
+        self.console_dir().join(format!("{machine}.log"))
+    }
+
     pub fn networks_dir(&self) -> PathBuf {
         self.state_dir.join("networks")
     }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, debian};
+use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, debian, wait_until};
 use std::time::{Duration, Instant};
 
 /// How long a machine's systemd may take to settle; it takes a few seconds here.
@@ -347,7 +347,7 @@ fn boots_systemd(mode: CgroupMode, root: Root, test: &str) {
     }
 
     // Still settled a while later (a unit failing late, as a getty restarting on a
-    // console that is no terminal would, shows here).
+    // console it cannot use would, shows here).
     if let Some(left) = Duration::from_secs(3).checked_sub(started.elapsed()) {
         std::thread::sleep(left);
     }
@@ -373,6 +373,22 @@ fn boots_systemd(mode: CgroupMode, root: Root, test: &str) {
         if failed.is_empty() { "none" } else { &failed }
     );
 
+    // The console is a terminal: systemd's boot messages are in its log, and
+    // console-getty runs on it, as under nspawn.
+    let mut log = String::new();
+    assert!(
+        wait_until("a login prompt on the console", BOOT_TIMEOUT, || {
+            log = host.ok(&["berthctl", "logs", "-n", "1000", NAME]);
+            log.contains("login:")
+        }),
+        "{test}: the console says:\n{log}\n{}",
+        diagnostics(&host)
+    );
+    assert_eq!(
+        inside(&host, &["systemctl", "is-active", "console-getty.service"]),
+        "active"
+    );
+
     // berthd restarts; the machine, whose leader now sits in its own init.scope, is
     // found again.
     let leader = |host: &TestHost| {
@@ -384,6 +400,13 @@ fn boots_systemd(mode: CgroupMode, root: Root, test: &str) {
     assert_eq!(before.0, "running");
     host.okw("systemctl restart berthd");
     assert_eq!(leader(&host), before);
+    // Its console came back from systemd's store.
+    assert!(
+        host.ok(&["berthctl", "logs", "-n", "5", NAME])
+            .contains("-- berthd: berthd restarted; console taken back"),
+        "{}",
+        host.journal("berthd")
+    );
 
     // Stop: systemd powers off on SIGRTMIN+3, with no SIGKILL from berth.
     let stopping = Instant::now();

@@ -3,7 +3,7 @@
 
 use berth::daemon::{Daemon, Host};
 use berth::paths::{DEFAULT_CONFIG, Paths};
-use berth::spawn::{EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG};
+use berth::spawn::{CONSOLE_FD, EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG};
 use berth::sys::process::close_fds_from;
 use clap::Parser;
 use std::path::PathBuf;
@@ -31,7 +31,9 @@ fn main() {
     // The helpers must stay single-threaded: dispatch before any runtime exists.
     match std::env::args().nth(1).as_deref() {
         Some(SPAWN_HELPER_ARG) => {
-            close_fds_from(3);
+            // The console's slave, when there is one, is at CONSOLE_FD; a request without
+            // a console never looks there.
+            close_fds_from(CONSOLE_FD as u32 + 1);
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
@@ -41,6 +43,9 @@ fn main() {
         _ => {}
     }
     let args = Args::parse();
+    // SAFETY: no thread exists yet.
+    unsafe { berth::console::fdstore::receive() };
+    raise_fd_limit();
     init_logging();
     let mut paths = match Paths::load(&args.config) {
         Ok(p) => p,
@@ -113,6 +118,16 @@ async fn run(paths: Paths) -> Result<(), String> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("berthd stopping; machines keep running");
     Ok(())
+}
+
+/// Each running machine's console holds descriptors in berthd (and clients' consoles
+/// and followers more): the soft limit of 1024 systemd gives services would cap berthd at
+/// a few hundred machines. Nothing in berthd uses select(2), so the hard limit is safe.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 fn init_logging() {

@@ -75,6 +75,23 @@ pub enum Command {
         Example:\n  berthctl exec web -- ps aux"
     )]
     Exec(ExecArgs),
+    /// Attach this terminal to a running machine's console (its PID 1's); one at a time
+    #[command(
+        after_help = "Detach with Ctrl-] three times within a second; the machine runs on,         and `berthctl console` attaches again. The last few KiB the console said are shown         first. Only one client may be attached: to watch while another is, use         `berthctl logs -f`.
+
+Example:
+  berthctl console web"
+    )]
+    Console(NameArg),
+    /// Show a machine's recent console output and berthd's lines about it
+    #[command(
+        after_help = "The log is bounded (the last 128-256 KiB) and kept until the machine         is removed, also while it is stopped. berthd's own lines begin with `-- berthd:`.
+
+        Examples:
+  berthctl logs web
+  berthctl logs -f -n 20 web"
+    )]
+    Logs(LogsArgs),
     /// Change a machine's resource limits (applied live and kept) or its network (while
     /// it is stopped)
     #[command(
@@ -334,6 +351,18 @@ pub struct CopyFromArgs {
     pub destination: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub follow: FollowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Machine name
+    pub name: String,
+    /// Number of lines to show from the end (0: none, only what follows with -f)
+    #[arg(short = 'n', long, default_value_t = 100, value_name = "LINES")]
+    pub lines: u64,
+    /// Keep showing new output until interrupted or the machine is removed
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]

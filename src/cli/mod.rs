@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod console;
 mod copy;
 mod error;
 mod export;
@@ -91,6 +92,8 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 session.wait(&args.name, target).await
             }
             Command::Exec(args) => session.exec(args).await,
+            Command::Console(m) => session.console(&m.name).await,
+            Command::Logs(args) => session.logs(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,
             Command::CopyTo(args) => session.copy_to(args).await,

@@ -30,6 +30,11 @@ impl Daemon {
             },
             KillWho::All => self.systemd.kill_all(&m.unit, signal).await,
         }?;
+        let whom = match who {
+            KillWho::Leader => "the leader",
+            KillWho::All => "every process",
+        };
+        self.console_note(name, &format!("sent signal {signal} to {whom}"));
         // SIGKILL ends frozen tasks on cgroup v2, but a v1 frozen task dies only once
         // thawed: thawing after the signal is queued makes both modes end the machine,
         // without letting it run anything in between.

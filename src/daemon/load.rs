@@ -44,6 +44,7 @@ impl Daemon {
                 }
             }
         }
+        super::console::drop_unclaimed_from_store();
     }
 
     /// The machine a directory holds. The directory's name is the machine's identity:
@@ -129,6 +130,7 @@ impl Daemon {
                     leader: pid,
                     pidfd: Some(fd.clone()),
                 });
+                self.take_back_console(m);
                 self.emit_state(m);
                 self.watch_leader(m.clone(), fd);
             }
@@ -143,6 +145,25 @@ impl Daemon {
                     warn!("machine {}: {e}", m.name);
                 }
             }
+        }
+    }
+}
+
+impl Daemon {
+    /// The running machine's console pty, as systemd's store gave it back to this berthd.
+    fn take_back_console(&self, m: &Machine) {
+        use crate::console::fdstore;
+        let master = fdstore::take(&fdstore::master_name(&m.name)).pop();
+        let peer = fdstore::take(&fdstore::peer_name(&m.name)).pop();
+        match master {
+            Some(master) => match self.console_attach(&m.name, master, peer, false) {
+                Ok(()) => self.console_note(&m.name, "berthd restarted; console taken back"),
+                Err(e) => warn!("machine {}: {e}", m.name),
+            },
+            None => info!(
+                "machine {}: no console in systemd's store; it has one again after a restart",
+                m.name
+            ),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod autostart;
 mod clone;
+mod console;
 mod copy;
 mod create;
 mod exec;
@@ -149,6 +150,8 @@ pub struct Daemon {
     /// Read-held while a machine is copied from a template; write-held to remove one.
     templates_in_use: tokio::sync::RwLock<()>,
     pub jobs: crate::jobs::Jobs,
+    /// Machines' consoles and logs, by machine name (console.rs).
+    consoles: Mutex<BTreeMap<String, Arc<console::Console>>>,
     events: UnboundedSender<Event>,
 }
 
@@ -176,6 +179,7 @@ impl Daemon {
             paths.templates_dir(),
             paths.runtime_dir.clone(),
             paths.runtime_machines_dir(),
+            paths.console_dir(),
             paths.networks_dir(),
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
@@ -200,6 +204,7 @@ impl Daemon {
             templates: Mutex::new(BTreeMap::new()),
             templates_in_use: tokio::sync::RwLock::new(()),
             jobs: crate::jobs::Jobs::default(),
+            consoles: Mutex::new(BTreeMap::new()),
             events,
         });
         daemon.load().await;

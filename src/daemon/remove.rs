@@ -29,6 +29,7 @@ impl Daemon {
             .map_err(|e| e.context(format!("cannot remove machine {name}")))?;
         self.forget(name);
         store::remove_runtime(&self.paths.runtime_machines_dir(), name);
+        self.console_forget(name);
         // Its lease goes with it.
         self.refresh_dns(m.config().network.bridge.as_deref()).await;
         tokio::task::spawn_blocking(move || {

@@ -71,6 +71,7 @@ impl Daemon {
             }
         }
         store::remove_runtime(&self.paths.runtime_machines_dir(), name);
+        self.console_rename(name, new_name);
         let renamed = Arc::new(Machine::new(new_dir, config));
         self.replace(name, renamed.clone());
         self.refresh_dns(renamed.config().network.bridge.as_deref())

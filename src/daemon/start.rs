@@ -42,6 +42,7 @@ impl Daemon {
                 self.emit_state(&m);
                 self.watch_leader(m.clone(), pidfd);
                 info!("machine {name}: started, leader {leader}");
+                self.console_note(name, &format!("started, leader PID {leader}"));
                 Ok(())
             }
             Err(e) => {
@@ -71,14 +72,28 @@ impl Daemon {
             network,
             resolv_conf,
             init: cfg.berth_init(),
+            console: true,
         };
         let mut revert = Revert::new();
 
-        let pending = self.spawner.spawn(&req).await?;
+        let mut pending = self.spawner.spawn(&req).await?;
         let pid = pending.pid();
+        // Read from now on, so the log has everything PID 1 says.
+        let console = pending.take_console();
         // Shared with the undo steps: whichever runs first kills the waiting PID 1.
         let pending: Arc<Mutex<Option<Box<dyn Pending>>>> = Arc::new(Mutex::new(Some(pending)));
         revert.add("kill the waiting PID 1", abort(pending.clone()));
+        if let Some((master, peer)) = console {
+            revert
+                .check(self.console_attach(&m.name, master, Some(peer), true))
+                .await?;
+            let daemon = self.clone();
+            let name = m.name.clone();
+            revert.add("close the console", async move {
+                daemon.console_end(&name);
+                Ok(())
+            });
+        }
 
         // Opened while PID 1 is still waiting for us, so it is certainly ours.
         let pidfd = revert
@@ -160,6 +175,8 @@ impl Daemon {
                 warn!("machine {}: {e}", m.name);
             }
             daemon.drop_freezer(&m).await;
+            daemon.console_end(&m.name);
+            daemon.console_note(&m.name, "stopped");
             store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
             daemon.unplug(&m).await;
             m.set_state(m.idle_state());

@@ -386,6 +386,38 @@ impl MachineIface {
         Ok(self.daemon.set_autostart(&self.name, enabled).await?)
     }
 
+    /// A pty master that is the running machine's console (its PID 1's /dev/console and
+    /// stdio): the last few KiB the console said first, then what it says; what is
+    /// written to it is typed there. One client at a time: another is refused
+    /// (InvalidState) while one is attached; closing the master detaches.
+    async fn open_console(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<OwnedFd> {
+        // Typing on the console is as much as a root login.
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
+        let master = self.daemon.open_console(&self.name).await?;
+        Ok(master.into())
+    }
+
+    /// The read end of a pipe carrying the last `lines` lines of the machine's console
+    /// log (its recent output, bounded, with berthd's own lines about it beginning
+    /// `-- berthd: `), running or not; with `follow`, then what follows, until the pipe
+    /// is closed or the machine removed.
+    async fn read_log(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        lines: u64,
+        follow: bool,
+    ) -> Result<OwnedFd> {
+        // What a console showed may be secret (a password typed where echo was on).
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
+        let r = self.daemon.read_log(&self.name, lines, follow).await?;
+        Ok(r.into())
+    }
+
     /// Bytes the machine's tree may take on disk (a project quota), 0 to drop the limit.
     async fn set_disk_quota(
         &self,

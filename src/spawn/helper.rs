@@ -3,7 +3,7 @@
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
-use super::{init, mount, network, userns};
+use super::{CONSOLE_FD, init, mount, network, userns};
 use crate::net::NetMode;
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
@@ -12,7 +12,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, pipe2};
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Entry point for `berthd __spawn-helper`; returns the process exit code.
@@ -56,6 +56,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // Read while this helper still sees the host's mounts and files.
     let host = mount::HostView::read();
+    let console = req.console.then(take_console).transpose()?;
     // An unprivileged machine: its user namespace first, the idmapped root (or an
     // ephemeral machine's idmapped lower layer) made while this helper is still
     // privileged, then every other namespace from inside it.
@@ -80,6 +81,10 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         mount::RootTree::clone_of(&req.rootfs, idmap)?
     }
     .with_binds(&req.binds)?;
+    let root_tree = match &console {
+        Some(c) => root_tree.with_console(c)?,
+        None => root_tree,
+    };
     if let Some(ns) = ns {
         userns::enter(&ns)?;
     }
@@ -101,7 +106,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
-            pid1(req, go_r, err_w, &root_tree, &host)
+            pid1(req, go_r, err_w, &root_tree, &host, console)
         }
         ForkResult::Parent { child } => {
             drop(go_r);
@@ -147,8 +152,9 @@ fn pid1(
     err_w: OwnedFd,
     root_tree: &mount::RootTree,
     host: &mount::HostView,
+    console: Option<OwnedFd>,
 ) -> ! {
-    let message = match become_machine(req, go_r, root_tree, host) {
+    let message = match become_machine(req, go_r, root_tree, host, console) {
         Err(m) => m,
         // Confined before the fork, so berth's PID 1 holds no more privilege than the
         // command: reaping and kill(2) of its own child need none.
@@ -176,9 +182,10 @@ fn become_machine(
     go_r: OwnedFd,
     root_tree: &mount::RootTree,
     host: &mount::HostView,
+    console: Option<OwnedFd>,
 ) -> Result<(), String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
-    redirect_stdio().map_err(|e| format!("stdio: {e}"))?;
+    redirect_stdio(console).map_err(|e| format!("stdio: {e}"))?;
     let mut byte = [0u8; 1];
     let mut go = File::from(go_r);
     if !matches!(go.read(&mut byte), Ok(1)) {
@@ -213,7 +220,18 @@ fn exec_payload(req: &SpawnRequest) -> String {
     super::exec::exec_in_root(&req.command, &env)
 }
 
-fn redirect_stdio() -> std::io::Result<()> {
+/// PID 1's stdio: all three the console when it has one (closed here, as the copies
+/// are all PID 1 needs); else stdin /dev/null and stdout berthd's stderr (the journal).
+fn redirect_stdio(console: Option<OwnedFd>) -> std::io::Result<()> {
+    if let Some(console) = console {
+        for fd in 0..3 {
+            // SAFETY: plain dup2 on descriptors we own.
+            if unsafe { libc::dup2(console.as_raw_fd(), fd) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        return Ok(());
+    }
     let null = File::options().read(true).open("/dev/null")?;
     // SAFETY: plain dup2 on descriptors we own.
     unsafe {
@@ -222,4 +240,18 @@ fn redirect_stdio() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The console pty's slave berthd passed at [`CONSOLE_FD`], close-on-exec from here on:
+/// the payload gets it as its stdio, never as a stray descriptor.
+fn take_console() -> Result<OwnedFd, String> {
+    // SAFETY: berthd put the slave at CONSOLE_FD for this helper (launch::spawn), and
+    // nothing else here owns that descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) };
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| format!("the console's descriptor: {e}"))?;
+    Ok(fd)
 }

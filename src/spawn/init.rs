@@ -45,6 +45,15 @@ pub fn fork_command() -> Result<Role, String> {
             // The command's own session and process group, as it would have as PID 1, so
             // a terminal it opens can become its controlling one.
             setsid().map_err(|e| format!("setsid: {e}"))?;
+            // The console (stdin, when a terminal) becomes the session's controlling
+            // terminal, so Ctrl-C typed at `berthctl console` interrupts the command and
+            // a shell there has job control. Best effort: output works without it.
+            // SAFETY: plain ioctls on descriptor 0.
+            unsafe {
+                if libc::isatty(0) == 1 {
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                }
+            }
             // SAFETY: restores the mask saved above.
             if unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) } != 0 {
                 return Err(format!(

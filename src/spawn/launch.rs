@@ -2,7 +2,8 @@
 //! multi-threaded daemon), hand them their request, and follow them.
 
 use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, SpawnRequest};
-use super::{CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, SPAWN_HELPER_ARG};
+use super::{CONSOLE_FD, CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, SPAWN_HELPER_ARG};
+use crate::console::pty;
 use crate::error::{Error, Result};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -22,16 +23,28 @@ pub struct HelperMachine {
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
     pid: u32,
+    console: Option<pty::Pair>,
 }
 
-/// Starts the spawn helper and waits until the machine's PID 1 exists.
+/// Starts the spawn helper and waits until the machine's PID 1 exists. With
+/// `req.console` the helper gets the slave of a new pty at [`CONSOLE_FD`] for PID 1's
+/// console; the pair is berthd's through [`Pending::take_console`].
 pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
-    let mut child = Command::new(self_exe())
-        .arg(SPAWN_HELPER_ARG)
+    let console = req
+        .console
+        .then(|| pty::open_console(req.users.map_or(0, |u| u.range.base)))
+        .transpose()
+        .map_err(|e| Error::failed("cannot open a pty for the machine's console", e))?;
+    let mut cmd = Command::new(self_exe());
+    cmd.arg(SPAWN_HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    if let Some(pair) = &console {
+        pass_fd(&mut cmd, pair.slave.as_raw_fd(), CONSOLE_FD);
+    }
+    let mut child = cmd
         .spawn()
         .map_err(|e| Error::failed("cannot start the spawn helper", e))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
@@ -44,6 +57,7 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
             stdin,
             lines,
             pid,
+            console,
         }),
         HelperMsg::Failed { message } => {
             let _ = child.wait().await;
@@ -62,6 +76,10 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
 impl Pending for HelperMachine {
     fn pid(&self) -> u32 {
         self.pid
+    }
+
+    fn take_console(&mut self) -> Option<(OwnedFd, OwnedFd)> {
+        self.console.take().map(|p| (p.master, p.slave))
     }
 
     async fn go(mut self: Box<Self>) -> Result<()> {
@@ -115,22 +133,7 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(true);
-    let raw = request_r.as_raw_fd();
-    // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe
-    // and touch only descriptors.
-    unsafe {
-        cmd.pre_exec(move || {
-            if raw == EXEC_REQUEST_FD {
-                // dup2 onto itself would keep close-on-exec set.
-                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, EXEC_REQUEST_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_fd(&mut cmd, request_r.as_raw_fd(), EXEC_REQUEST_FD);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::failed("cannot start the exec helper", e))?;
@@ -154,4 +157,23 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// Makes `raw` the child's descriptor `target`, inherited across its exec.
+fn pass_fd(cmd: &mut Command, raw: i32, target: i32) {
+    // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe
+    // and touch only descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == target {
+                // dup2 onto itself would keep close-on-exec set.
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(raw, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

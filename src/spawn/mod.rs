@@ -36,6 +36,10 @@ pub const EXEC_HELPER_ARG: &str = "__exec-helper";
 /// all) comes through a pipe of its own.
 pub const EXEC_REQUEST_FD: i32 = 3;
 
+/// The descriptor on which the spawn helper gets the slave of the machine's console
+/// pty (when its request says `console`): PID 1's stdio and its /dev/console.
+pub const CONSOLE_FD: i32 = 3;
+
 /// Resolves when whoever asked for a command has gone away.
 pub type CallerGone = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -60,6 +64,11 @@ pub trait Spawner: Send + Sync {
 pub trait Pending: Send {
     /// PID 1 of the machine as seen from the host.
     fn pid(&self) -> u32;
+    /// The machine's console pty (master, slave), once: the slave is PID 1's stdio and
+    /// /dev/console. None when the spawner made none.
+    fn take_console(&mut self) -> Option<(OwnedFd, OwnedFd)> {
+        None
+    }
     /// Lets PID 1 set up its root and exec the payload; returns once exec succeeded.
     async fn go(self: Box<Self>) -> Result<()>;
     /// Kills the waiting PID 1 (e.g. because systemd refused the scope).

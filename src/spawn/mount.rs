@@ -207,6 +207,9 @@ fn v1_naming_options(superopts: &str) -> String {
 pub struct RootTree {
     source: TreeSource,
     binds: Vec<BindTree>,
+    /// A clone of the console pty's slave (a file on the host's devpts), bound on the
+    /// machine's /dev/console; None binds /dev/null there.
+    console: Option<OwnedFd>,
 }
 
 /// A bind's source cloned by the spawn helper, which still sees the host's files as
@@ -248,6 +251,7 @@ impl RootTree {
         Ok(RootTree {
             source: TreeSource::Clone(tree),
             binds: Vec::new(),
+            console: None,
         })
     }
 
@@ -273,6 +277,31 @@ impl RootTree {
         Ok(self)
     }
 
+    /// Clones the mount of the pty slave `console` (the host's /dev/pts/N) for PID 1 to
+    /// bind on the machine's /dev/console, as nspawn binds its container's console. Made
+    /// here because a clone must be made in the mount namespace that holds the mount,
+    /// which PID 1 has left.
+    pub fn with_console(mut self, console: &OwnedFd) -> Result<RootTree, String> {
+        // SAFETY: plain syscall with a valid descriptor and an empty C string.
+        let tree = unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                console.as_raw_fd(),
+                c"".as_ptr(),
+                libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as u32,
+            )
+        };
+        if tree < 0 {
+            return Err(format!(
+                "open_tree(the console pty): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a fresh descriptor from the kernel.
+        self.console = Some(unsafe { OwnedFd::from_raw_fd(tree as i32) });
+        Ok(self)
+    }
+
     /// An overlay on `lower` with a fresh upper layer, made when PID 1 attaches it; `lower`
     /// is idmapped through `idmap`, the machine's user namespace, when it has one. `etc`
     /// files (name, content) are written into the upper layer's /etc.
@@ -289,6 +318,7 @@ impl RootTree {
                 etc,
             },
             binds: Vec::new(),
+            console: None,
         })
     }
 
@@ -533,7 +563,7 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
 
     setup_cgroups(&sysfs.join("fs/cgroup"), host)?;
 
-    setup_dev(&root.join("dev"))?;
+    setup_dev(&root.join("dev"), root_tree.console.as_ref())?;
 
     let run = root.join("run");
     mkdir(&run)?;
@@ -748,7 +778,7 @@ fn setup_run_host(dir: &Path, req: &SpawnRequest, host: &HostView) -> Result<(),
     remount_ro(dir)
 }
 
-fn setup_dev(dev: &Path) -> Result<(), String> {
+fn setup_dev(dev: &Path, console_tree: Option<&OwnedFd>) -> Result<(), String> {
     mkdir(dev)?;
     mnt(
         Some("tmpfs"),
@@ -762,10 +792,14 @@ fn setup_dev(dev: &Path) -> Result<(), String> {
         touch(&target)?;
         bind(&Path::new("/dev").join(name), &target)?;
     }
-    // Until consoles land, the console is a sink so inits that write to it don't fail.
     let console = dev.join("console");
     touch(&console)?;
-    bind(Path::new("/dev/null"), &console)?;
+    match console_tree {
+        Some(tree) => attach_tree(tree, &console.to_string_lossy())
+            .map_err(|e| format!("binding the console on {}: {e}", console.display()))?,
+        // No console pty: a sink, so inits that write to it don't fail.
+        None => bind(Path::new("/dev/null"), &console)?,
+    }
 
     let pts = dev.join("pts");
     mkdir(&pts)?;

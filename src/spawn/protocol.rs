@@ -44,6 +44,11 @@ pub struct SpawnRequest {
     /// runs as PID 2.
     #[serde(default)]
     pub init: bool,
+    /// PID 1's stdio and /dev/console are the slave of a pty berthd keeps the master of
+    /// (passed to the helper at CONSOLE_FD); else stdin is /dev/null, stdout and stderr
+    /// berthd's, and /dev/console a bind of /dev/null.
+    #[serde(default)]
+    pub console: bool,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -91,16 +96,14 @@ pub fn base_environment() -> Vec<String> {
 /// (which may override them):
 /// - `container_uuid`: the machine's ID as a UUID, as nspawn passes it; systemd takes it
 ///   for /etc/machine-id only when that file is empty.
-/// - `SYSTEMD_GETTY_AUTO=0`: the machine's /dev/console is a sink, not a terminal, so a
-///   getty on it (the console-getty.service that systemd-getty-generator adds in a
-///   container) could only fail and restart until systemd gives up. PID 1's environment
-///   is not passed on to its services; other inits ignore it.
+///
+/// A machine's /dev/console is a pty berthd holds the master of (`berthctl console`), so
+/// its systemd runs console-getty.service on it, as under nspawn.
 pub fn pid1_environment(machine_id: Option<&str>) -> Vec<String> {
-    let uuid = machine_id
+    machine_id
         .and_then(crate::machine_id::as_uuid)
-        .map(|u| format!("container_uuid={u}"));
-    uuid.into_iter()
-        .chain(["SYSTEMD_GETTY_AUTO=0".to_string()])
+        .map(|u| format!("container_uuid={u}"))
+        .into_iter()
         .collect()
 }
 
@@ -166,6 +169,7 @@ mod tests {
             network: crate::net::NetMode::Bridge,
             resolv_conf: Some("nameserver 10.0.3.1\n".into()),
             init: true,
+            console: true,
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));
@@ -219,20 +223,11 @@ mod tests {
     }
 
     #[test]
-    fn pid1_gets_the_machine_id_and_no_console_getty() {
+    fn pid1_gets_the_machine_id() {
         let env = pid1_environment(Some("0123456789abcdef0123456789abcdef"));
-        assert_eq!(
-            env,
-            [
-                "container_uuid=01234567-89ab-cdef-0123-456789abcdef",
-                "SYSTEMD_GETTY_AUTO=0"
-            ]
-        );
-        assert_eq!(pid1_environment(None), ["SYSTEMD_GETTY_AUTO=0"]);
-        assert_eq!(
-            pid1_environment(Some("not-an-id")),
-            ["SYSTEMD_GETTY_AUTO=0"]
-        );
+        assert_eq!(env, ["container_uuid=01234567-89ab-cdef-0123-456789abcdef"]);
+        assert!(pid1_environment(None).is_empty());
+        assert!(pid1_environment(Some("not-an-id")).is_empty());
     }
 
     #[test]
