@@ -2,10 +2,13 @@
 //! multi-threaded daemon), hand them their request, and follow them.
 
 use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, SpawnRequest};
-use super::{CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, SPAWN_HELPER_ARG};
+use super::{
+    CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, RUN_STATUS_FD, RUN_STDIO_FDS, RunIo,
+    SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
+};
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -24,16 +27,33 @@ pub struct HelperMachine {
     pid: u32,
 }
 
-/// Starts the spawn helper and waits until the machine's PID 1 exists.
-pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
-    let mut child = Command::new(self_exe())
-        .arg(SPAWN_HELPER_ARG)
+/// Starts the spawn helper and waits until the machine's PID 1 exists. A one-shot run's
+/// `io` goes to the helper at [`RUN_STDIO_FDS`] and [`RUN_STATUS_FD`], named in the
+/// request it is sent; berthd keeps no copy, so the status pipe ends with PID 1.
+pub async fn spawn(req: &SpawnRequest, io: Option<RunIo>) -> Result<HelperMachine> {
+    let mut req = req.clone();
+    let mut cmd = Command::new(self_exe());
+    cmd.arg(SPAWN_HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::failed("cannot start the spawn helper", e))?;
+        .kill_on_drop(true);
+    if let Some(io) = &io {
+        let [stdin, stdout, stderr] = &io.stdio;
+        let sources = [stdin, stdout, stderr, &io.status].map(|fd| fd.as_raw_fd());
+        let targets = [
+            RUN_STDIO_FDS[0],
+            RUN_STDIO_FDS[1],
+            RUN_STDIO_FDS[2],
+            RUN_STATUS_FD,
+        ];
+        pass_fds(&mut cmd, sources, targets);
+        req.stdio_fds = Some(RUN_STDIO_FDS);
+        req.status_fd = Some(RUN_STATUS_FD);
+    }
+    let child = cmd.spawn();
+    drop(io);
+    let mut child = child.map_err(|e| Error::failed("cannot start the spawn helper", e))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
@@ -55,6 +75,31 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
         other => Err(Error::Failed(format!(
             "spawn helper sent {other:?} before the machine existed"
         ))),
+    }
+}
+
+/// Puts each of berthd's (close-on-exec) descriptors `sources[i]` at `targets[i]` in the
+/// child, inheritable. Each is first copied above every target, so a source that sits on
+/// another's target number is not overwritten before it has been moved.
+fn pass_fds<const N: usize>(cmd: &mut Command, sources: [RawFd; N], targets: [RawFd; N]) {
+    let mut high = [-1; N];
+    // SAFETY: runs in the forked child before exec; fcntl and dup2 are
+    // async-signal-safe, and the arrays were made before the fork (nothing allocates).
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &fd) in sources.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, SPAWN_HELPER_FIRST_CLOSED_FD);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (&from, &to) in high.iter().zip(&targets) {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 

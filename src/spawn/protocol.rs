@@ -44,6 +44,16 @@ pub struct SpawnRequest {
     /// runs as PID 2.
     #[serde(default)]
     pub init: bool,
+    /// Where PID 1 takes its stdin, stdout and stderr from instead of /dev/null and
+    /// berthd's journal: descriptors of the spawn helper (a one-shot run's caller's, put
+    /// there by launch::spawn_run).
+    #[serde(default)]
+    pub stdio_fds: Option<[i32; 3]>,
+    /// A descriptor of the spawn helper on which berth's init writes the command's exit
+    /// status (one byte) before it exits: berthd is not PID 1's parent (systemd reaps it)
+    /// and a scope keeps no exit status. Only with `init`.
+    #[serde(default)]
+    pub status_fd: Option<i32>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -166,6 +176,8 @@ mod tests {
             network: crate::net::NetMode::Bridge,
             resolv_conf: Some("nameserver 10.0.3.1\n".into()),
             init: true,
+            stdio_fds: Some([3, 4, 5]),
+            status_fd: Some(6),
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));
