@@ -176,6 +176,32 @@ fn runs_one_shot_machines(mode: CgroupMode, test: &str) {
         "victim outlived its berthctl"
     );
     nothing_left(&host);
+
+    // berthd restarted mid-run: the call is gone with the old berthd, and so is the
+    // machine once the new one finds it.
+    let pid = host.sh(
+        "berthctl run --rm --name orphan --template busybox -- sleep 100 \
+         </dev/null >/dev/null 2>&1 & echo $!",
+    );
+    let pid = text(&pid.stdout).trim().to_string();
+    assert!(
+        wait_until("the run to be running", SHORTLY, || state(&host, "orphan")
+            .as_deref()
+            == Some("running")),
+        "orphan never ran"
+    );
+    host.okw("systemctl restart berthd");
+    assert!(
+        wait_until("the orphaned run to go", SHORTLY, || state(&host, "orphan")
+            .is_none()),
+        "orphan outlived the berthd that ran it"
+    );
+    // Its berthctl lost the call and said so.
+    assert!(wait_until("its berthctl to end", SHORTLY, || !host
+        .run(&["kill", "-0", &pid])
+        .status
+        .success()));
+    nothing_left(&host);
 }
 
 #[test]

@@ -62,13 +62,18 @@ impl Daemon {
             }
         };
         let status = tokio::select! {
-            status = read_status(status_r) => status?,
-            () = caller_gone => {
-                info!("machine {name}: the caller of RunMachine left; killing the machine");
-                if let Err(e) = self.kill(&name, KillWho::All, libc::SIGKILL).await {
-                    warn!("machine {name}: {e}");
+            status = read_status(status_r) => status,
+            () = caller_gone => Err(Error::Failed("the caller went away".into())),
+        };
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                // Nobody will learn how it ends: it ends now, and the watcher removes it.
+                info!("machine {name}: killing the run: {e}");
+                if let Err(k) = self.kill(&name, KillWho::All, libc::SIGKILL).await {
+                    warn!("machine {name}: {k}");
                 }
-                return Err(Error::Failed("the caller went away".into()));
+                return Err(e);
             }
         };
         info!("machine {name}: the command ended with status {status}");

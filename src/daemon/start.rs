@@ -88,6 +88,7 @@ impl Daemon {
         };
         let mut revert = Revert::new();
 
+        let one_shot = io.is_some();
         let pending = match io {
             None => self.spawner.spawn(&req).await?,
             Some(io) => self.spawner.spawn_run(&req, io).await?,
@@ -130,6 +131,7 @@ impl Daemon {
         let rt = RuntimeState {
             leader: pid,
             leader_start_time: process::start_time(pid).unwrap_or(0),
+            run: one_shot,
         };
         let rt_dir = self.paths.runtime_machines_dir();
         let name = m.name.clone();
