@@ -42,6 +42,22 @@ pub trait Manager {
 
     fn get_machine(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// A one-shot machine: `command` in an ephemeral machine `name` (empty: berthd picks
+    /// one) from `template`, with CreateMachine's `options` (not Command, Autostart or
+    /// Init) and the given stdio; the command's exit status, once the machine is gone.
+    #[zbus(allow_interactive_auth)]
+    #[allow(clippy::too_many_arguments)]
+    fn run_machine(
+        &self,
+        name: &str,
+        template: &str,
+        command: &[&str],
+        options: HashMap<&str, Value<'_>>,
+        stdin: Fd<'_>,
+        stdout: Fd<'_>,
+        stderr: Fd<'_>,
+    ) -> zbus::Result<i32>;
+
     /// Returns the Job; the machine exists once it completes successfully.
     #[zbus(allow_interactive_auth)]
     fn import_machine(

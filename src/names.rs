@@ -7,6 +7,28 @@
 use crate::api::{JOB_PATH_PREFIX, TEMPLATE_PATH_PREFIX};
 use std::fmt::Write as _;
 
+/// A name for a one-shot run's machine when its caller gives none: `run-` and six random
+/// lowercase letters and digits (2 billion names, so a clash, which creation refuses
+/// anyway, is a matter of a retry).
+pub fn random_run_name() -> Result<String, String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 6];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return Err(format!(
+            "cannot get random bytes for a machine name: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // 256 = 7 * 36 + 4: the slight bias toward the first letters costs nothing here.
+    let suffix: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    Ok(format!("run-{suffix}"))
+}
+
 /// Linux's HOST_NAME_MAX, which machined applies to machine names.
 const NAME_MAX: usize = 64;
 
@@ -199,6 +221,15 @@ pub fn scope_unit_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_names_are_valid_and_differ() {
+        let a = random_run_name().unwrap();
+        let b = random_run_name().unwrap();
+        assert!(a.starts_with("run-") && a.len() == 10, "{a}");
+        assert_eq!(validate_machine_name(&a), Ok(()));
+        assert_ne!(a, b);
+    }
 
     fn assert_valid(name: &str) {
         assert_eq!(

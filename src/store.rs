@@ -116,6 +116,10 @@ pub struct RuntimeState {
     /// The leader's start time (field 22 of /proc/PID/stat), so a recycled PID is not
     /// mistaken for the machine.
     pub leader_start_time: u64,
+    /// A one-shot run's machine (RunMachine): it lives as long as the call that waits
+    /// for it, which does not outlive the berthd that answers it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run: bool,
 }
 
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

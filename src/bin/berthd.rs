@@ -3,7 +3,9 @@
 
 use berth::daemon::{Daemon, Host};
 use berth::paths::{DEFAULT_CONFIG, Paths};
-use berth::spawn::{CONSOLE_FD, EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG};
+use berth::spawn::{
+    EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
+};
 use berth::sys::process::close_fds_from;
 use clap::Parser;
 use std::path::PathBuf;
@@ -31,9 +33,8 @@ fn main() {
     // The helpers must stay single-threaded: dispatch before any runtime exists.
     match std::env::args().nth(1).as_deref() {
         Some(SPAWN_HELPER_ARG) => {
-            // The console's slave, when there is one, is at CONSOLE_FD; a request without
-            // a console never looks there.
-            close_fds_from(CONSOLE_FD as u32 + 1);
+            // What berthd passed on purpose sits below; the helper sorts those out.
+            close_fds_from(SPAWN_HELPER_FIRST_CLOSED_FD as u32);
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {

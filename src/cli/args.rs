@@ -69,6 +69,19 @@ pub enum Command {
     List(JsonArg),
     /// Show a machine's state, limits and resource use
     Status(StatusArgs),
+    /// Run a command in a one-shot machine from a template, attached to this terminal;
+    /// the machine is removed when it ends
+    #[command(
+        after_help = "The exit status is the command's (128+N when killed by signal N, \
+        127 when it cannot be executed). When berthctl cannot run it at all (a bad flag, an \
+        unknown template, berthd refusing) it says why in one line and exits 125. Ctrl-C, \
+        SIGTERM and SIGHUP are passed on to the command; if berthctl is killed, the machine \
+        goes with it. Flags other than --rm and --name are create's.\n\n\
+        Examples:\n  berthctl run --rm --template busybox -- uname -a\n  \
+        berthctl run --rm --template deb --memory 256M -- sh -c 'apt-get --version'\n  \
+        echo hi | berthctl run --rm --template busybox -- cat"
+    )]
+    Run(Box<RunArgs>),
     /// Run a command inside a running machine, attached to this terminal
     #[command(
         after_help = "The exit status is the command's (128+N when killed by signal N).\n\n\
@@ -553,15 +566,6 @@ pub struct CreateArgs {
     #[arg(short, long, value_name = "TEMPLATE")]
     pub template: String,
 
-    /// Hostname inside the machine (default: the machine name)
-    #[arg(long, value_name = "HOSTNAME")]
-    pub hostname: Option<String>,
-
-    /// Environment variable for the machine's init (repeatable); a bare KEY passes on
-    /// this shell's value
-    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
-    pub env: Vec<KeyValue>,
-
     /// Start the machine whenever the host boots (see `berthctl enable`)
     #[arg(long)]
     pub autostart: bool,
@@ -571,6 +575,71 @@ pub struct CreateArgs {
     /// file system cannot idmap)
     #[arg(long)]
     pub ephemeral: bool,
+
+    /// Run CMD as PID 2 under berth's own PID 1, which reaps orphans and passes signals
+    /// on (the default with a CMD)
+    #[arg(long, overrides_with = "no_init")]
+    pub init: bool,
+
+    /// Run CMD itself as PID 1
+    #[arg(long, overrides_with = "init")]
+    pub no_init: bool,
+
+    #[command(flatten)]
+    pub json: JsonArg,
+
+    // Last of the flags: its groups set the help heading of what follows them.
+    #[command(flatten)]
+    pub settings: MachineArgs,
+
+    /// PID 1 of the machine and its arguments, instead of the root filesystem's /sbin/init
+    #[arg(last = true, value_name = "CMD", help_heading = None::<&str>)]
+    pub command: Vec<String>,
+}
+
+/// `run --rm`: a one-shot machine. Its flags beyond `--rm` and `--name` are create's,
+/// parsed by the same code.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the machine, files and all, when the command ends (required: only
+    /// one-shot runs exist)
+    #[arg(long)]
+    pub rm: bool,
+
+    /// The machine's name (default: run- and six random letters and digits)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Template providing the root filesystem
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: String,
+
+    // Last of the flags: its groups set the help heading of what follows them.
+    #[command(flatten)]
+    pub settings: MachineArgs,
+
+    /// Command and its arguments (put them after `--`)
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "CMD",
+        help_heading = None::<&str>
+    )]
+    pub command: Vec<String>,
+}
+
+/// What a machine is made with, shared by `create` and `run`: its environment, binds,
+/// /tmp, stop, security, network and limits.
+#[derive(Debug, Args)]
+pub struct MachineArgs {
+    /// Hostname inside the machine (default: the machine name)
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Option<String>,
+
+    /// Environment variable for the machine's init or command (repeatable); a bare KEY
+    /// passes on this shell's value
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<KeyValue>,
 
     /// Bind a host directory or file into the machine, read-write (repeatable); TARGET
     /// defaults to SOURCE
@@ -599,28 +668,12 @@ pub struct CreateArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::wait::parse_duration)]
     pub stop_timeout: Option<std::time::Duration>,
 
-    /// Run CMD as PID 2 under berth's own PID 1, which reaps orphans and passes signals
-    /// on (the default with a CMD)
-    #[arg(long, overrides_with = "no_init")]
-    pub init: bool,
-
-    /// Run CMD itself as PID 1
-    #[arg(long, overrides_with = "init")]
-    pub no_init: bool,
-
-    // Before the flattened groups: each sets the help heading of what follows it.
-    #[command(flatten)]
-    pub json: JsonArg,
-
+    // After the plain flags: each group sets the help heading of what follows it.
     #[command(flatten)]
     pub security: SecurityArgs,
 
     #[command(flatten)]
     pub network: NetworkArgs,
-
-    /// PID 1 of the machine and its arguments, instead of the root filesystem's /sbin/init
-    #[arg(last = true, value_name = "CMD")]
-    pub command: Vec<String>,
 
     #[command(flatten)]
     pub limits: LimitArgs,

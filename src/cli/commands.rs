@@ -387,7 +387,7 @@ impl Row {
 
 /// One of our stdio fds for Execute. A closed one is replaced by /dev/null, since a
 /// closed descriptor cannot be sent and the command should see EOF, not an error.
-fn stdio(fd: BorrowedFd<'_>, write: bool) -> Result<Fd<'_>, CliError> {
+pub(super) fn stdio(fd: BorrowedFd<'_>, write: bool) -> Result<Fd<'_>, CliError> {
     // SAFETY: F_GETFD only inspects the descriptor table; it touches no memory.
     let open = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) } != -1;
     if open {

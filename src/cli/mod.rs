@@ -10,6 +10,7 @@ mod network;
 mod output;
 mod parse;
 mod progress;
+mod run;
 mod snapshot;
 mod template;
 pub mod terminal;
@@ -27,13 +28,19 @@ use commands::Session;
 /// Entry point of the `berthctl` binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    // `run` passes the command's status on: its own failures need a code of their own.
+    let runs = matches!(cli.command, Command::Run(_));
     match run(cli) {
         Ok(code) => code,
         // The reader went away (`berthctl list | head -1`); nothing is left to tell anyone.
-        Err(CliError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(CliError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe && !runs => 0,
         Err(e) => {
             eprintln!("berthctl: {e}");
-            e.exit_code()
+            if runs {
+                run::EXIT_RUN_FAILED
+            } else {
+                e.exit_code()
+            }
         }
     }
 }
@@ -63,6 +70,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     // A state or timeout that makes no sense is told before any bus is touched.
     let wait = match &cli.command {
         Command::Wait(args) => Some(wait::Target::parse(args)?),
+        Command::Run(args) => {
+            run::check(args)?;
+            None
+        }
         _ => None,
     };
     // One connection and a handful of calls: a multi-threaded runtime would only add
@@ -94,6 +105,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Exec(args) => session.exec(args).await,
             Command::Console(m) => session.console(&m.name).await,
             Command::Logs(args) => session.logs(args).await,
+            Command::Run(args) => session.run(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,
             Command::CopyTo(args) => session.copy_to(args).await,

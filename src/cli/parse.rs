@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use zbus::zvariant::{Array, Value};
 
-use super::args::{CreateArgs, LimitArgs, NetworkArgs, NetworkCreateArgs};
+use super::args::{CreateArgs, LimitArgs, MachineArgs, NetworkArgs, NetworkCreateArgs, RunArgs};
 use super::error::CliError;
 use crate::net::PortForward;
 
@@ -254,24 +254,40 @@ pub fn limits_dict(limits: &LimitArgs) -> Result<HashMap<&str, Value<'_>>, CliEr
 /// the limits.
 pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
     let mut options = HashMap::new();
-    if let Some(hostname) = &args.hostname {
-        options.insert("Hostname", Value::from(hostname.as_str()));
-    }
     if !args.command.is_empty() {
         options.insert(
             "Command",
             string_array(args.command.iter().map(String::as_str)),
         );
     }
-    if !args.env.is_empty() {
-        let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
-        options.insert("Environment", Value::from(env));
-    }
     if args.autostart {
         options.insert("Autostart", Value::Bool(true));
     }
     if args.ephemeral {
         options.insert("Ephemeral", Value::Bool(true));
+    }
+    if args.init || args.no_init {
+        options.insert("Init", Value::Bool(args.init));
+    }
+    machine_options(&args.settings, options)
+}
+
+/// RunMachine's options: create's, from the same flags.
+pub fn run_options(args: &RunArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
+    machine_options(&args.settings, HashMap::new())
+}
+
+/// `options` with the CreateMachine options `args` give.
+fn machine_options<'a>(
+    args: &'a MachineArgs,
+    mut options: HashMap<&'a str, Value<'a>>,
+) -> Result<HashMap<&'a str, Value<'a>>, CliError> {
+    if let Some(hostname) = &args.hostname {
+        options.insert("Hostname", Value::from(hostname.as_str()));
+    }
+    if !args.env.is_empty() {
+        let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
+        options.insert("Environment", Value::from(env));
     }
     let binds: Vec<(&str, &str, bool)> = args
         .bind
@@ -295,9 +311,6 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
     if let Some(timeout) = args.stop_timeout {
         let usec = u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX);
         options.insert("StopTimeoutUSec", Value::U64(usec));
-    }
-    if args.init || args.no_init {
-        options.insert("Init", Value::Bool(args.init));
     }
     let security = &args.security;
     if let Some(users) = &security.private_users {
@@ -646,6 +659,74 @@ mod tests {
     }
 
     #[test]
+    fn run_takes_creates_flags_and_the_command_verbatim() {
+        let Command::Run(args) = parse(&[
+            "run",
+            "--rm",
+            "--template",
+            "busybox",
+            "--memory",
+            "64M",
+            "-e",
+            "A=1",
+            "--network",
+            "host",
+            "--bind-ro",
+            "/etc:/x",
+            "--",
+            "sh",
+            "-c",
+            "exit 3",
+        ]) else {
+            panic!("not run")
+        };
+        assert!(args.rm);
+        assert_eq!(args.name, None);
+        assert_eq!(args.template, "busybox");
+        assert_eq!(args.command, ["sh", "-c", "exit 3"]);
+        let options = run_options(&args).unwrap();
+        assert_eq!(options["MemoryMax"], Value::from("64M"));
+        assert_eq!(options["Environment"], Value::from(vec!["A=1".to_string()]));
+        assert_eq!(options["Network"], Value::from("host"));
+        assert_eq!(options["Binds"], Value::from(vec![("/etc", "/x", true)]));
+        // berthd sets these itself for a run.
+        for key in ["Command", "Ephemeral", "Init", "Autostart"] {
+            assert!(!options.contains_key(key), "{key}");
+        }
+
+        let Command::Run(args) = parse(&["run", "--name", "x", "--template", "b", "ls", "-l"])
+        else {
+            panic!("not run")
+        };
+        assert!(!args.rm);
+        assert_eq!(args.name.as_deref(), Some("x"));
+        assert_eq!(args.command, ["ls", "-l"]);
+        assert!(run_options(&args).unwrap().is_empty());
+
+        // A command is needed; create's own flags are not run's.
+        assert!(Cli::try_parse_from(["berthctl", "run", "--rm", "--template", "b"]).is_err());
+        for flag in [
+            "--autostart",
+            "--ephemeral",
+            "--init",
+            "--no-init",
+            "--json",
+        ] {
+            let words = [
+                "berthctl",
+                "run",
+                "--rm",
+                "--template",
+                "b",
+                flag,
+                "--",
+                "true",
+            ];
+            assert!(Cli::try_parse_from(words).is_err(), "{flag}");
+        }
+    }
+
+    #[test]
     fn kill_defaults() {
         let Command::Kill(args) = parse(&["kill", "web"]) else {
             panic!("not kill")
@@ -718,7 +799,7 @@ mod tests {
                     _ => vec![verb, "web", &long, "-7"],
                 };
                 let limits = match parse(&words) {
-                    Command::Create(args) => args.limits,
+                    Command::Create(args) => args.settings.limits,
                     Command::Set(args) => args.limits,
                     _ => panic!("{context}"),
                 };

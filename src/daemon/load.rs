@@ -3,6 +3,7 @@
 
 use super::Daemon;
 use super::machine::{Machine, MachineState, Run};
+use crate::api::KillWho;
 use crate::names;
 use crate::store::{self, RuntimeState};
 use crate::sys::{PidFd, process};
@@ -105,6 +106,7 @@ impl Daemon {
                     let rt = RuntimeState {
                         leader: pid,
                         leader_start_time: process::start_time(pid).unwrap_or(0),
+                        run: false,
                     };
                     if let Err(e) = store::save_runtime(&rt_dir, &m.name, &rt) {
                         warn!("machine {}: {e}", m.name);
@@ -133,6 +135,20 @@ impl Daemon {
                 self.take_back_console(m);
                 self.emit_state(m);
                 self.watch_leader(m.clone(), fd);
+                if recorded
+                    .as_ref()
+                    .is_some_and(|rt| rt.run && rt.leader == pid)
+                {
+                    // Its caller's call ended with the berthd that took it, so nobody
+                    // waits for its status; the watcher removes it once it is dead.
+                    info!(
+                        "machine {}: a one-shot run whose caller is gone; killing it",
+                        m.name
+                    );
+                    if let Err(e) = self.kill(&m.name, KillWho::All, libc::SIGKILL).await {
+                        warn!("machine {}: {e}", m.name);
+                    }
+                }
             }
             // A machine that was stopped when berthd went away has nothing to clear up.
             None if recorded.is_none() => {}

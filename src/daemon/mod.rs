@@ -1,5 +1,5 @@
 //! The orchestrator: machine lifecycle on top of the concern modules, one file per
-//! operation (create, remove, rename, start, stop, kill, freeze, exec, settings,
+//! operation (create, remove, rename, start, stop, kill, freeze, exec, run, settings,
 //! autostart, load). Each reads top to bottom as the steps a user would expect; the how
 //! of each step lives in store, template, spawn and systemd. This file keeps the registry of
 //! machines and the events.
@@ -28,6 +28,7 @@ mod network;
 mod quota;
 mod remove;
 mod rename;
+mod run;
 mod settings;
 mod snapshot;
 mod start;

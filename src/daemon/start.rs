@@ -9,17 +9,29 @@ use super::{Daemon, SCOPE_GONE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::revert::Revert;
 use crate::security::Confinement;
-use crate::spawn::Pending;
 use crate::spawn::protocol::SpawnRequest;
+use crate::spawn::{Pending, RunIo};
 use crate::store::{self, RuntimeState};
 use crate::sys::{PidFd, process};
 use crate::systemd::ScopeSpec;
 use crate::template::init;
 use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 impl Daemon {
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.start_with(name, None).await.map(drop)
+    }
+
+    /// Start, with a one-shot run's stdio and status pipe for PID 1 when `io` is given;
+    /// returns the leader's watcher, which ends once the machine has stopped (and, if
+    /// it is ephemeral, been removed).
+    pub(super) async fn start_with(
+        self: &Arc<Self>,
+        name: &str,
+        io: Option<RunIo>,
+    ) -> Result<JoinHandle<()>> {
         let (m, _op) = self.locked(name).await?;
         m.usable()?;
         if m.state().is_active() {
@@ -31,7 +43,7 @@ impl Daemon {
         self.check_no_overlay_on(&m.dir, &format!("start {name}"))?;
         m.set_state(MachineState::Starting);
         self.emit_state(&m);
-        match self.spawn_in_scope(&m).await {
+        match self.spawn_in_scope(&m, io).await {
             Ok(pidfd) => {
                 let leader = pidfd.pid();
                 m.set_run(Run {
@@ -40,10 +52,10 @@ impl Daemon {
                     pidfd: Some(pidfd.clone()),
                 });
                 self.emit_state(&m);
-                self.watch_leader(m.clone(), pidfd);
+                let watcher = self.watch_leader(m.clone(), pidfd);
                 info!("machine {name}: started, leader {leader}");
                 self.console_note(name, &format!("started, leader PID {leader}"));
-                Ok(())
+                Ok(watcher)
             }
             Err(e) => {
                 warn!("machine {name}: start failed: {e}");
@@ -54,7 +66,7 @@ impl Daemon {
         }
     }
 
-    async fn spawn_in_scope(self: &Arc<Self>, m: &Machine) -> Result<PidFd> {
+    async fn spawn_in_scope(self: &Arc<Self>, m: &Machine, io: Option<RunIo>) -> Result<PidFd> {
         let cfg = m.config();
         let (network, resolv_conf) = self.net_plan(m)?;
         let req = SpawnRequest {
@@ -73,10 +85,16 @@ impl Daemon {
             resolv_conf,
             init: cfg.berth_init(),
             console: true,
+            stdio_fds: None,
+            status_fd: None,
         };
         let mut revert = Revert::new();
 
-        let mut pending = self.spawner.spawn(&req).await?;
+        let one_shot = io.is_some();
+        let mut pending = match io {
+            None => self.spawner.spawn(&req).await?,
+            Some(io) => self.spawner.spawn_run(&req, io).await?,
+        };
         let pid = pending.pid();
         // Read from now on, so the log has everything PID 1 says.
         let console = pending.take_console();
@@ -128,6 +146,7 @@ impl Daemon {
         let rt = RuntimeState {
             leader: pid,
             leader_start_time: process::start_time(pid).unwrap_or(0),
+            run: one_shot,
         };
         let rt_dir = self.paths.runtime_machines_dir();
         let name = m.name.clone();
@@ -165,7 +184,7 @@ impl Daemon {
 
     /// Waits for the leader to exit, then for systemd to drop the scope, and marks the
     /// machine stopped. Every way a machine ends (halt, kill, crash) goes through here.
-    pub(super) fn watch_leader(self: &Arc<Self>, m: Arc<Machine>, pidfd: PidFd) {
+    pub(super) fn watch_leader(self: &Arc<Self>, m: Arc<Machine>, pidfd: PidFd) -> JoinHandle<()> {
         let daemon = self.clone();
         tokio::spawn(async move {
             if let Err(e) = pidfd.exited().await {
@@ -186,7 +205,7 @@ impl Daemon {
             if m.config().ephemeral {
                 daemon.remove_ephemeral(&m.name).await;
             }
-        });
+        })
     }
 }
 

@@ -1,7 +1,8 @@
 //! What a command and its environment must be to ever run, checked where they enter:
-//! CreateMachine (PID 1's Command and Environment) and Execute (argv and environment)
-//! call [`command`] before anything is made or started, so a value that could never
-//! exec is refused with InvalidArgument naming it, not left to fail inside the machine.
+//! CreateMachine (PID 1's Command and Environment), RunMachine (its command) and
+//! Execute (argv and environment) call [`command`] before anything is made or started,
+//! so a value that could never exec is refused with InvalidArgument naming it, not left
+//! to fail inside the machine.
 
 use crate::error::{Error, Result};
 use crate::names::{shown, shown_bare};
@@ -30,6 +31,12 @@ pub struct Names {
 
 pub const CREATE: Names = Names {
     argv: "Command",
+    environment: "Environment",
+};
+
+/// RunMachine: its command is an argument, its environment an option.
+pub const RUN: Names = Names {
+    argv: "command",
     environment: "Environment",
 };
 

@@ -735,7 +735,7 @@ impl MachineIface {
     }
 }
 
-fn set_cloexec(fd: &OwnedFd) -> Result<()> {
+pub(super) fn set_cloexec(fd: &OwnedFd) -> Result<()> {
     use std::os::fd::AsFd;
     nix::fcntl::fcntl(
         fd.as_fd(),

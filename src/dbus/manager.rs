@@ -38,6 +38,41 @@ impl ManagerIface {
         Ok(machine_path(&m.name))
     }
 
+    /// A one-shot machine: an ephemeral machine `name` (berthd picks a free
+    /// `run-XXXXXX` when it is empty) from `template`, with `options` as CreateMachine
+    /// takes them (not Command, Autostart or Init), runs `command` under berth's init
+    /// with the given stdio. Returns the command's exit status (128+N when signal N
+    /// ended it; 127 when it cannot be executed, told on `stderr`) once the machine is
+    /// gone. If the caller leaves the bus first, the machine is killed and removed.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_machine(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        name: String,
+        template: String,
+        command: Vec<String>,
+        options: HashMap<String, OwnedValue>,
+        stdin: zbus::zvariant::OwnedFd,
+        stdout: zbus::zvariant::OwnedFd,
+        stderr: zbus::zvariant::OwnedFd,
+    ) -> Result<i32> {
+        // Received descriptors are inheritable; don't let them leak into other children.
+        for fd in [&stdin, &stdout, &stderr] {
+            super::machine::set_cloexec(fd)?;
+        }
+        // It makes a machine and starts it.
+        authorize(conn, &hdr, Action::CreateMachine, &name).await?;
+        authorize(conn, &hdr, Action::ManageMachines, &name).await?;
+        let opts = options::create_options(options)?;
+        let gone = super::caller_gone(conn, &hdr).await?;
+        let stdio = [stdin.into(), stdout.into(), stderr.into()];
+        Ok(self
+            .daemon
+            .run(&name, &template, command, opts, stdio, gone)
+            .await?)
+    }
+
     /// A copy of a stopped machine. Options: `Ephemeral b` (removed when it stops).
     async fn clone_machine(
         &self,

@@ -3,7 +3,7 @@
 //! then reaped by the host's init (systemd), like every other process in a scope.
 
 use super::protocol::{DaemonMsg, HelperMsg, SpawnRequest, merge_environment, pid1_environment};
-use super::{CONSOLE_FD, init, mount, network, userns};
+use super::{CONSOLE_FD, RUN_STATUS_FD, RUN_STDIO_FDS, init, mount, network, userns};
 use crate::net::NetMode;
 use crate::security::users::Ownership;
 use nix::sched::{CloneFlags, unshare};
@@ -26,6 +26,7 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    take_passed_fds(&req);
     match run(&req) {
         Ok(()) => 0,
         Err(message) => {
@@ -160,11 +161,22 @@ fn pid1(
         // command: reaping and kill(2) of its own child need none.
         Ok(()) if req.init => match init::fork_command() {
             Err(m) => m,
+            Ok(init::Role::Command) if req.status_fd.is_some() => {
+                // A one-shot run: the machine is up, and a command that cannot be exec'ed
+                // is the command's failure, told on its stderr (the caller's) with the
+                // shells' 127, as Execute does.
+                drop(err_w);
+                let message = exec_payload(req);
+                eprintln!("berth: {message}");
+                // SAFETY: _exit skips atexit handlers and stdio flushing meant for the
+                // parent.
+                unsafe { libc::_exit(super::exec::EXIT_CANNOT_EXEC) }
+            }
             Ok(init::Role::Command) => exec_payload(req),
             Ok(init::Role::Init(command)) => {
                 // The command's copy of the error pipe alone reports its exec.
                 drop(err_w);
-                init::reap_and_forward(command)
+                init::reap_and_forward(command, req.status_fd)
             }
         },
         Ok(()) => exec_payload(req),
@@ -185,7 +197,7 @@ fn become_machine(
     console: Option<OwnedFd>,
 ) -> Result<(), String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
-    redirect_stdio(console).map_err(|e| format!("stdio: {e}"))?;
+    redirect_stdio(req.stdio_fds, console).map_err(|e| format!("stdio: {e}"))?;
     let mut byte = [0u8; 1];
     let mut go = File::from(go_r);
     if !matches!(go.read(&mut byte), Ok(1)) {
@@ -220,9 +232,19 @@ fn exec_payload(req: &SpawnRequest) -> String {
     super::exec::exec_in_root(&req.command, &env)
 }
 
-/// PID 1's stdio: all three the console when it has one (closed here, as the copies
-/// are all PID 1 needs); else stdin /dev/null and stdout berthd's stderr (the journal).
-fn redirect_stdio(console: Option<OwnedFd>) -> std::io::Result<()> {
+/// PID 1's stdio: a run's caller's descriptors; else all three the console when it has
+/// one (closed here, as the copies are all PID 1 needs); else stdin /dev/null and stdout
+/// berthd's stderr (the journal).
+fn redirect_stdio(passed: Option<[i32; 3]>, console: Option<OwnedFd>) -> std::io::Result<()> {
+    if let Some(fds) = passed {
+        for (target, fd) in fds.into_iter().enumerate() {
+            // SAFETY: plain dup2 on descriptors berthd passed us (see take_passed_fds).
+            if unsafe { libc::dup2(fd, target as i32) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        return Ok(());
+    }
     if let Some(console) = console {
         for fd in 0..3 {
             // SAFETY: plain dup2 on descriptors we own.
@@ -254,4 +276,27 @@ fn take_console() -> Result<OwnedFd, String> {
     )
     .map_err(|e| format!("the console's descriptor: {e}"))?;
     Ok(fd)
+}
+
+/// The descriptors launch::spawn may have passed at fixed numbers: those the request
+/// names become close-on-exec (PID 1 copies the stdio onto 0-2, berth's init alone keeps
+/// the status pipe), the others, whatever berthd happened to hold there, are closed.
+fn take_passed_fds(req: &SpawnRequest) {
+    let named: Vec<i32> = req
+        .stdio_fds
+        .into_iter()
+        .flatten()
+        .chain(req.status_fd)
+        .chain(req.console.then_some(CONSOLE_FD))
+        .collect();
+    for fd in RUN_STDIO_FDS.into_iter().chain([RUN_STATUS_FD, CONSOLE_FD]) {
+        // SAFETY: fcntl and close on descriptor numbers nothing else in this process uses.
+        unsafe {
+            if named.contains(&fd) {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd);
+            }
+        }
+    }
 }

@@ -12,6 +12,10 @@
 
 use nix::unistd::{ForkResult, Pid, fork, setsid};
 use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+
+/// Where berth's init keeps the status pipe while it runs.
+const STATUS_FD: RawFd = 3;
 
 /// Which side of [`fork_command`] this process is on.
 pub enum Role {
@@ -45,10 +49,11 @@ pub fn fork_command() -> Result<Role, String> {
             // The command's own session and process group, as it would have as PID 1, so
             // a terminal it opens can become its controlling one.
             setsid().map_err(|e| format!("setsid: {e}"))?;
-            // The console (stdin, when a terminal) becomes the session's controlling
-            // terminal, so Ctrl-C typed at `berthctl console` interrupts the command and
-            // a shell there has job control. Best effort: output works without it.
-            // SAFETY: plain ioctls on descriptor 0.
+            // A terminal as stdin (the console, or a run's pty) becomes the session's
+            // controlling terminal, so the keys that signal (Ctrl-C, Ctrl-Z) and
+            // window-size changes reach the command and a shell there has job control.
+            // Best effort: a command can run without.
+            // SAFETY: isatty and ioctl(TIOCSCTTY) only look at and act on descriptor 0.
             unsafe {
                 if libc::isatty(0) == 1 {
                     libc::ioctl(0, libc::TIOCSCTTY, 0);
@@ -69,15 +74,23 @@ pub fn fork_command() -> Result<Role, String> {
 
 /// PID 1's life: reap every child, pass every other signal on to the command, and exit
 /// with the command's status once it is gone (which takes the rest of the machine's
-/// processes with it, as the PID namespace ends). Closes every descriptor but stdio
-/// first: nothing the helper opened (the root tree's mounts, the exec error pipe, whose
-/// end-of-file tells the helper that the command's exec worked) may stay open in a
-/// process that lives as long as the machine.
-pub fn reap_and_forward(command: Pid) -> ! {
+/// processes with it, as the PID namespace ends); that status is written first to
+/// `status`, when given, as one byte (a one-shot run's status pipe to berthd). Closes
+/// every other descriptor but stdio first: nothing the helper opened (the root tree's
+/// mounts, the exec error pipe, whose end-of-file tells the helper that the command's
+/// exec worked) may stay open in a process that lives as long as the machine.
+pub fn reap_and_forward(command: Pid, status: Option<RawFd>) -> ! {
+    // The status pipe moves to 3, the lowest number close_range spares.
+    let status = status.map(|fd| {
+        // SAFETY: dup2 onto a descriptor about to be closed anyway.
+        unsafe { libc::dup2(fd, STATUS_FD) };
+        STATUS_FD
+    });
+    let first_closed = if status.is_some() { STATUS_FD + 1 } else { 3 };
     // SAFETY: close_range on descriptors this process owns and no longer uses; the
     // OwnedFds still naming some of them are never dropped, as this never returns.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, first_closed as u32, u32::MAX, 0u32);
     }
     set_comm(COMM);
     let all = full_set();
@@ -89,6 +102,9 @@ pub fn reap_and_forward(command: Pid) -> ! {
         }
         if sig == libc::SIGCHLD {
             if let Some(code) = reap(command) {
+                if let Some(fd) = status {
+                    report(fd, code);
+                }
                 // SAFETY: _exit skips atexit handlers and stdio flushing, none of which
                 // belong to this process.
                 unsafe { libc::_exit(code) }
@@ -114,6 +130,19 @@ fn reap(command: Pid) -> Option<i32> {
         }
         if pid == command.as_raw() {
             result = Some(exit_code(status));
+        }
+    }
+}
+
+/// Writes `code` (0-255, see [`exit_code`]) to the status pipe. Nothing is left to do
+/// if berthd is gone: a blocked SIGPIPE makes that an EPIPE, ignored.
+fn report(fd: RawFd, code: i32) {
+    let byte = [code as u8];
+    loop {
+        // SAFETY: write(2) of one byte from a live buffer.
+        let n = unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
+        if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
         }
     }
 }

@@ -2,11 +2,14 @@
 //! multi-threaded daemon), hand them their request, and follow them.
 
 use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, SpawnRequest};
-use super::{CONSOLE_FD, CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, SPAWN_HELPER_ARG};
+use super::{
+    CONSOLE_FD, CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, RUN_STATUS_FD,
+    RUN_STDIO_FDS, RunIo, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
+};
 use crate::console::pty;
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -28,8 +31,11 @@ pub struct HelperMachine {
 
 /// Starts the spawn helper and waits until the machine's PID 1 exists. With
 /// `req.console` the helper gets the slave of a new pty at [`CONSOLE_FD`] for PID 1's
-/// console; the pair is berthd's through [`Pending::take_console`].
-pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
+/// console; the pair is berthd's through [`Pending::take_console`]. A one-shot run's
+/// `io` goes to the helper at [`RUN_STDIO_FDS`] and [`RUN_STATUS_FD`], named in the
+/// request it is sent; berthd keeps no copy, so the status pipe ends with PID 1.
+pub async fn spawn(req: &SpawnRequest, io: Option<RunIo>) -> Result<HelperMachine> {
+    let mut req = req.clone();
     let console = req
         .console
         .then(|| pty::open_console(req.users.map_or(0, |u| u.range.base)))
@@ -41,12 +47,25 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    let mut passed = Vec::new();
     if let Some(pair) = &console {
-        pass_fd(&mut cmd, pair.slave.as_raw_fd(), CONSOLE_FD);
+        passed.push((pair.slave.as_raw_fd(), CONSOLE_FD));
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::failed("cannot start the spawn helper", e))?;
+    if let Some(io) = &io {
+        let [stdin, stdout, stderr] = &io.stdio;
+        for (fd, target) in [stdin, stdout, stderr, &io.status]
+            .into_iter()
+            .zip(RUN_STDIO_FDS.into_iter().chain([RUN_STATUS_FD]))
+        {
+            passed.push((fd.as_raw_fd(), target));
+        }
+        req.stdio_fds = Some(RUN_STDIO_FDS);
+        req.status_fd = Some(RUN_STATUS_FD);
+    }
+    pass_fds(&mut cmd, passed);
+    let child = cmd.spawn();
+    drop(io);
+    let mut child = child.map_err(|e| Error::failed("cannot start the spawn helper", e))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
@@ -69,6 +88,35 @@ pub async fn spawn(req: &SpawnRequest) -> Result<HelperMachine> {
         other => Err(Error::Failed(format!(
             "spawn helper sent {other:?} before the machine existed"
         ))),
+    }
+}
+
+/// Puts each of berthd's (close-on-exec) descriptors `sources[i]` at `targets[i]` in the
+/// child, inheritable. Each is first copied above every target, so a source that sits on
+/// another's target number is not overwritten before it has been moved.
+fn pass_fds(cmd: &mut Command, passed: Vec<(RawFd, RawFd)>) {
+    if passed.is_empty() {
+        return;
+    }
+    // Made before the fork: the child only writes into it, never allocates.
+    let mut high = vec![-1; passed.len()];
+    // SAFETY: runs in the forked child before exec; fcntl and dup2 are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &(fd, _)) in passed.iter().enumerate() {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, SPAWN_HELPER_FIRST_CLOSED_FD);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (&from, &(_, to)) in high.iter().zip(&passed) {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
 }
 
@@ -133,7 +181,7 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
         .stdout(stdout)
         .stderr(stderr)
         .kill_on_drop(true);
-    pass_fd(&mut cmd, request_r.as_raw_fd(), EXEC_REQUEST_FD);
+    pass_fds(&mut cmd, vec![(request_r.as_raw_fd(), EXEC_REQUEST_FD)]);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::failed("cannot start the exec helper", e))?;
@@ -157,23 +205,4 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
-}
-
-/// Makes `raw` the child's descriptor `target`, inherited across its exec.
-fn pass_fd(cmd: &mut Command, raw: i32, target: i32) {
-    // SAFETY: runs in the forked child before exec; dup2 and fcntl are async-signal-safe
-    // and touch only descriptors.
-    unsafe {
-        cmd.pre_exec(move || {
-            if raw == target {
-                // dup2 onto itself would keep close-on-exec set.
-                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(raw, target) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }

@@ -36,9 +36,26 @@ pub const EXEC_HELPER_ARG: &str = "__exec-helper";
 /// all) comes through a pipe of its own.
 pub const EXEC_REQUEST_FD: i32 = 3;
 
-/// The descriptor on which the spawn helper gets the slave of the machine's console
-/// pty (when its request says `console`): PID 1's stdio and its /dev/console.
-pub const CONSOLE_FD: i32 = 3;
+/// Where the spawn helper finds what berthd passes it beside its protocol pipes
+/// (launch::spawn puts them there): for a one-shot run the caller's stdin, stdout and
+/// stderr for PID 1 and the write end of the status pipe; the slave of the machine's
+/// console pty. The [`SpawnRequest`] names those a machine gets; the helper closes the
+/// others, and everything above.
+pub const RUN_STDIO_FDS: [i32; 3] = [3, 4, 5];
+pub const RUN_STATUS_FD: i32 = 6;
+/// The slave of the machine's console pty (when its request says `console`): PID 1's
+/// /dev/console, and its stdio unless a run passes the caller's.
+pub const CONSOLE_FD: i32 = 7;
+/// The first descriptor the spawn helper closes at its start: none of berthd's (D-Bus
+/// clients' descriptors received by a concurrent call among them) may reach a machine.
+pub const SPAWN_HELPER_FIRST_CLOSED_FD: i32 = 8;
+
+/// What a one-shot run hands its machine: PID 1's stdio, and the pipe on which berth's
+/// init reports the command's exit status (one byte) when it ends.
+pub struct RunIo {
+    pub stdio: [OwnedFd; 3],
+    pub status: OwnedFd,
+}
 
 /// Resolves when whoever asked for a command has gone away.
 pub type CallerGone = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -48,6 +65,14 @@ pub type CallerGone = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub trait Spawner: Send + Sync {
     /// Creates the machine's namespaces and its PID 1, which waits for [`Pending::go`].
     async fn spawn(&self, req: &SpawnRequest) -> Result<Box<dyn Pending>>;
+    /// [`Spawner::spawn`] for a one-shot run: PID 1 gets `io`'s stdio, and berth's init
+    /// (which `req` must ask for) writes the command's exit status to `io.status`.
+    async fn spawn_run(&self, req: &SpawnRequest, io: RunIo) -> Result<Box<dyn Pending>> {
+        let _ = (req, io);
+        Err(crate::error::Error::NotSupported(
+            "this spawner cannot run one-shot machines".into(),
+        ))
+    }
     /// Runs a command inside a running machine with the given stdio; its exit status
     /// (128+N when killed by signal N). The command is killed if `caller_gone` resolves.
     async fn exec(
@@ -81,7 +106,11 @@ pub struct Helpers;
 #[async_trait::async_trait]
 impl Spawner for Helpers {
     async fn spawn(&self, req: &SpawnRequest) -> Result<Box<dyn Pending>> {
-        Ok(Box::new(launch::spawn(req).await?))
+        Ok(Box::new(launch::spawn(req, None).await?))
+    }
+
+    async fn spawn_run(&self, req: &SpawnRequest, io: RunIo) -> Result<Box<dyn Pending>> {
+        Ok(Box::new(launch::spawn(req, Some(io)).await?))
     }
 
     async fn exec(

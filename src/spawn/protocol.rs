@@ -44,11 +44,22 @@ pub struct SpawnRequest {
     /// runs as PID 2.
     #[serde(default)]
     pub init: bool,
-    /// PID 1's stdio and /dev/console are the slave of a pty berthd keeps the master of
-    /// (passed to the helper at CONSOLE_FD); else stdin is /dev/null, stdout and stderr
-    /// berthd's, and /dev/console a bind of /dev/null.
+    /// /dev/console, and PID 1's stdio unless `stdio_fds` says otherwise, are the slave
+    /// of a pty berthd keeps the master of (passed to the helper at CONSOLE_FD); else
+    /// stdin is /dev/null, stdout and stderr berthd's, and /dev/console a bind of
+    /// /dev/null.
     #[serde(default)]
     pub console: bool,
+    /// Where PID 1 takes its stdin, stdout and stderr from instead of /dev/null and
+    /// berthd's journal: descriptors of the spawn helper (a one-shot run's caller's, put
+    /// there by launch::spawn).
+    #[serde(default)]
+    pub stdio_fds: Option<[i32; 3]>,
+    /// A descriptor of the spawn helper on which berth's init writes the command's exit
+    /// status (one byte) before it exits: berthd is not PID 1's parent (systemd reaps it)
+    /// and a scope keeps no exit status. Only with `init`.
+    #[serde(default)]
+    pub status_fd: Option<i32>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -170,6 +181,8 @@ mod tests {
             resolv_conf: Some("nameserver 10.0.3.1\n".into()),
             init: true,
             console: true,
+            stdio_fds: Some([3, 4, 5]),
+            status_fd: Some(6),
         };
         let line = serde_json::to_string(&DaemonMsg::Spawn(Box::new(req.clone()))).unwrap();
         assert!(!line.contains('\n'));
