@@ -23,6 +23,9 @@ pub use crate::api::{
 /// path.
 pub type NetworkEntry = (String, String, String, String, bool, bool, OwnedObjectPath);
 
+/// One machine of ListMachinesDetailed: name, object path, properties by name.
+pub type MachineDetails = (String, OwnedObjectPath, HashMap<String, OwnedValue>);
+
 /// One port forward as D-Bus carries it (`(sqq)`): protocol, host port, machine port.
 pub type PortForwardEntry = (String, u16, u16);
 
@@ -77,6 +80,15 @@ pub trait Manager {
 
     /// (name, state, leader pid or 0 when stopped, object path)
     fn list_machines(&self) -> zbus::Result<Vec<(String, String, u32, OwnedObjectPath)>>;
+
+    /// (name, object path, properties) of the machines named (all when `names` is
+    /// empty; names not found are left out), with the properties named (all when
+    /// `properties` is empty), in one call.
+    fn list_machines_detailed(
+        &self,
+        names: &[&str],
+        properties: &[&str],
+    ) -> zbus::Result<Vec<MachineDetails>>;
 
     /// (name, state: building, ready or broken, object path)
     fn list_templates(&self) -> zbus::Result<Vec<(String, String, OwnedObjectPath)>>;

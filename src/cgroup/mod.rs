@@ -3,6 +3,7 @@
 //! command inside it. The one exception is the v1 freezer, which systemd leaves alone
 //! (freezer.rs).
 
+pub mod figures;
 pub mod freezer;
 
 use std::path::{Path, PathBuf};

@@ -67,7 +67,11 @@ pub enum Command {
     Remove(RemoveArgs),
     /// List machines
     List(JsonArg),
-    /// Show a machine's state, limits and resource use
+    /// Show machines' state, limits and resource use
+    #[command(
+        after_help = "Several names are read in one call; --json then prints an array of \
+        what one name prints."
+    )]
     Status(StatusArgs),
     /// Run a command in a one-shot machine from a template, attached to this terminal;
     /// the machine is removed when it ends
@@ -550,8 +554,9 @@ pub struct JsonArg {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Machine name
-    pub name: String,
+    /// Machine names
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 
     #[command(flatten)]
     pub json: JsonArg,

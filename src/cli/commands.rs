@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use futures_util::future::join_all;
 use serde_json::json;
 use zbus::names::InterfaceName;
 use zbus::proxy::{CacheProperties, MethodFlags};
@@ -16,6 +15,21 @@ use super::error::{CliError, error_name};
 use super::output;
 use super::parse::{KeyValue, create_options, limits_dict, network_dict};
 use crate::client::{MACHINE_INTERFACE, MachineProxy, ManagerProxy, SERVICE};
+
+/// The most calls a verb that asks something of each of many objects keeps in flight:
+/// the bus allows a connection 128 pending replies, and a few at a time already keep
+/// berthd busy.
+pub(super) const FAN_OUT: usize = 8;
+
+/// What `list` shows beyond a machine's name and path.
+const LIST_PROPERTIES: [&str; 6] = [
+    "State",
+    "Leader",
+    "Template",
+    "Unit",
+    "PrivateUsers",
+    "Address",
+];
 
 pub struct Session {
     pub(super) conn: Connection,
@@ -176,31 +190,18 @@ impl Session {
     }
 
     pub async fn list(&self) -> Result<i32, CliError> {
-        let mut machines = self.manager().await?.list_machines().await?;
-        machines.sort_by(|a, b| a.0.cmp(&b.0));
-        let details = join_all(
-            machines
-                .iter()
-                .map(|(_, state, _, path)| self.list_details(path.clone(), has_address(state))),
-        )
-        .await;
-
-        let mut rows = Vec::new();
-        for ((name, state, leader, path), detail) in machines.into_iter().zip(details) {
-            let Some(detail) = detail? else {
-                continue;
-            };
-            rows.push(Row {
-                name,
-                state,
-                leader,
-                template: detail.template,
-                unit: detail.unit,
-                unprivileged: detail.private_users != "no",
-                ipv4: detail.address.as_deref().map(output::ipv4),
-                path,
-            });
-        }
+        // One call whatever the number of machines: a Get per machine and property
+        // would soon pass the bus's limit of pending replies.
+        let machines = self
+            .manager()
+            .await?
+            .list_machines_detailed(&[], &LIST_PROPERTIES)
+            .await?;
+        let mut rows: Vec<Row> = machines
+            .into_iter()
+            .map(|(name, path, props)| Row::new(name, path, &props))
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
 
         if self.json {
             let array: Vec<_> = rows.iter().map(Row::to_json).collect();
@@ -214,47 +215,12 @@ impl Session {
         Ok(0)
     }
 
-    /// What `list` shows beyond ListMachines; `None` when the machine went away since,
-    /// which should not make the whole listing fail. The address is read only for a
-    /// running (or frozen) machine, the only kind that has one in use, so a listing of stopped
-    /// machines costs no more calls than before; the Gets of one machine go out together.
-    async fn list_details(
-        &self,
-        path: OwnedObjectPath,
-        in_use: bool,
-    ) -> Result<Option<ListDetails>, CliError> {
-        let read = async {
-            let machine = self.machine_at(path).await?;
-            let address = async {
-                if in_use {
-                    // The cached Address rather than the live Addresses: it is the lease
-                    // a running bridged machine has, and empty for any other machine.
-                    machine.address().await.map(Some)
-                } else {
-                    Ok(None)
-                }
-            };
-            let (template, unit, private_users, address) = futures_util::try_join!(
-                machine.template(),
-                machine.unit(),
-                machine.private_users(),
-                address
-            )?;
-            Ok::<_, zbus::Error>(ListDetails {
-                template,
-                unit,
-                private_users,
-                address: address.filter(|a| !a.is_empty()),
-            })
+    /// One machine as its GetAll gives it; several (and a name not found among them
+    /// does not hide the others) with one ListMachinesDetailed.
+    pub async fn status(&self, names: &[String]) -> Result<i32, CliError> {
+        let [name] = names else {
+            return self.status_many(names).await;
         };
-        match read.await {
-            Ok(detail) => Ok(Some(detail)),
-            Err(e) if is_vanished(&e) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub async fn status(&self, name: &str) -> Result<i32, CliError> {
         let path = self.manager().await?.get_machine(name).await?;
         let properties = fdo::PropertiesProxy::builder(&self.conn)
             .destination(SERVICE)?
@@ -272,6 +238,42 @@ impl Session {
             print(&output::status_text(&props))?;
         }
         Ok(0)
+    }
+
+    async fn status_many(&self, names: &[String]) -> Result<i32, CliError> {
+        let manager = self.manager().await?;
+        let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut found: HashMap<String, HashMap<String, OwnedValue>> = manager
+            .list_machines_detailed(&wanted, &[])
+            .await?
+            .into_iter()
+            .map(|(name, _, props)| (name, props))
+            .collect();
+        let (mut shown, mut missing) = (Vec::new(), Vec::new());
+        for name in names {
+            match found.remove(name) {
+                Some(props) => shown.push(props),
+                None => missing.push(name),
+            }
+        }
+        if self.json {
+            let array = shown.iter().map(output::status_json).collect();
+            print_json(&serde_json::Value::Array(array))?;
+        } else {
+            let texts: Vec<String> = shown.iter().map(output::status_text).collect();
+            print(&texts.join("\n"))?;
+        }
+        // Each name not found is told as berthd tells it for one name; the last one
+        // makes the exit status.
+        let mut failure = None;
+        for name in missing {
+            if let Err(e) = manager.get_machine(name).await
+                && let Some(earlier) = failure.replace(CliError::from(e))
+            {
+                eprintln!("berthctl: {earlier}");
+            }
+        }
+        failure.map_or(Ok(0), Err)
     }
 
     pub async fn exec(&self, args: &ExecArgs) -> Result<i32, CliError> {
@@ -324,14 +326,6 @@ fn has_address(state: &str) -> bool {
     matches!(state, "running" | "frozen")
 }
 
-struct ListDetails {
-    template: String,
-    unit: String,
-    private_users: String,
-    /// The lease (CIDR) of a running bridged machine.
-    address: Option<String>,
-}
-
 struct Row {
     name: String,
     state: String,
@@ -344,7 +338,38 @@ struct Row {
     path: OwnedObjectPath,
 }
 
+/// A string property of ListMachinesDetailed's reply; empty when it is missing.
+fn text(props: &HashMap<String, OwnedValue>, key: &str) -> String {
+    match props.get(key).map(|v| &**v) {
+        Some(Value::Str(s)) => s.as_str().to_owned(),
+        _ => String::new(),
+    }
+}
+
 impl Row {
+    fn new(name: String, path: OwnedObjectPath, props: &HashMap<String, OwnedValue>) -> Row {
+        let state = text(props, "State");
+        // The cached Address rather than the live Addresses: it is the lease a running
+        // bridged machine has, and empty for any other machine; only a running (or
+        // frozen) one has it in use.
+        let address = text(props, "Address");
+        let ipv4 = (has_address(&state) && !address.is_empty()).then(|| output::ipv4(&address));
+        Row {
+            name,
+            leader: props
+                .get("Leader")
+                .and_then(|v| output::as_u64(v))
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            template: text(props, "Template"),
+            unit: text(props, "Unit"),
+            unprivileged: text(props, "PrivateUsers") != "no",
+            ipv4,
+            path,
+            state,
+        }
+    }
+
     const HEADER: [&'static str; 7] = [
         "NAME",
         "STATE",
@@ -467,6 +492,39 @@ mod tests {
         );
         assert_eq!(rows[0].to_json()["ipv4"], "10.0.3.17");
         assert_eq!(rows[1].to_json()["ipv4"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_row_comes_from_the_detailed_properties() {
+        let props = |state: &str, leader: u32| {
+            let owned = |v: Value<'static>| OwnedValue::try_from(v).unwrap();
+            HashMap::from([
+                ("State".to_owned(), owned(Value::from(state.to_owned()))),
+                ("Leader".to_owned(), owned(Value::U32(leader))),
+                ("Template".to_owned(), owned(Value::from("deb"))),
+                ("Unit".to_owned(), owned(Value::from("machine-web.scope"))),
+                ("PrivateUsers".to_owned(), owned(Value::from("no"))),
+                ("Address".to_owned(), owned(Value::from("10.0.3.17/24"))),
+            ])
+        };
+        let path = || OwnedObjectPath::try_from("/org/berth/Berth1/machine/web").unwrap();
+        let running = Row::new("web".into(), path(), &props("running", 4242));
+        assert_eq!(
+            running.cells(),
+            [
+                "web",
+                "running",
+                "4242",
+                "deb",
+                "no",
+                "10.0.3.17",
+                "machine-web.scope"
+            ]
+        );
+        // A stopped machine keeps its lease in its config but has no address in use.
+        let stopped = Row::new("web".into(), path(), &props("stopped", 0));
+        assert_eq!(stopped.to_json()["ipv4"], serde_json::Value::Null);
+        assert_eq!(stopped.to_json()["leader"], serde_json::Value::Null);
     }
 
     #[test]

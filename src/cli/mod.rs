@@ -96,7 +96,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Kill(args) => session.kill(args).await,
             Command::Remove(args) => session.remove(args).await,
             Command::List(_) => session.list().await,
-            Command::Status(args) => session.status(&args.name).await,
+            Command::Status(args) => session.status(&args.names).await,
             Command::Rename(args) => session.rename(&args.name, &args.new_name).await,
             Command::Wait(args) => {
                 let target = wait.as_ref().expect("parsed above");

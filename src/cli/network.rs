@@ -1,11 +1,11 @@
 //! `berthctl network list|create|remove`.
 
-use futures_util::future::join_all;
+use futures_util::stream::{self, StreamExt};
 use serde_json::json;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::args::NetworkCreateArgs;
-use super::commands::{Session, is_vanished, print, print_json};
+use super::commands::{FAN_OUT, Session, is_vanished, print, print_json};
 use super::error::CliError;
 use super::output::{self, NetworkRow};
 use super::parse::network_create_options;
@@ -24,14 +24,14 @@ impl Session {
     pub async fn network_list(&self) -> Result<i32, CliError> {
         let mut networks = self.manager().await?.list_networks().await?;
         networks.sort_by(|a, b| a.0.cmp(&b.0));
-        // ListNetworks has all but the machines; networks are few, so one Get each (all
-        // at once) costs less than GetManagedObjects, which reads every machine's live
-        // figures too.
-        let machines = join_all(
+        // ListNetworks has all but the machines: one Get each, a few at a time.
+        let machines: Vec<_> = stream::iter(
             networks
                 .iter()
                 .map(|(.., path)| self.network_machines(path.clone())),
         )
+        .buffered(FAN_OUT)
+        .collect()
         .await;
         let mut rows = Vec::new();
         for ((name, subnet, gateway, bridge, nat, dhcp, path), machines) in

@@ -12,7 +12,7 @@ use crate::limits::{Flavor, Limits};
 use crate::paths::Paths;
 use crate::spawn::protocol::{ExecRequest, SpawnRequest};
 use crate::spawn::{CallerGone, Pending, Spawner};
-use crate::systemd::{Figure, ScopeSpec, Systemd, UNKNOWN_FIGURE};
+use crate::systemd::{ScopeSpec, Systemd};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -115,10 +115,6 @@ impl Systemd for FakeSystemd {
                 Some(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
-    }
-
-    async fn figure(&self, _: &str, _: Figure) -> u64 {
-        UNKNOWN_FIGURE
     }
 
     async fn register_machine(&self, name: &str, _: Option<[u8; 16]>, _: u32, _: &Path) {
@@ -1201,4 +1197,37 @@ async fn a_rename_interrupted_by_a_crash_leaves_one_whole_machine() {
     assert!(!machines.join("after2/.config.toml.renamed").exists());
     assert!(b2.daemon.machine("after").is_err());
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn figures_are_read_only_for_running_machines_and_belong_to_one_run() {
+    use super::{Figure, Figures};
+    let b = Bench::new("figures").await;
+    b.create("web", bridged(&[])).await;
+    b.create("idle", CreateOptions::default()).await;
+    let (web, idle) = (
+        b.daemon.machine("web").unwrap(),
+        b.daemon.machine("idle").unwrap(),
+    );
+    assert_eq!(b.daemon.figures(&web), Figures::UNKNOWN);
+
+    b.daemon.start("web").await.unwrap();
+    b.daemon
+        .prefetch_figures(&[web.clone(), idle.clone()])
+        .await;
+    // The fake's veth counts 1 and 2; this "host" has no cgroup of the scope.
+    let running = b.daemon.figures(&web);
+    assert_eq!(
+        (running.get(Figure::RxBytes), running.get(Figure::TxBytes)),
+        (1, 2)
+    );
+    assert_eq!(
+        running.get(Figure::TasksCurrent),
+        crate::api::UNKNOWN_FIGURE
+    );
+    assert_eq!(b.daemon.figures(&idle), Figures::UNKNOWN);
+
+    // Cached figures of a run that ended are not the stopped machine's.
+    b.daemon.stop("web").await.unwrap();
+    assert_eq!(b.daemon.figures(&web), Figures::UNKNOWN);
 }

@@ -74,6 +74,8 @@ pub struct Machine {
     pub op: Arc<tokio::sync::Mutex<()>>,
     /// Bumped by the leader watcher each time a run of the machine has ended.
     pub ended: tokio::sync::watch::Sender<u64>,
+    /// Its live figures as last read (see figures.rs).
+    pub(super) figures: super::figures::Cache,
 }
 
 impl Machine {
@@ -105,6 +107,7 @@ impl Machine {
             }),
             op: Arc::new(tokio::sync::Mutex::new(())),
             ended: tokio::sync::watch::channel(0).0,
+            figures: Default::default(),
         }
     }
 

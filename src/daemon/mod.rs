@@ -18,6 +18,7 @@ mod exec;
 mod export;
 #[cfg(test)]
 mod fake;
+mod figures;
 mod freeze;
 mod import;
 mod job;
@@ -37,6 +38,7 @@ mod template;
 mod validate;
 
 pub use create::CreateOptions;
+pub use figures::{Figure, Figures};
 pub use network::LeaseReservation;
 pub use snapshot::SnapshotInfo;
 pub use stop::{machine_halt_signal as halt_signal, stop_timeout};
@@ -47,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::limits::Flavor;
 use crate::paths::Paths;
 use crate::spawn::Spawner;
-use crate::systemd::{Figure, Systemd, UNKNOWN_FIGURE};
+use crate::systemd::Systemd;
 use machine::{Machine, MachineState};
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -309,14 +311,6 @@ impl Daemon {
             if users.len() == 1 { "s" } else { "" },
             if users.len() == 1 { "it" } else { "them" },
         )))
-    }
-
-    /// A live figure of a running machine, from systemd; unknown when it is not running.
-    pub async fn figure(&self, name: &str, figure: Figure) -> u64 {
-        match self.machine(name) {
-            Ok(m) if m.state().is_active() => self.systemd.figure(&m.unit, figure).await,
-            _ => UNKNOWN_FIGURE,
-        }
     }
 }
 

@@ -6,10 +6,10 @@ use super::manager::{ManagerIface, machine_path};
 use super::options;
 use crate::api::KillWho;
 use crate::daemon::Daemon;
+use crate::daemon::Figure;
 use crate::daemon::machine::MachineState;
 use crate::error::Error;
 use crate::limits::RawValue;
-use crate::systemd::Figure;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -660,16 +660,14 @@ impl MachineIface {
     /// link show HOSTINTERFACE` counts them; UINT64_MAX when it has no veth.
     #[zbus(property(emits_changed_signal = "false"))]
     fn rx_bytes(&self) -> u64 {
-        self.stats()
-            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.rx_bytes)
+        self.figure(Figure::RxBytes)
     }
 
     /// Bytes sent on the host side of its veth (what the machine received), as `ip -s
     /// link` counts them; UINT64_MAX when it has no veth.
     #[zbus(property(emits_changed_signal = "false"))]
     fn tx_bytes(&self) -> u64 {
-        self.stats()
-            .map_or(crate::api::UNKNOWN_FIGURE, |s| s.tx_bytes)
+        self.figure(Figure::TxBytes)
     }
 
     #[zbus(property)]
@@ -699,39 +697,39 @@ impl MachineIface {
             .collect()
     }
 
-    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
-    /// machine is not running or its accounting is off, as systemd reports unknown figures.
+    /// Live figure of its scope, as systemd counts it; 18446744073709551615 (UINT64_MAX)
+    /// when unknown: the machine is not running or the host does not count it.
     #[zbus(property(emits_changed_signal = "false"), name = "CPUUsageNSec")]
-    async fn cpu_usage_nsec(&self) -> u64 {
-        self.figure(Figure::CpuUsageNSec).await
+    fn cpu_usage_nsec(&self) -> u64 {
+        self.figure(Figure::CpuUsageNSec)
     }
 
-    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
-    /// machine is not running or its accounting is off, as systemd reports unknown figures.
+    /// Live figure of its scope, as systemd counts it; 18446744073709551615 (UINT64_MAX)
+    /// when unknown: the machine is not running or the host does not count it.
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn memory_current(&self) -> u64 {
-        self.figure(Figure::MemoryCurrent).await
+    fn memory_current(&self) -> u64 {
+        self.figure(Figure::MemoryCurrent)
     }
 
-    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
-    /// machine is not running or its accounting is off, as systemd reports unknown figures.
+    /// Live figure of its scope, as systemd counts it; 18446744073709551615 (UINT64_MAX)
+    /// when unknown: the machine is not running or the host does not count it.
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn tasks_current(&self) -> u64 {
-        self.figure(Figure::TasksCurrent).await
+    fn tasks_current(&self) -> u64 {
+        self.figure(Figure::TasksCurrent)
     }
 
-    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
-    /// machine is not running or its accounting is off, as systemd reports unknown figures.
+    /// Live figure of its scope, as systemd counts it; 18446744073709551615 (UINT64_MAX)
+    /// when unknown: the machine is not running or the host does not count it.
     #[zbus(property(emits_changed_signal = "false"), name = "IOReadBytes")]
-    async fn io_read_bytes(&self) -> u64 {
-        self.figure(Figure::IoReadBytes).await
+    fn io_read_bytes(&self) -> u64 {
+        self.figure(Figure::IoReadBytes)
     }
 
-    /// Live figure from systemd; 18446744073709551615 (UINT64_MAX) when unknown: the
-    /// machine is not running or its accounting is off, as systemd reports unknown figures.
+    /// Live figure of its scope, as systemd counts it; 18446744073709551615 (UINT64_MAX)
+    /// when unknown: the machine is not running or the host does not count it.
     #[zbus(property(emits_changed_signal = "false"), name = "IOWriteBytes")]
-    async fn io_write_bytes(&self) -> u64 {
-        self.figure(Figure::IoWriteBytes).await
+    fn io_write_bytes(&self) -> u64 {
+        self.figure(Figure::IoWriteBytes)
     }
 }
 
@@ -746,13 +744,14 @@ pub(super) fn set_cloexec(fd: &OwnedFd) -> Result<()> {
 }
 
 impl MachineIface {
-    fn stats(&self) -> Option<crate::net::LinkStats> {
-        let m = self.daemon.machine(&self.name).ok()?;
-        self.daemon.link_stats(&m)
-    }
-
-    async fn figure(&self, figure: Figure) -> u64 {
-        self.daemon.figure(&self.name, figure).await
+    /// Read with the machine's other figures and cached briefly (daemon/figures.rs), so
+    /// a GetAll or GetManagedObjects reads each cgroup file once and never asks systemd.
+    fn figure(&self, figure: Figure) -> u64 {
+        self.daemon
+            .machine(&self.name)
+            .map_or(crate::api::UNKNOWN_FIGURE, |m| {
+                self.daemon.figures(&m).get(figure)
+            })
     }
 
     /// Replies once the machine's object is gone, so a client can re-create the name.

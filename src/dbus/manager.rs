@@ -137,6 +137,21 @@ impl ManagerIface {
             .collect()
     }
 
+    /// Machines with their properties in one call, for clients that show many: those
+    /// named in `names` that exist, in that order, or every machine (by name) when it is
+    /// empty; each with its name, object path and the properties named in `properties`
+    /// (the values Get gives), or all of them (GetAll's) when it is empty. Live figures
+    /// of all the machines are read in one pass.
+    async fn list_machines_detailed(
+        &self,
+        #[zbus(object_server)] server: &zbus::ObjectServer,
+        #[zbus(connection)] conn: &Connection,
+        names: Vec<String>,
+        properties: Vec<String>,
+    ) -> Result<Vec<super::detailed::Detailed>> {
+        super::detailed::list(server, conn, &self.daemon, names, properties).await
+    }
+
     /// A berth network: a bridge named NAME with the subnet's first address, a dnsmasq
     /// on it, NAT out of the host's default route. Options: `Subnet s` (CIDR; default
     /// the first free 10.0.N.0/24), `Nat b` (default true), `Dhcp b` (default true).

@@ -4,6 +4,7 @@
 //! its [`Event`]s into objects, signals and PropertiesChanged.
 
 pub mod auth;
+pub mod detailed;
 pub mod error;
 pub mod job;
 pub mod machine;

@@ -1,5 +1,5 @@
 //! Everything berth asks of systemd: the machine's transient scope under machine.slice,
-//! its limits and accounting, stop and kill, live figures, and machined's registry.
+//! its limits and accounting, stop and kill, and machined's registry.
 //!
 //! The daemon sees systemd only through the [`Systemd`] trait, so its state machine can
 //! be tested against a fake (src/daemon/fake.rs) without booting a host; [`Bus`] is the
@@ -18,7 +18,7 @@ use zbus::Connection;
 use zbus_systemd::systemd1::ManagerProxy;
 
 pub use crate::api::UNKNOWN_FIGURE;
-pub use scope::{Figure, ScopeSpec};
+pub use scope::ScopeSpec;
 pub use service::ServiceSpec;
 
 /// What the daemon needs from systemd.
@@ -36,8 +36,6 @@ pub trait Systemd: Send + Sync {
     async fn freeze(&self, unit: &str, freeze: bool) -> Result<()>;
     /// Waits until systemd has dropped the unit, stopping it if it lingers past `timeout`.
     async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()>;
-    /// One live figure of the unit, or [`UNKNOWN_FIGURE`].
-    async fn figure(&self, unit: &str, figure: Figure) -> u64;
     /// Tells systemd-machined about a running machine (by its ID, when it has one), if
     /// machined is there.
     async fn register_machine(
@@ -123,10 +121,6 @@ impl Systemd for Bus {
 
     async fn wait_gone(&self, unit: &str, timeout: Duration) -> Result<()> {
         scope::wait_gone(self, unit, timeout).await
-    }
-
-    async fn figure(&self, unit: &str, figure: Figure) -> u64 {
-        scope::figure(self, unit, figure).await
     }
 
     async fn register_machine(

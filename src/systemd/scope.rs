@@ -1,9 +1,9 @@
 //! A machine's transient scope `machine-NAME.scope`: what systemd is told at start,
-//! live limit changes, stop, kill and the accounting figures.
+//! live limit changes, stop and kill. Its figures are read from its cgroup files
+//! (crate::cgroup::figures), not asked of systemd.
 
 use super::Bus;
 use super::properties::{SdValue, limit_properties, limit_values, unset_values};
-use crate::api::UNKNOWN_FIGURE;
 use crate::error::{Error, Result};
 use crate::limits::{Flavor, Limits};
 use futures_util::StreamExt;
@@ -25,16 +25,6 @@ pub struct ScopeSpec<'a> {
     /// The host ID of an unprivileged machine's root, which gets the scope's cgroup
     /// delegated (crate::cgroup::delegate) so that a systemd inside can run its units.
     pub owner: Option<u32>,
-}
-
-/// The accounting figures of a scope that berth passes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Figure {
-    CpuUsageNSec,
-    MemoryCurrent,
-    TasksCurrent,
-    IoReadBytes,
-    IoWriteBytes,
 }
 
 pub(super) fn owned(v: Value<'_>) -> OwnedValue {
@@ -281,27 +271,6 @@ pub(super) async fn wait_gone(sd: &Bus, unit: &str, timeout: Duration) -> Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
-}
-
-/// One live figure of the scope. Each Machine property read asks systemd for its own
-/// figure only, so a GetAll of the five figures reads five values, not twenty-five.
-pub(super) async fn figure(sd: &Bus, unit: &str, figure: Figure) -> u64 {
-    let read = async {
-        let path = sd.manager().get_unit(unit.to_string()).await?;
-        let scope = zbus_systemd::systemd1::ScopeProxy::builder(sd.connection())
-            .path(path)?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        match figure {
-            Figure::CpuUsageNSec => scope.cpu_usage_n_sec().await,
-            Figure::MemoryCurrent => scope.memory_current().await,
-            Figure::TasksCurrent => scope.tasks_current().await,
-            Figure::IoReadBytes => scope.io_read_bytes().await,
-            Figure::IoWriteBytes => scope.io_write_bytes().await,
-        }
-    };
-    read.await.unwrap_or(UNKNOWN_FIGURE)
 }
 
 /// DeviceAllow for a machine: its /dev nodes (spawn/mount.rs), the pty multiplexer and
