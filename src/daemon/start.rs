@@ -91,11 +91,13 @@ impl Daemon {
         let mut revert = Revert::new();
 
         let one_shot = io.is_some();
+        let mut steps = Steps::new();
         let mut pending = match io {
             None => self.spawner.spawn(&req).await?,
             Some(io) => self.spawner.spawn_run(&req, io).await?,
         };
         let pid = pending.pid();
+        steps.mark("helper and namespaces");
         // Read from now on, so the log has everything PID 1 says.
         let console = pending.take_console();
         // Shared with the undo steps: whichever runs first kills the waiting PID 1.
@@ -136,10 +138,13 @@ impl Daemon {
             stop_timeout_usec: super::stop::stop_timeout(&cfg).as_micros() as u64,
             owner: cfg.users.map(|u| u.range.base),
         };
+        steps.mark("console and pidfd");
         revert.check(self.systemd.start_scope(&spec).await).await?;
+        steps.mark("scope job");
         // In its scope and still waiting: its eth0 goes into its namespace now, so its
         // init finds the network up.
         self.plug(m, pid, &mut revert).await?;
+        steps.mark("network");
 
         // Recorded before PID 1 runs anything: a berthd that dies from here on still finds
         // the machine again after its restart.
@@ -158,6 +163,7 @@ impl Daemon {
         revert
             .check(store::save_runtime(&rt_dir, &m.name, &rt))
             .await?;
+        steps.mark("runtime file");
 
         // Registered while PID 1 still waits in its scope: were it to exit at once,
         // machined would otherwise keep a machine whose scope is already gone.
@@ -169,6 +175,7 @@ impl Daemon {
                 &m.rootfs(),
             )
             .await;
+        steps.mark("machined");
 
         let waiting = pending.lock().expect("pending lock").take();
         if let Some(p) = waiting {
@@ -178,7 +185,9 @@ impl Daemon {
                 .map_err(|e| e.context(format!("machine {} did not start", m.name)));
             revert.check(went).await?;
         }
+        steps.mark("mounts, pivot_root, exec");
         revert.commit();
+        info!("machine {}: start took {steps}", m.name);
         Ok(pidfd)
     }
 
@@ -230,4 +239,41 @@ async fn abort(pending: Arc<Mutex<Option<Box<dyn Pending>>>>) -> Result<()> {
         p.abort().await;
     }
     Ok(())
+}
+
+/// How long each step of a start took, for the one line berthd logs about it: the
+/// breakdown docs/benchmarks.md keeps comes from these lines.
+struct Steps {
+    begun: std::time::Instant,
+    last: std::time::Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Steps {
+    fn new() -> Steps {
+        let now = std::time::Instant::now();
+        Steps {
+            begun: now,
+            last: now,
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((step, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Steps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        write!(f, "{:.1} ms:", ms(self.last - self.begun))?;
+        for (i, (step, took)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { " " } else { ", " };
+            write!(f, "{sep}{step} {:.1}", ms(*took))?;
+        }
+        Ok(())
+    }
 }
