@@ -16,7 +16,7 @@
 //!
 //! Figures (issue 9), on a busybox machine:
 //! - exec `/bin/true` in a running machine: `berthctl exec` vs `nsenter -t LEADER -a`,
-//!   50 in a row per sample.
+//!   50 in a row per sample, with exec's parts alone, and the steps of 10 starts.
 //!
 //! `BERTH_BENCH=network` runs only the network figures, `BERTH_BENCH=exec` only exec.
 
@@ -331,6 +331,32 @@ fn exec(host: &TestHost) {
         );
     }
     host.okw("berthctl remove --force x");
+
+    // The start path, step by step, as berthd logs each start ("start took ...").
+    host.ok(&[
+        "berthctl",
+        "create",
+        "st",
+        "--template",
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 1; done",
+    ]);
+    for _ in 0..10 {
+        host.okw("berthctl start st");
+        host.okw("berthctl stop st");
+    }
+    println!("\nStart steps of 10 starts (berthd's log):");
+    for line in host
+        .journal("berthd")
+        .lines()
+        .filter(|l| l.contains("machine st: start took"))
+    {
+        println!("- {}", line.split("start took ").nth(1).unwrap_or(line));
+    }
+    host.okw("berthctl remove st");
 }
 
 fn main() {
