@@ -4,7 +4,7 @@
 use berth::daemon::{Daemon, Host};
 use berth::paths::{DEFAULT_CONFIG, Paths};
 use berth::spawn::{EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG};
-use berth::sys::process::close_fds_from;
+use berth::sys::process::{close_fds_from, raise_nofile, restore_nofile};
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,16 +32,23 @@ fn main() {
     match std::env::args().nth(1).as_deref() {
         Some(SPAWN_HELPER_ARG) => {
             close_fds_from(3);
+            restore_nofile();
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
             close_fds_from(EXEC_REQUEST_FD as u32 + 1);
+            restore_nofile();
             std::process::exit(berth::spawn::exec::main())
         }
         _ => {}
     }
     let args = Args::parse();
     init_logging();
+    // One pidfd per running machine: without this, machine 1,000 or so fails with EMFILE.
+    match raise_nofile() {
+        Ok(n) => tracing::debug!("open descriptors: up to {n}"),
+        Err(e) => tracing::warn!("cannot raise the limit of open descriptors: {e}"),
+    }
     let mut paths = match Paths::load(&args.config) {
         Ok(p) => p,
         Err(e) => {
