@@ -82,6 +82,28 @@ fn many_running_machines(mode: CgroupMode, test: &str) {
         started.elapsed()
     );
 
+    // berthd holds a pidfd per running machine, so it raised its limit of descriptors
+    // past the usual 1024; what runs in a machine is back to 1024 (select() needs it).
+    let soft = |pid: &str| -> u64 {
+        let limits = host.ok(&["cat", &format!("/proc/{pid}/limits")]);
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files");
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    let berthd = host.okw("pidof berthd").trim().to_string();
+    assert!(
+        soft(&berthd) > 1024,
+        "berthd's soft limit: {}",
+        soft(&berthd)
+    );
+    let leader = json(&host.okw(&format!("berthctl status {} --json", plain[0])))["leader"]
+        .as_u64()
+        .expect("a leader")
+        .to_string();
+    assert_eq!(soft(&leader), 1024);
+
     // The table: every machine on a line of its own, each column where its header is.
     let listed = host.okw("berthctl list");
     let mut lines = listed.lines();

@@ -6,7 +6,7 @@ use berth::paths::{DEFAULT_CONFIG, Paths};
 use berth::spawn::{
     EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
 };
-use berth::sys::process::close_fds_from;
+use berth::sys::process::{close_fds_from, raise_nofile, restore_nofile};
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,10 +35,12 @@ fn main() {
         Some(SPAWN_HELPER_ARG) => {
             // What berthd passed on purpose sits below; the helper sorts those out.
             close_fds_from(SPAWN_HELPER_FIRST_CLOSED_FD as u32);
+            restore_nofile();
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
             close_fds_from(EXEC_REQUEST_FD as u32 + 1);
+            restore_nofile();
             std::process::exit(berth::spawn::exec::main())
         }
         _ => {}
@@ -46,8 +48,12 @@ fn main() {
     let args = Args::parse();
     // SAFETY: no thread exists yet.
     unsafe { berth::console::fdstore::receive() };
-    raise_fd_limit();
     init_logging();
+    // One pidfd per running machine: without this, machine 1,000 or so fails with EMFILE.
+    match raise_nofile() {
+        Ok(n) => tracing::debug!("open descriptors: up to {n}"),
+        Err(e) => tracing::warn!("cannot raise the limit of open descriptors: {e}"),
+    }
     let mut paths = match Paths::load(&args.config) {
         Ok(p) => p,
         Err(e) => {
@@ -124,13 +130,6 @@ async fn run(paths: Paths) -> Result<(), String> {
 /// Each running machine's console holds descriptors in berthd (and clients' consoles
 /// and followers more): the soft limit of 1024 systemd gives services would cap berthd at
 /// a few hundred machines. Nothing in berthd uses select(2), so the hard limit is safe.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}
-
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")

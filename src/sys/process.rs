@@ -39,6 +39,54 @@ pub fn close_fds_from(first: u32) {
     }
 }
 
+/// The soft limit of open descriptors what berth starts gets: FD_SETSIZE, past which
+/// select() fails, and systemd's default for every service for that reason.
+pub const NOFILE_SOFT: u64 = 1024;
+
+/// Raises this process's soft limit of open descriptors to its hard limit, as berthd
+/// needs: it holds a pidfd on every running machine's leader, and a thousand machines
+/// pass the usual 1024. Returns the soft limit in force afterwards.
+pub fn raise_nofile() -> std::io::Result<u64> {
+    let mut limit = nofile()?;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        set_nofile(&limit)?;
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// Lowers the soft limit of open descriptors back to [`NOFILE_SOFT`]: the helpers call
+/// it first, so nothing they start in a machine inherits berthd's raised limit, as
+/// systemd resets its own raised limit for what it starts.
+pub fn restore_nofile() {
+    if let Ok(mut limit) = nofile()
+        && limit.rlim_cur > NOFILE_SOFT
+    {
+        limit.rlim_cur = NOFILE_SOFT;
+        let _ = set_nofile(&limit);
+    }
+}
+
+fn nofile() -> std::io::Result<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(limit)
+}
+
+fn set_nofile(limit: &libc::rlimit) -> std::io::Result<()> {
+    // SAFETY: setrlimit only reads the struct it is given.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
