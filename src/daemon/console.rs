@@ -395,7 +395,12 @@ async fn relay(
                     let mut guard = guard?;
                     match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(io::Error::from)) {
                         Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(n)) => write_all(&live.master, &buf[..n]).await?,
+                        Ok(Ok(n)) => {
+                            // A resize then a keystroke: the machine has the new size by
+                            // the time it reads the key.
+                            sync_window_size(proxy, &live.master, &mut size);
+                            write_all(&live.master, &buf[..n]).await?
+                        }
                         Ok(Err(e)) => return Err(e),
                         Err(_would_block) => {}
                     }
