@@ -192,6 +192,12 @@ fn consoles(mode: CgroupMode, test: &str) {
     term.write(b"\x1d\x1d\x1d");
     assert_eq!(term.wait(SHORTLY), Some(0), "{}", term.output());
 
+    // A frozen machine's console is refused until it is thawed.
+    host.okw("berthctl freeze c");
+    let err = host.failsw("berthctl console c");
+    assert!(err.contains("frozen"), "{err}");
+    host.okw("berthctl thaw c");
+
     // A stopped machine has no console; its log stays until it is removed.
     host.okw("berthctl kill --signal KILL c");
     assert!(wait_until("c stopped", SHORTLY, || state(&host, "c") == "stopped"));
@@ -201,10 +207,17 @@ fn consoles(mode: CgroupMode, test: &str) {
         host.okw("berthctl logs -n 5 c")
             .contains("-- berthd: stopped")
     );
-    host.okw("berthctl remove c");
+    // The log follows a rename.
+    host.okw("berthctl rename c d");
     assert!(!host.path("/run/berth/console/c.log").exists());
-    let err = host.failsw("berthctl logs c");
-    assert!(err.contains("c"), "{err}");
+    assert!(
+        host.okw("berthctl logs -n 5 d")
+            .contains("-- berthd: stopped")
+    );
+    host.okw("berthctl remove d");
+    assert!(!host.path("/run/berth/console/d.log").exists());
+    let err = host.failsw("berthctl logs d");
+    assert!(err.contains("d"), "{err}");
     assert_no_leftovers(&host);
 }
 
