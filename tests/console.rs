@@ -63,6 +63,12 @@ fn consoles(mode: CgroupMode, test: &str) {
         "{stored}"
     );
 
+    // berthd raises its own descriptor limit (a console's ptys per machine); what runs
+    // in a machine still starts with the usual soft limit.
+    assert_eq!(host.shell_ok("c", "ulimit -n").trim(), "1024");
+    let limits = host.shell_ok("c", "grep 'open files' /proc/1/limits");
+    assert!(limits.contains(" 1024 "), "{limits}");
+
     let mut term = host.pty(&["berthctl", "console", "c"]);
     term.read_until("Ctrl-] three times", SHORTLY);
     term.read_until("mark-", SHORTLY);

@@ -31,12 +31,14 @@ fn main() {
     // The helpers must stay single-threaded: dispatch before any runtime exists.
     match std::env::args().nth(1).as_deref() {
         Some(SPAWN_HELPER_ARG) => {
+            nofile_limit_as_before();
             // The console's slave, when there is one, is at CONSOLE_FD; a request without
             // a console never looks there.
             close_fds_from(CONSOLE_FD as u32 + 1);
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
+            nofile_limit_as_before();
             close_fds_from(EXEC_REQUEST_FD as u32 + 1);
             std::process::exit(berth::spawn::exec::main())
         }
@@ -127,6 +129,17 @@ fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// What a machine's processes get as their soft descriptor limit: the usual 1024, not
+/// berthd's raised one (see [`raise_fd_limit`]), which programs that walk every possible
+/// descriptor, or use select(2), are not ready for; systemd resets it the same way for
+/// what it starts.
+fn nofile_limit_as_before() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(1024), hard);
     }
 }
 
