@@ -8,11 +8,9 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, boot_with_berth, wait_until};
+use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, wait_until};
 use std::io::{BufRead, BufReader};
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,111 +18,6 @@ const SHORTLY: Duration = Duration::from_secs(15);
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The console log's bound (src/console/log.rs's CAP): the file never exceeds twice it.
 const CAP: u64 = 128 * 1024;
-
-/// A command run inside the host on a pty of the test's, as at a terminal.
-struct Term {
-    master: OwnedFd,
-    child: Child,
-    seen: Arc<Mutex<Vec<u8>>>,
-    /// Where the next `expect` starts looking.
-    cursor: usize,
-}
-
-impl Term {
-    fn start(host: &TestHost, argv: &[&str]) -> Term {
-        let pair = berth::console::pty::open().expect("a pty");
-        berth::console::pty::set_window_size(&pair.master, (30, 100)).unwrap();
-        let out = pair.slave.try_clone().unwrap();
-        let err = pair.slave.try_clone().unwrap();
-        let mut cmd = Command::new("nsenter");
-        cmd.args(["-t", &host.pid().to_string(), "-a", "--"])
-            .args(argv)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("TERM", "xterm")
-            .stdin(Stdio::from(pair.slave))
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        // SAFETY: setsid and ioctl only, between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("nsenter runs");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let reader = pair.master.try_clone().unwrap();
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            // Ends with EIO once the command and its children closed the slave.
-            while let Ok(n) = nix::unistd::read(&reader, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Term {
-            master: pair.master,
-            child,
-            seen,
-            cursor: 0,
-        }
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
-    }
-
-    /// Waits for `needle` after what earlier expects found; panics with the screen if it
-    /// does not come.
-    fn expect(&mut self, needle: &str) {
-        let mut at = None;
-        let found = wait_until(needle, SHORTLY, || {
-            let seen = self.seen.lock().unwrap();
-            at = seen[self.cursor..]
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes());
-            at.is_some()
-        });
-        assert!(
-            found,
-            "{needle:?} not shown; the terminal shows:\n{}",
-            self.text()
-        );
-        self.cursor += at.unwrap() + needle.len();
-    }
-
-    fn send(&self, bytes: &[u8]) {
-        nix::unistd::write(&self.master, bytes).expect("write to the pty");
-    }
-
-    /// Waits for the command to exit; its exit code.
-    fn exit_code(&mut self) -> i32 {
-        let mut status = None;
-        let exited = wait_until("the console client to exit", SHORTLY, || {
-            status = self.child.try_wait().unwrap();
-            status.is_some()
-        });
-        assert!(
-            exited,
-            "still running; the terminal shows:\n{}",
-            self.text()
-        );
-        status.unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Term {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn leader(host: &TestHost, name: &str) -> u64 {
     let status: serde_json::Value =
@@ -162,14 +55,35 @@ fn consoles(mode: CgroupMode, test: &str) {
     ]);
     host.okw("berthctl start c");
     let pid1 = leader(&host, "c");
+    // Its master and the slave berthd keeps are in systemd's store.
+    let stored = host.sh("ls -l /proc/1/fd");
+    let stored = String::from_utf8_lossy(&stored.stdout);
+    assert!(
+        stored.contains("ptmx") && stored.contains("/dev/pts/0"),
+        "{stored}"
+    );
 
-    let mut term = Term::start(&host, &["berthctl", "console", "c"]);
-    term.expect("Ctrl-] three times");
-    term.expect("mark-");
+    // berthd raises its own descriptor limit (a console's ptys per machine); what runs
+    // in a machine still starts with the usual soft limit.
+    assert_eq!(host.shell_ok("c", "ulimit -n").trim(), "1024");
+    let limits = host.shell_ok("c", "grep 'open files' /proc/1/limits");
+    assert!(limits.contains(" 1024 "), "{limits}");
+
+    let mut term = host.pty(&["berthctl", "console", "c"]);
+    term.read_until("Ctrl-] three times", SHORTLY);
+    term.read_until("mark-", SHORTLY);
     // Typed into the machine's console: the shell runs it (its echo shows the line as
     // typed; only the shell's output says hi2).
-    term.send(b"echo hi$((1+1))\r");
-    term.expect("hi2");
+    term.write(b"echo hi$((1+1))\r");
+    term.read_until("hi2", SHORTLY);
+    // The terminal's size is the console's, and follows a resize.
+    term.write(b"stty size\r");
+    term.read_until("24 80", SHORTLY);
+    term.set_winsize(40, 120);
+    // berthctl carries it over on SIGWINCH, berthd on its next wakeup or timer tick.
+    std::thread::sleep(Duration::from_secs(1));
+    term.write(b"stty size\r");
+    term.read_until("40 120", SHORTLY);
 
     // One writer at a time; the refusal says how to watch instead.
     let err = host.failsw("berthctl console c");
@@ -179,13 +93,13 @@ fn consoles(mode: CgroupMode, test: &str) {
     );
 
     // Detach, and the seat is free again.
-    term.send(b"\x1d\x1d\x1d");
-    term.expect("Detached");
-    assert_eq!(term.exit_code(), 0, "{}", term.text());
-    let mut term = Term::start(&host, &["berthctl", "console", "c"]);
-    term.expect("Connected");
-    term.send(b"echo again$((2+3))\r");
-    term.expect("again5");
+    term.write(b"\x1d\x1d\x1d");
+    term.read_until("Detached", SHORTLY);
+    assert_eq!(term.wait(SHORTLY), Some(0), "{}", term.output());
+    let mut term = host.pty(&["berthctl", "console", "c"]);
+    term.read_until("Connected", SHORTLY);
+    term.write(b"echo again$((2+3))\r");
+    term.read_until("again5", SHORTLY);
 
     // The log: the last lines, berthd's own lines among the earlier ones.
     let mut last = String::new();
@@ -262,14 +176,14 @@ fn consoles(mode: CgroupMode, test: &str) {
                 .success()
     }));
     // The old client's relay was in the killed berthd: it ends.
-    term.expect("console of machine c closed");
+    term.read_until("console of machine c closed", SHORTLY);
     drop(term);
     assert_eq!(leader(&host, "c"), pid1);
     assert_eq!(state(&host, "c"), "running");
-    let mut term = Term::start(&host, &["berthctl", "console", "c"]);
-    term.expect("Connected");
-    term.send(b"echo back$((3+4))\r");
-    term.expect("back7");
+    let mut term = host.pty(&["berthctl", "console", "c"]);
+    term.read_until("Connected", SHORTLY);
+    term.write(b"echo back$((3+4))\r");
+    term.read_until("back7", SHORTLY);
     // And the reader in the new berthd logs what the machine says.
     assert!(wait_until(
         "marks logged after the restart",
@@ -281,8 +195,14 @@ fn consoles(mode: CgroupMode, test: &str) {
                 .is_some_and(|after| after.contains("mark-"))
         }
     ));
-    term.send(b"\x1d\x1d\x1d");
-    assert_eq!(term.exit_code(), 0, "{}", term.text());
+    term.write(b"\x1d\x1d\x1d");
+    assert_eq!(term.wait(SHORTLY), Some(0), "{}", term.output());
+
+    // A frozen machine's console is refused until it is thawed.
+    host.okw("berthctl freeze c");
+    let err = host.failsw("berthctl console c");
+    assert!(err.contains("frozen"), "{err}");
+    host.okw("berthctl thaw c");
 
     // A stopped machine has no console; its log stays until it is removed.
     host.okw("berthctl kill --signal KILL c");
@@ -293,10 +213,18 @@ fn consoles(mode: CgroupMode, test: &str) {
         host.okw("berthctl logs -n 5 c")
             .contains("-- berthd: stopped")
     );
-    host.okw("berthctl remove c");
+    // The log follows a rename.
+    host.okw("berthctl rename c d");
     assert!(!host.path("/run/berth/console/c.log").exists());
-    let err = host.failsw("berthctl logs c");
-    assert!(err.contains("c"), "{err}");
+    assert!(
+        host.okw("berthctl logs -n 5 d")
+            .contains("-- berthd: stopped")
+    );
+    host.okw("berthctl remove d");
+    assert!(!host.path("/run/berth/console/d.log").exists());
+    let err = host.failsw("berthctl logs d");
+    assert!(err.contains("d"), "{err}");
+    assert_no_leftovers(&host);
 }
 
 #[test]

@@ -127,9 +127,6 @@ async fn run(paths: Paths) -> Result<(), String> {
     Ok(())
 }
 
-/// Each running machine's console holds descriptors in berthd (and clients' consoles
-/// and followers more): the soft limit of 1024 systemd gives services would cap berthd at
-/// a few hundred machines. Nothing in berthd uses select(2), so the hard limit is safe.
 fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")

@@ -395,7 +395,12 @@ async fn relay(
                     let mut guard = guard?;
                     match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(io::Error::from)) {
                         Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(n)) => write_all(&live.master, &buf[..n]).await?,
+                        Ok(Ok(n)) => {
+                            // A resize then a keystroke: the machine has the new size by
+                            // the time it reads the key.
+                            sync_window_size(proxy, &live.master, &mut size);
+                            write_all(&live.master, &buf[..n]).await?
+                        }
                         Ok(Err(e)) => return Err(e),
                         Err(_would_block) => {}
                     }
@@ -443,4 +448,25 @@ async fn write_all(fd: &AsyncFd<OwnedFd>, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A follower of a quiet machine notices its reader leaving (ReadLog's end).
+    #[tokio::test]
+    async fn a_pipe_whose_reader_left_is_seen_without_writing() {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        pty::set_nonblocking(&w).unwrap();
+        let w = poll(w, Interest::WRITABLE.add(Interest::ERROR)).unwrap();
+        write_all(&w, b"hello").await.unwrap();
+        drop(r);
+        let seen = tokio::time::timeout(Duration::from_secs(5), w.ready(Interest::ERROR))
+            .await
+            .expect("the reader's leaving is seen")
+            .unwrap();
+        drop(seen);
+        assert!(write_all(&w, b"more").await.is_err());
+    }
 }

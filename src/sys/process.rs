@@ -44,8 +44,8 @@ pub fn close_fds_from(first: u32) {
 pub const NOFILE_SOFT: u64 = 1024;
 
 /// Raises this process's soft limit of open descriptors to its hard limit, as berthd
-/// needs: it holds a pidfd on every running machine's leader, and a thousand machines
-/// pass the usual 1024. Returns the soft limit in force afterwards.
+/// needs: it holds a pidfd and console descriptors for every running machine, and a
+/// few hundred machines pass the usual 1024. Returns the soft limit in force afterwards.
 pub fn raise_nofile() -> std::io::Result<u64> {
     let mut limit = nofile()?;
     if limit.rlim_cur < limit.rlim_max {

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 /// Nothing of any machine remains in `host`: no machine-* unit, no machined entry, no
 /// machine-* cgroup and no process in machine.slice in any hierarchy, no machine files or
-/// runtime state, no mount of a machine's files in any process, no berth helper process,
-/// no machine veth and no port forward.
+/// runtime state or console log, no console pty in systemd's file descriptor store, no
+/// mount of a machine's files in any process, no berth helper process, no machine veth
+/// and no port forward.
 /// Panics naming what it found.
 pub fn assert_no_leftovers(host: &TestHost) {
     let units = host.okw("systemctl list-units --all --no-legend machine-*");
@@ -56,6 +57,17 @@ pub fn assert_no_leftovers(host: &TestHost) {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(runtime.is_empty(), "runtime state left: {runtime:?}");
+    let logs: Vec<_> = fs::read_dir(host.path("/run/berth/console"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(logs.is_empty(), "console logs left: {logs:?}");
+    // systemd (the host's PID 1) holds what is in berthd's descriptor store.
+    let stored = host.sh("ls -l /proc/1/fd | grep -e ptmx -e /dev/pts/ || true");
+    let stored = String::from_utf8_lossy(&stored.stdout);
+    assert!(
+        stored.trim().is_empty(),
+        "console ptys left in systemd's store:\n{stored}"
+    );
     let mounts = host.sh(
         "grep -l /var/lib/berth/machines /proc/[0-9]*/mountinfo 2>/dev/null | head -20; \
          grep -h /var/lib/berth/machines /proc/[0-9]*/mountinfo 2>/dev/null | head -5",
