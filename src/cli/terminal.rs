@@ -178,6 +178,9 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
         None
     };
     let mut input = spawn_stdin_reader();
+    // Our own flag, not the channel's: a channel closed by the reader's end must still
+    // be read once to see that end.
+    let mut input_open = true;
     let mut detector = escape.map(EscapeDetector::new);
     let mut out = [0u8; 8192];
     let result = loop {
@@ -199,7 +202,7 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
             Some(()) = recv_winch(&mut winch) => {
                 copy_window_size(stdin.as_fd(), master.get_ref().as_fd())?;
             }
-            chunk = input.recv(), if !input.is_closed() => match chunk {
+            chunk = input.recv(), if input_open => match chunk {
                 Some(Ok(bytes)) => {
                     let (bytes, detach) = match detector.as_mut().and_then(|d| d.scan(&bytes, Instant::now())) {
                         Some(end) => (&bytes[..end], true),
@@ -214,7 +217,7 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
                 None => {
                     // stdin ended: a terminal's reader sees that only through the
                     // pty's EOF character, which a raw terminal never sends itself.
-                    input.close();
+                    input_open = false;
                     if !interactive {
                         let eof = eof_char(master.get_ref().as_fd());
                         write_master(&master, &[eof]).await?;
