@@ -75,6 +75,13 @@ pub enum Command {
         Example:\n  berthctl exec web -- ps aux"
     )]
     Exec(ExecArgs),
+    /// Open a shell (or run a command) on a terminal inside a running machine
+    #[command(
+        after_help = "With no command, the user's login shell from the machine's own /etc/passwd.\n\
+        The exit status is the shell's (128+N when killed by signal N).\n\n\
+        Examples:\n  berthctl shell web\n  berthctl shell web --user www-data -- id"
+    )]
+    Shell(ShellArgs),
     /// Change a machine's resource limits (applied live and kept) or its network (while
     /// it is stopped)
     #[command(
@@ -730,6 +737,25 @@ pub struct ExecArgs {
 
     /// Command and its arguments (put them after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Machine name
+    pub name: String,
+
+    /// User to run as: a name or uid in the machine's own /etc/passwd
+    #[arg(short, long, default_value = "root")]
+    pub user: String,
+
+    /// Environment variable for the shell (repeatable); a bare KEY passes on this
+    /// shell's value without putting it on the command line
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<KeyValue>,
+
+    /// Command and its arguments (put them after `--`); none: the user's login shell
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ mod network;
 mod output;
 mod parse;
 mod progress;
+mod shell;
 mod snapshot;
 mod template;
 pub mod terminal;
@@ -91,6 +92,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 session.wait(&args.name, target).await
             }
             Command::Exec(args) => session.exec(args).await,
+            Command::Shell(args) => session.shell(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,
             Command::CopyTo(args) => session.copy_to(args).await,
