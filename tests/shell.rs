@@ -200,6 +200,22 @@ fn shell_scenarios(mode: CgroupMode, test: &str) {
         }),
         "before:\n{before}\nnow:\n{now}"
     );
+
+    // berthctl told to stop: the terminal is left as it was found.
+    let mut pty = host.pty(&["berthctl", "shell", "web"]);
+    run_in(&mut pty, "true", 4);
+    assert!(!pty.echoes(), "raw while relaying");
+    pty.signal(libc::SIGTERM);
+    assert_eq!(pty.wait(SHORTLY), Some(1), "{}", pty.output());
+    assert!(pty.echoes(), "restored: {}", pty.output());
+    assert!(pty.output().contains("terminated"), "{}", pty.output());
+    assert!(
+        wait_until("that shell to go too", SHORTLY, || {
+            now = processes(&host, "web");
+            now == before
+        }),
+        "before:\n{before}\nnow:\n{now}"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //!   output not consumed yet and returns that output up to the end of the match (panics
 //!   with everything seen when it does not come); `output()` is everything so far;
 //! - `set_winsize(rows, cols)` resizes the terminal (the kernel sends SIGWINCH to the
-//!   command);
+//!   command); `echoes()` says whether it is out of raw mode;
 //! - `wait(timeout)` its exit code (128+signal when killed), or None while it runs;
 //! - `signal(sig)` signals the command itself (not nsenter in front of it);
 //! - on drop the command and nsenter are killed.
@@ -174,6 +174,13 @@ impl Pty {
         // SAFETY: TIOCSWINSZ reads the winsize we pass.
         let rc = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
         assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
+    /// Whether the terminal echoes what is typed: false while a program holds it in raw
+    /// mode.
+    pub fn echoes(&self) -> bool {
+        let t = nix::sys::termios::tcgetattr(&self.master).expect("tcgetattr on the pty");
+        t.local_flags.contains(nix::sys::termios::LocalFlags::ECHO)
     }
 
     /// The command's exit code (128+signal when killed) once it ended, waiting up to
