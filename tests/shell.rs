@@ -208,7 +208,7 @@ fn shell_scenarios(mode: CgroupMode, test: &str) {
     pty.signal(libc::SIGTERM);
     assert_eq!(pty.wait(SHORTLY), Some(1), "{}", pty.output());
     assert!(pty.echoes(), "restored: {}", pty.output());
-    assert!(pty.output().contains("terminated"), "{}", pty.output());
+    pty.read_until("terminated (SIGTERM)", SHORTLY);
     assert!(
         wait_until("that shell to go too", SHORTLY, || {
             now = processes(&host, "web");

@@ -11,6 +11,7 @@
 //! - `set_winsize(rows, cols)` resizes the terminal (the kernel sends SIGWINCH to the
 //!   command); `echoes()` says whether it is out of raw mode;
 //! - `wait(timeout)` its exit code (128+signal when killed), or None while it runs;
+//!   once it says the command ended, `output()` holds all it wrote;
 //! - `signal(sig)` signals the command itself (not nsenter in front of it);
 //! - on drop the command and nsenter are killed.
 //!
@@ -199,6 +200,14 @@ impl Pty {
             };
             code.is_some()
         });
+        if code.is_some() {
+            // What it wrote last may still be on its way through the reader thread:
+            // output() is complete once the pty has hung up (the command held its last
+            // slave; something it left running may hold it on, hence the limit).
+            let (lock, cond) = &*self.output;
+            let out = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = cond.wait_timeout_while(out, Duration::from_secs(5), |o| !o.ended);
+        }
         code
     }
 
