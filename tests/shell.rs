@@ -140,6 +140,13 @@ fn shell_scenarios(mode: CgroupMode, test: &str) {
     ]);
     assert!(out.contains("got-"), "{out}");
 
+    // The machine's confinement, as Execute's commands get it.
+    let confinement = "grep -E '^(CapBnd|Seccomp):' /proc/self/status";
+    let exec = host.shell_ok("web", confinement);
+    let shell = host.ok(&["berthctl", "shell", "web", "--", "sh", "-c", confinement]);
+    assert_eq!(lines(&shell), lines(&exec));
+    assert!(exec.contains("Seccomp:\t2"), "{exec}");
+
     // A privileged machine (no user namespace of its own) too: its devpts, and a uid
     // its /etc/passwd does not name.
     if mode == CgroupMode::Hybrid {
