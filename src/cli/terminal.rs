@@ -181,14 +181,9 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
     };
     // Killed by SIGTERM or SIGHUP, the process would leave the terminal raw: such a
     // signal ends the relay with an error instead, after the terminal is restored.
-    let mut term = match interactive {
-        true => Some(signal(SignalKind::terminate())?),
-        false => None,
-    };
-    let mut hup = match interactive {
-        true => Some(signal(SignalKind::hangup())?),
-        false => None,
-    };
+    let listen = |kind| interactive.then(|| signal(kind)).transpose();
+    let mut term = listen(SignalKind::terminate())?;
+    let mut hup = listen(SignalKind::hangup())?;
     let mut input = spawn_stdin_reader();
     // Our own flag, not the channel's: a channel closed by the reader's end must still
     // be read once to see that end.

@@ -144,7 +144,8 @@ fn run_shell(req: &ExecRequest, channel: File) -> i32 {
             return Ok(None);
         };
         let group = read_etc("group")?;
-        Ok(Some((account.clone(), open_pty(&account, &group)?, group)))
+        let pty = open_pty(&account, &group)?;
+        Ok(Some((account, pty, group)))
     });
     let (account, pty, group) = match prepared {
         Ok(Some(p)) => p,
@@ -164,10 +165,8 @@ fn run_shell(req: &ExecRequest, channel: File) -> i32 {
         Ok(ForkResult::Child) => {
             die_with_parent();
             let msg = match become_login(req, &account, &groups, &pty.slave) {
-                Ok(()) => match req.argv.is_empty() {
-                    true => login_shell(&account, &env),
-                    false => exec_in_root(&req.argv, &env),
-                },
+                Ok(()) if req.argv.is_empty() => login_shell(&account, &env),
+                Ok(()) => exec_in_root(&req.argv, &env),
                 Err(e) => e,
             };
             // On the pty once become_login made it stderr, so the user reads why.
@@ -302,9 +301,10 @@ fn send_reply(channel: &File, msg: &ShellReply, master: Option<&OwnedFd>) -> Res
     let mut line = serde_json::to_vec(msg).expect("replies serialize");
     line.push(b'\n');
     let fds: Vec<i32> = master.iter().map(|m| m.as_raw_fd()).collect();
-    let cmsgs: Vec<ControlMessage> = match fds.is_empty() {
-        true => Vec::new(),
-        false => vec![ControlMessage::ScmRights(&fds)],
+    let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
     };
     let mut sent = 0;
     while sent < line.len() {
