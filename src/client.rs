@@ -222,6 +222,20 @@ pub trait Machine {
         stderr: Fd<'_>,
     ) -> zbus::Result<i32>;
 
+    /// Runs `argv` (none: `user`'s login shell) as `user` of the machine on a pty opened
+    /// inside it: its master and the slave's path there. Subscribe to ShellExited before
+    /// calling; the signal for this shell is the first with its path after the reply.
+    #[zbus(allow_interactive_auth)]
+    fn open_shell(
+        &self,
+        user: &str,
+        argv: &[&str],
+        environment: &[&str],
+    ) -> zbus::Result<(zbus::zvariant::OwnedFd, String)>;
+
+    #[zbus(signal)]
+    fn shell_exited(&self, pty_path: String, exit_status: i32) -> zbus::Result<()>;
+
     #[zbus(property)]
     fn name(&self) -> zbus::Result<String>;
 

@@ -156,6 +156,12 @@ fn assert_every_change_refused(host: &TestHost, uid: u32, said: impl Fn(&str) ->
         uid,
         &said("org.berth.Berth1.shell"),
     );
+    assert_refused(
+        host,
+        "berthctl shell box -- touch /pwned",
+        uid,
+        &said("org.berth.Berth1.shell"),
+    );
 
     // No trace: no new machine, files or scope; the old ones as they were.
     assert!(!host.path("/var/lib/berth/machines/other").exists());
@@ -266,6 +272,10 @@ fn polkit_decides_for_other_users() {
     assert_eq!(limit.trim(), "MemoryLimit=33554432");
     assert_eq!(
         as_user_ok(&host, "berthctl exec other -- hostname").trim(),
+        "other"
+    );
+    assert_eq!(
+        as_user_ok(&host, "berthctl shell other -- hostname").trim(),
         "other"
     );
     as_user_ok(&host, "berthctl restart other");

@@ -94,21 +94,27 @@ pub enum Command {
     Exec(ExecArgs),
     /// Attach this terminal to a running machine's console (its PID 1's); one at a time
     #[command(
-        after_help = "Detach with Ctrl-] three times within a second; the machine runs on,         and `berthctl console` attaches again. The last few KiB the console said are shown         first. Only one client may be attached: to watch while another is, use         `berthctl logs -f`.
-
-Example:
-  berthctl console web"
+        after_help = "Detach with Ctrl-] three times within a second; the machine runs on, \
+        and `berthctl console` attaches again. The last few KiB the console said are shown \
+        first. Only one client may be attached: to watch while another is, use \
+        `berthctl logs -f`.\n\n\
+        Example:\n  berthctl console web"
     )]
     Console(NameArg),
     /// Show a machine's recent console output and berthd's lines about it
     #[command(
-        after_help = "The log is bounded (the last 128-256 KiB) and kept until the machine         is removed, also while it is stopped. berthd's own lines begin with `-- berthd:`.
-
-        Examples:
-  berthctl logs web
-  berthctl logs -f -n 20 web"
+        after_help = "The log is bounded (the last 128-256 KiB) and kept until the machine \
+        is removed, also while it is stopped. berthd's own lines begin with `-- berthd:`.\n\n\
+        Examples:\n  berthctl logs web\n  berthctl logs -f -n 20 web"
     )]
     Logs(LogsArgs),
+    /// Open a shell (or run a command) on a terminal inside a running machine
+    #[command(
+        after_help = "With no command, the user's login shell from the machine's own /etc/passwd.\n\
+        The exit status is the shell's (128+N when killed by signal N).\n\n\
+        Examples:\n  berthctl shell web\n  berthctl shell web --user www-data -- id"
+    )]
+    Shell(ShellArgs),
     /// Change a machine's resource limits (applied live and kept) or its network (while
     /// it is stopped)
     #[command(
@@ -822,6 +828,25 @@ pub struct ExecArgs {
 
     /// Command and its arguments (put them after `--`)
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Machine name
+    pub name: String,
+
+    /// User to run as: a name or uid in the machine's own /etc/passwd
+    #[arg(short, long, default_value = "root")]
+    pub user: String,
+
+    /// Environment variable for the shell (repeatable); a bare KEY passes on this
+    /// shell's value without putting it on the command line
+    #[arg(short, long = "env", value_name = "KEY[=VALUE]", value_parser = parse_env)]
+    pub env: Vec<KeyValue>,
+
+    /// Command and its arguments (put them after `--`); none: the user's login shell
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

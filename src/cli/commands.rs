@@ -35,7 +35,7 @@ pub struct Session {
     pub(super) conn: Connection,
     pub(super) json: bool,
     /// Someone is at a terminal who could type a password for polkit.
-    interactive: bool,
+    pub(super) interactive: bool,
 }
 
 impl Session {

@@ -11,6 +11,7 @@ mod output;
 mod parse;
 mod progress;
 mod run;
+mod shell;
 mod snapshot;
 mod template;
 pub mod terminal;
@@ -106,6 +107,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Command::Console(m) => session.console(&m.name).await,
             Command::Logs(args) => session.logs(args).await,
             Command::Run(args) => session.run(args).await,
+            Command::Shell(args) => session.shell(args).await,
             Command::Set(args) => session.set(args).await,
             Command::Export(args) => session.export(args).await,
             Command::CopyTo(args) => session.copy_to(args).await,

@@ -6,9 +6,11 @@
 //!   side is closed: EIO/EOF on the master) or the escape is typed. When stdin is a
 //!   terminal it is put in raw mode for the duration ([`RawMode`], restored on every way
 //!   out, panics included) and its window size is copied to the master at the start and
-//!   on every SIGWINCH. When stdin is not a terminal nothing of that happens: its bytes
-//!   are copied until EOF, then the pty's end-of-file character goes in (so a shell
-//!   reading the pty sees EOF too) and the output is copied until the pty ends.
+//!   on every SIGWINCH; SIGTERM and SIGHUP then end the relay with an error (the
+//!   terminal restored) instead of killing the process with the terminal left raw.
+//!   When stdin is not a terminal nothing of that happens: its bytes are copied until
+//!   EOF, then the pty's end-of-file character goes in (so a shell reading the pty sees
+//!   EOF too) and the output is copied until the pty ends.
 //! - [`Escape`]: a byte repeated a number of times within an interval that detaches
 //!   (`console`'s Ctrl-] ×3); [`EscapeDetector`] is its pure logic.
 //! - [`RawMode`] and [`copy_window_size`], for a caller that needs them alone.
@@ -177,7 +179,15 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
     } else {
         None
     };
+    // Killed by SIGTERM or SIGHUP, the process would leave the terminal raw: such a
+    // signal ends the relay with an error instead, after the terminal is restored.
+    let listen = |kind| interactive.then(|| signal(kind)).transpose();
+    let mut term = listen(SignalKind::terminate())?;
+    let mut hup = listen(SignalKind::hangup())?;
     let mut input = spawn_stdin_reader();
+    // Our own flag, not the channel's: a channel closed by the reader's end must still
+    // be read once to see that end.
+    let mut input_open = true;
     let mut detector = escape.map(EscapeDetector::new);
     let mut out = [0u8; 8192];
     let result = loop {
@@ -196,10 +206,12 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
                     Err(_would_block) => {}
                 }
             }
-            Some(()) = recv_winch(&mut winch) => {
+            Some(()) = recv_signal(&mut winch) => {
                 copy_window_size(stdin.as_fd(), master.get_ref().as_fd())?;
             }
-            chunk = input.recv(), if !input.is_closed() => match chunk {
+            Some(()) = recv_signal(&mut term) => break Err(io::Error::other("terminated (SIGTERM)")),
+            Some(()) = recv_signal(&mut hup) => break Err(io::Error::other("the terminal hung up (SIGHUP)")),
+            chunk = input.recv(), if input_open => match chunk {
                 Some(Ok(bytes)) => {
                     let (bytes, detach) = match detector.as_mut().and_then(|d| d.scan(&bytes, Instant::now())) {
                         Some(end) => (&bytes[..end], true),
@@ -214,7 +226,7 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
                 None => {
                     // stdin ended: a terminal's reader sees that only through the
                     // pty's EOF character, which a raw terminal never sends itself.
-                    input.close();
+                    input_open = false;
                     if !interactive {
                         let eof = eof_char(master.get_ref().as_fd());
                         write_master(&master, &[eof]).await?;
@@ -227,9 +239,9 @@ pub async fn relay(master: OwnedFd, escape: Option<Escape>) -> io::Result<Ended>
     result
 }
 
-/// The next SIGWINCH, or never when there is no terminal to follow.
-async fn recv_winch(winch: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match winch {
+/// The next of a signal, or never when it is not listened for.
+async fn recv_signal(sig: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match sig {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
     }

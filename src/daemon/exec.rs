@@ -1,11 +1,12 @@
 //! Execute: a command inside a running machine with the caller's stdio; the spawner
-//! joins the machine and reports the command's exit status.
+//! joins the machine and reports the command's exit status. OpenShell: the same on a
+//! pty opened inside the machine, as one of its users.
 
 use super::machine::MachineState;
 use super::{Daemon, validate};
 use crate::error::{Error, Result};
-use crate::spawn::CallerGone;
-use crate::spawn::protocol::ExecRequest;
+use crate::spawn::protocol::{ExecRequest, ShellRequest};
+use crate::spawn::{CallerGone, OpenedShell};
 use std::os::fd::OwnedFd;
 
 impl Daemon {
@@ -28,8 +29,42 @@ impl Daemon {
             argv,
             environment,
             confinement: super::start::confinement(&m.config())?,
+            shell: None,
         };
         self.spawner.exec(&req, stdio, caller_gone).await
+    }
+
+    /// OpenShell: `argv` (else `user`'s login shell) as `user` of the machine, on a pty
+    /// opened inside it.
+    pub async fn open_shell(
+        &self,
+        name: &str,
+        user: String,
+        argv: Vec<String>,
+        environment: Vec<String>,
+        caller_gone: CallerGone,
+    ) -> Result<OpenedShell> {
+        // No argv is the login shell, whose name only the machine's /etc/passwd knows:
+        // the environment is checked against a stand-in.
+        let checked = if argv.is_empty() {
+            vec!["/bin/sh".to_string()]
+        } else {
+            argv.clone()
+        };
+        validate::command(validate::EXECUTE, &checked, &environment)?;
+        let m = self.machine(name)?;
+        let run = m.run();
+        if run.state != MachineState::Running {
+            return Err(not_running(name, run.state));
+        }
+        let req = ExecRequest {
+            leader: run.leader,
+            argv,
+            environment,
+            confinement: super::start::confinement(&m.config())?,
+            shell: Some(ShellRequest { user }),
+        };
+        self.spawner.shell(name, &req, caller_gone).await
     }
 }
 

@@ -18,7 +18,7 @@ pub enum Action {
     /// Start, stop, signal, freeze, change and remove existing machines.
     ManageMachines,
     CreateMachine,
-    /// Run commands inside a machine (Execute; shells and consoles later), which is
+    /// Run commands inside a machine (Execute, OpenShell; consoles later), which is
     /// running them as root of that machine.
     Shell,
     /// Build and remove templates, and cancel their builds.

@@ -104,6 +104,46 @@ pub async fn emit_autostart(conn: &Connection, name: &str) -> zbus::Result<()> {
     r.get().await.autostart_changed(r.signal_emitter()).await
 }
 
+/// OpenShell's `pty_path`, a plain string on the wire, that says when it is dropped:
+/// zbus drops a method's reply value once the reply has gone out. (zbus's own
+/// ResponseDispatchNotifier would do the same but hides the reply's two arguments from
+/// the introspection data.)
+pub struct SentWithReply {
+    path: String,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SentWithReply {
+    fn new(path: String) -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            SentWithReply {
+                path,
+                sent: Some(tx),
+            },
+            rx,
+        )
+    }
+}
+
+impl serde::Serialize for SentWithReply {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.path)
+    }
+}
+
+impl zbus::zvariant::Type for SentWithReply {
+    const SIGNATURE: &'static zbus::zvariant::Signature = String::SIGNATURE;
+}
+
+impl Drop for SentWithReply {
+    fn drop(&mut self) {
+        if let Some(tx) = self.sent.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl MachineIface {
     async fn export_with(
         &self,
@@ -458,6 +498,60 @@ impl MachineIface {
             )
             .await?)
     }
+
+    /// Like machined's OpenMachineShell: `argv` (none: the user's login shell) as
+    /// `user` on a pty opened inside the machine; the reply is the pty's master and the
+    /// slave's path there. ShellExited says how it ended.
+    #[zbus(out_args("pty_master", "pty_path"))]
+    async fn open_shell(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        user: String,
+        argv: Vec<String>,
+        environment: Vec<String>,
+    ) -> Result<(OwnedFd, SentWithReply)> {
+        authorize(conn, &hdr, Action::Shell, &self.name).await?;
+        let gone = super::caller_gone(conn, &hdr).await?;
+        let shell = self
+            .daemon
+            .open_shell(&self.name, user, argv, environment, gone)
+            .await?;
+        let for_caller = shell
+            .master
+            .try_clone()
+            .map_err(|e| Error::failed("cannot duplicate the pty's master", e))?;
+        let (pty_path, sent) = SentWithReply::new(shell.pty_path.clone());
+        // Not through the event pump: ShellExited must follow this method's reply (a
+        // caller tells its own shell's signal from an earlier one on the same pty path by
+        // that order), and only the reply's own value knows when it went out. berthd's
+        // copy of the master keeps the pty's index from being reused until the signal
+        // is out, so the path names one shell at a time.
+        let conn = conn.clone();
+        let path = machine_path(&self.name);
+        tokio::spawn(async move {
+            let status = shell.exited.await;
+            let _ = sent.await;
+            let sent = match SignalEmitter::new(&conn, path) {
+                Ok(e) => MachineIface::shell_exited(&e, &shell.pty_path, status).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
+                tracing::warn!(pty = shell.pty_path, "ShellExited not sent: {e}");
+            }
+            drop(shell.master);
+        });
+        Ok((OwnedFd::from(for_caller), pty_path))
+    }
+
+    /// The command OpenShell started on the pty at `pty_path` ended with
+    /// `exit_status` (128+N when signal N killed it).
+    #[zbus(signal)]
+    pub async fn shell_exited(
+        emitter: &SignalEmitter<'_>,
+        pty_path: &str,
+        exit_status: i32,
+    ) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn name(&self) -> String {

@@ -1,9 +1,9 @@
 //! berthd's side of the helpers: start them with fork+exec (never a bare fork of the
 //! multi-threaded daemon), hand them their request, and follow them.
 
-use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, SpawnRequest};
+use super::protocol::{DaemonMsg, ExecRequest, HelperMsg, ShellReply, SpawnRequest};
 use super::{
-    CONSOLE_FD, CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, Pending, RUN_STATUS_FD,
+    CONSOLE_FD, CallerGone, EXEC_HELPER_ARG, EXEC_REQUEST_FD, OpenedShell, Pending, RUN_STATUS_FD,
     RUN_STDIO_FDS, RunIo, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
 };
 use crate::console::pty;
@@ -175,13 +175,8 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
     let (request_r, request_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::failed("cannot make a pipe for the exec helper", e))?;
     let [stdin, stdout, stderr] = stdio;
-    let mut cmd = Command::new(self_exe());
-    cmd.arg(EXEC_HELPER_ARG)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr)
-        .kill_on_drop(true);
-    pass_fds(&mut cmd, vec![(request_r.as_raw_fd(), EXEC_REQUEST_FD)]);
+    let mut cmd = exec_helper(&request_r);
+    cmd.stdin(stdin).stdout(stdout).stderr(stderr);
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::failed("cannot start the exec helper", e))?;
@@ -205,4 +200,144 @@ pub async fn exec(req: &ExecRequest, stdio: [OwnedFd; 3], caller_gone: CallerGon
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The exec helper's command, with `request` (close-on-exec here) as its
+/// [`EXEC_REQUEST_FD`]; killed if dropped.
+fn exec_helper(request: &OwnedFd) -> Command {
+    let mut cmd = Command::new(self_exe());
+    cmd.arg(EXEC_HELPER_ARG).kill_on_drop(true);
+    pass_fds(&mut cmd, vec![(request.as_raw_fd(), EXEC_REQUEST_FD)]);
+    cmd
+}
+
+/// Runs the exec helper in shell mode for machine `machine`: the request goes down a
+/// socket at [`EXEC_REQUEST_FD`], and the answer comes back on it before the command
+/// runs, with the pty's master. The helper's own messages go to berthd's log.
+pub async fn shell(
+    machine: &str,
+    req: &ExecRequest,
+    caller_gone: CallerGone,
+) -> Result<OpenedShell> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::failed("cannot make a socket for the exec helper", e))?;
+    let mut cmd = exec_helper(&theirs);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed("cannot start the exec helper", e))?;
+    drop(theirs);
+    let request = serde_json::to_vec(req).expect("serializable");
+    let answer = tokio::task::spawn_blocking(move || ask_for_shell(ours, &request))
+        .await
+        .map_err(|e| Error::Failed(format!("the exec helper's answer got lost: {e}")))?;
+    let (reply, fds) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = child.kill().await;
+            return Err(e);
+        }
+    };
+    let user = req.shell.as_ref().map(|s| s.user.as_str()).unwrap_or("");
+    let refused = match (reply, fds.into_iter().next()) {
+        (ShellReply::Ready { pty_path }, Some(master)) => Ok((pty_path, master)),
+        (ShellReply::Ready { .. }, None) => Err(Error::Failed(
+            "the exec helper opened a pty but sent no descriptor".into(),
+        )),
+        (ShellReply::NoUser { .. }, _) => {
+            let who = if user.is_empty() { "root" } else { user };
+            Err(Error::InvalidArgument(format!(
+                "no user {who:?} in machine {machine}'s /etc/passwd"
+            )))
+        }
+        (ShellReply::Failed { message }, _) => Err(Error::Failed(format!(
+            "cannot open a shell in machine {machine}: {message}"
+        ))),
+    };
+    let (pty_path, master) = match refused {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Nothing ran; the helper exits on its own after a refusal.
+            let _ = child.kill().await;
+            return Err(e);
+        }
+    };
+    let leader = req.leader;
+    let exited = Box::pin(async move {
+        use std::os::unix::process::ExitStatusExt;
+        tokio::select! {
+            status = child.wait() => match status {
+                Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+                Err(_) => super::exec::EXIT_CANNOT_EXEC,
+            },
+            () = caller_gone => {
+                // The shell dies with its helper (PR_SET_PDEATHSIG).
+                let _ = child.kill().await;
+                info!(leader, "caller of OpenShell left; shell killed");
+                128 + libc::SIGKILL
+            }
+        }
+    });
+    Ok(OpenedShell {
+        master,
+        pty_path,
+        exited,
+    })
+}
+
+/// Blocking: sends `request` on `socket`, ends our side of it, and reads the helper's
+/// one-line answer with any descriptors it carried.
+fn ask_for_shell(socket: OwnedFd, request: &[u8]) -> Result<(ShellReply, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, Shutdown, recvmsg, shutdown};
+    use std::os::fd::FromRawFd;
+    let gone = |e: std::io::Error| Error::failed("the exec helper went away", e);
+    std::fs::File::from(socket.try_clone().map_err(gone)?)
+        .write_all(request)
+        .map_err(gone)?;
+    shutdown(socket.as_raw_fd(), Shutdown::Write).map_err(|e| gone(e.into()))?;
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+    while !line.contains(&b'\n') {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(gone(e.into())),
+        };
+        for cmsg in msg.cmsgs().map_err(|e| gone(e.into()))? {
+            if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                // SAFETY: the kernel just installed these descriptors for us alone.
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            return Err(Error::Failed(
+                "the exec helper exited without an answer (see berthd's log)".into(),
+            ));
+        }
+        line.extend_from_slice(&buf[..n]);
+    }
+    let end = line.iter().position(|&b| b == b'\n').expect("seen above");
+    let reply = serde_json::from_slice(&line[..end])
+        .map_err(|e| Error::failed("garbled answer from the exec helper", e))?;
+    Ok((reply, fds))
 }

@@ -18,6 +18,7 @@ pub mod init;
 pub mod launch;
 pub mod mount;
 pub mod network;
+pub mod passwd;
 pub mod protocol;
 pub mod userns;
 
@@ -60,6 +61,17 @@ pub struct RunIo {
 /// Resolves when whoever asked for a command has gone away.
 pub type CallerGone = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A command running on a pty inside a machine (OpenShell).
+pub struct OpenedShell {
+    /// The pty's master, opened inside the machine.
+    pub master: OwnedFd,
+    /// The slave's path as the machine sees it (/dev/pts/N).
+    pub pty_path: String,
+    /// The command's exit status (128+N when killed by signal N); it is killed first if
+    /// the caller left.
+    pub exited: Pin<Box<dyn Future<Output = i32> + Send>>,
+}
+
 /// What the daemon needs to make machines' processes.
 #[async_trait::async_trait]
 pub trait Spawner: Send + Sync {
@@ -81,6 +93,19 @@ pub trait Spawner: Send + Sync {
         stdio: [OwnedFd; 3],
         caller_gone: CallerGone,
     ) -> Result<i32>;
+    /// Runs `req` (with its `shell` set) on a pty inside machine `machine`; a missing
+    /// user or any other failure is returned before anything runs.
+    async fn shell(
+        &self,
+        machine: &str,
+        req: &ExecRequest,
+        caller_gone: CallerGone,
+    ) -> Result<OpenedShell> {
+        let _ = (req, caller_gone);
+        Err(crate::error::Error::NotSupported(format!(
+            "this spawner cannot open shells (machine {machine})"
+        )))
+    }
 }
 
 /// A machine whose PID 1 exists, in its namespaces, but waits before it sets up its root
@@ -120,5 +145,14 @@ impl Spawner for Helpers {
         caller_gone: CallerGone,
     ) -> Result<i32> {
         launch::exec(req, stdio, caller_gone).await
+    }
+
+    async fn shell(
+        &self,
+        machine: &str,
+        req: &ExecRequest,
+        caller_gone: CallerGone,
+    ) -> Result<OpenedShell> {
+        launch::shell(machine, req, caller_gone).await
     }
 }

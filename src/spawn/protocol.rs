@@ -86,6 +86,34 @@ pub struct ExecRequest {
     pub argv: Vec<String>,
     pub environment: Vec<String>,
     pub confinement: Confinement,
+    /// OpenShell: the command runs on a pty opened inside the machine, as a user of the
+    /// machine's own; the helper answers on its request socket ([`ShellReply`]).
+    #[serde(default)]
+    pub shell: Option<ShellRequest>,
+}
+
+/// The shell mode of the exec helper: with no argv it starts `user`'s login shell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShellRequest {
+    /// A name or uid in the machine's /etc/passwd; empty is root.
+    pub user: String,
+}
+
+/// The exec helper's answer in shell mode, one JSON line on its request socket; `Ready`
+/// carries the pty's master as SCM_RIGHTS. Sent before the command runs, so a caller
+/// learns of a missing user from OpenShell's reply.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum ShellReply {
+    /// The command runs on the pty at `pty_path` (inside the machine).
+    Ready {
+        pty_path: String,
+    },
+    NoUser {
+        user: String,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 /// How berth names itself to what runs in a machine: `$container` and
@@ -196,6 +224,39 @@ mod tests {
         let line = serde_json::to_string(&m).unwrap();
         assert!(!line.contains('\n'));
         assert_eq!(serde_json::from_str::<HelperMsg>(&line).unwrap(), m);
+    }
+
+    #[test]
+    fn shell_requests_and_replies_round_trip() {
+        let req = ExecRequest {
+            leader: 42,
+            argv: vec![],
+            environment: vec!["TERM=vt100".into()],
+            confinement: Confinement::new(&Settings::default()).unwrap(),
+            shell: Some(ShellRequest {
+                user: "www-data".into(),
+            }),
+        };
+        let text = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<ExecRequest>(&text).unwrap(), req);
+        // An Execute request from before shells has no `shell`.
+        let mut plain: serde_json::Value = serde_json::from_str(&text).unwrap();
+        plain.as_object_mut().unwrap().remove("shell");
+        let plain: ExecRequest = serde_json::from_value(plain).unwrap();
+        assert_eq!(plain.shell, None);
+        for reply in [
+            ShellReply::Ready {
+                pty_path: "/dev/pts/0".into(),
+            },
+            ShellReply::NoUser { user: "bob".into() },
+            ShellReply::Failed {
+                message: "a\nb".into(),
+            },
+        ] {
+            let line = serde_json::to_string(&reply).unwrap();
+            assert!(!line.contains('\n'), "one line: {line}");
+            assert_eq!(serde_json::from_str::<ShellReply>(&line).unwrap(), reply);
+        }
     }
 
     #[test]

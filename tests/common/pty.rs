@@ -9,8 +9,9 @@
 //!   output not consumed yet and returns that output up to the end of the match (panics
 //!   with everything seen when it does not come); `output()` is everything so far;
 //! - `set_winsize(rows, cols)` resizes the terminal (the kernel sends SIGWINCH to the
-//!   command);
+//!   command); `echoes()` says whether it is out of raw mode;
 //! - `wait(timeout)` its exit code (128+signal when killed), or None while it runs;
+//!   once it says the command ended, `output()` holds all it wrote;
 //! - `signal(sig)` signals the command itself (not nsenter in front of it);
 //! - on drop the command and nsenter are killed.
 //!
@@ -176,6 +177,13 @@ impl Pty {
         assert_eq!(rc, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
     }
 
+    /// Whether the terminal echoes what is typed: false while a program holds it in raw
+    /// mode.
+    pub fn echoes(&self) -> bool {
+        let t = nix::sys::termios::tcgetattr(&self.master).expect("tcgetattr on the pty");
+        t.local_flags.contains(nix::sys::termios::LocalFlags::ECHO)
+    }
+
     /// The command's exit code (128+signal when killed) once it ended, waiting up to
     /// `timeout`; None if it still runs then.
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
@@ -192,6 +200,14 @@ impl Pty {
             };
             code.is_some()
         });
+        if code.is_some() {
+            // What it wrote last may still be on its way through the reader thread:
+            // output() is complete once the pty has hung up (the command held its last
+            // slave; something it left running may hold it on, hence the limit).
+            let (lock, cond) = &*self.output;
+            let out = lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = cond.wait_timeout_while(out, Duration::from_secs(5), |o| !o.ended);
+        }
         code
     }
 
