@@ -14,7 +14,11 @@
 //! - 1 GB over TCP from one machine to another over their bridge vs host to host over
 //!   loopback, with the same static program (tests/probe/tcp-copy.c).
 //!
-//! `BERTH_BENCH=network` runs only the network figures.
+//! Figures (issue 9), on a busybox machine:
+//! - exec `/bin/true` in a running machine: `berthctl exec` vs `nsenter -t LEADER -a`,
+//!   50 in a row per sample.
+//!
+//! `BERTH_BENCH=network` runs only the network figures, `BERTH_BENCH=exec` only exec.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -235,10 +239,108 @@ fn network(host: &TestHost) {
     }
 }
 
+/// Exec of /bin/true into a running busybox machine, 50 in a row per sample (a single
+/// one is too short for bash's `time` to tell apart from the noise).
+fn exec(host: &TestHost) {
+    const EACH: usize = 50;
+    host.ok(&[
+        "berthctl",
+        "create",
+        "x",
+        "--template",
+        "busybox",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exec sleep 100000",
+    ]);
+    host.okw("berthctl start x");
+    let leader = host
+        .okw("busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/x org.berth.Berth1.Machine Leader")
+        .split_whitespace()
+        .nth(1)
+        .expect("a leader")
+        .to_string();
+    let times = |cmd: &str| format!("for i in $(seq {EACH}); do {cmd}; done");
+    let figures = alternate_n(
+        host,
+        &[
+            (
+                "berthctl exec x -- /bin/true",
+                "",
+                &times("berthctl exec x -- /bin/true"),
+                "",
+            ),
+            (
+                "nsenter -t LEADER -a /bin/true",
+                "",
+                &times(&format!("nsenter -t {leader} -a /bin/true")),
+                "",
+            ),
+        ],
+        10,
+    );
+    report(
+        &format!("Exec /bin/true in a running machine ({EACH} in a row)"),
+        &figures,
+    );
+    for f in &figures {
+        println!(
+            "- {}: {:.2} ms each",
+            f.name,
+            f.median() * 1000.0 / EACH as f64
+        );
+    }
+    // Where exec's time goes, each part alone, the same way: the client's start, one
+    // call over the bus (busctl's start included), and the cgroup join every command
+    // makes (what nsenter does not: it leaves the command in the caller's cgroup), as a
+    // shell that moves itself into the scope against one that does not.
+    let scope = if host.mode() == CgroupMode::Unified {
+        "/sys/fs/cgroup/machine.slice/machine-x.scope"
+    } else {
+        "/sys/fs/cgroup/systemd/machine.slice/machine-x.scope"
+    };
+    let parts = alternate_n(
+        host,
+        &[
+            ("berthctl --version", "", &times("berthctl --version"), ""),
+            (
+                "busctl call GetMachine",
+                "",
+                &times(
+                    "busctl call org.berth.Berth1 /org/berth/Berth1/Manager org.berth.Berth1.Manager GetMachine s x >/dev/null",
+                ),
+                "",
+            ),
+            (
+                "sh: join the scope's cgroup",
+                "",
+                &times(&format!("sh -c 'echo $$ > {scope}/cgroup.procs'")),
+                "",
+            ),
+            ("sh: nothing", "", &times("sh -c :"), ""),
+        ],
+        5,
+    );
+    println!("\nExec's parts, {EACH} in a row, medians:");
+    for f in &parts {
+        println!(
+            "- {}: {:.2} ms each",
+            f.name,
+            f.median() * 1000.0 / EACH as f64
+        );
+    }
+    host.okw("berthctl remove --force x");
+}
+
 fn main() {
     let Some(host) = boot_with_berth(CgroupMode::Hybrid, "bench") else {
         return;
     };
+    if std::env::var("BERTH_BENCH").is_ok_and(|b| b == "exec") {
+        exec(&host);
+        return;
+    }
     network(&host);
     if std::env::var("BERTH_BENCH").is_ok_and(|b| b == "network") {
         return;

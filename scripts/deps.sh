@@ -17,12 +17,13 @@
 #                      (berth itself runs without it: then only root may change machines)
 #   zstd, xz-utils     the archive tests check GNU tar reads and writes what berth does
 #   python3            the archive tests write hostile tar files with Python's tarfile
+#   btrfs-progs        the disk quota test makes a btrfs with quotas for machines
 # Quick when everything is there: no apt-get update unless something must be installed.
 set -euo pipefail
 
 packages=(systemd systemd-container dbus util-linux busybox-static iproute2 procps kmod debootstrap nftables dnsmasq-base)
 if [[ ${1:-} == --test ]]; then
-    packages+=(gcc g++ libc6-dev polkitd zstd xz-utils python3)
+    packages+=(gcc g++ libc6-dev polkitd zstd xz-utils python3 btrfs-progs)
 fi
 
 missing=()

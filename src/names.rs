@@ -144,6 +144,27 @@ pub fn escape_path_label(s: &str) -> String {
     out
 }
 
+/// The inverse of [`escape_path_label`]; None for what it never makes.
+pub fn unescape_path_label(label: &str) -> Option<String> {
+    if label == "_" {
+        return Some(String::new());
+    }
+    let bytes = label.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn kept_in_label(b: u8, position: usize) -> bool {
     b.is_ascii_alphabetic() || (position > 0 && b.is_ascii_digit())
 }
@@ -228,6 +249,18 @@ mod tests {
             err.contains(NAME_RULES),
             "{err:?} should say what is allowed"
         );
+    }
+
+    #[test]
+    fn path_labels_unescape_to_the_name() {
+        for name in ["web", "9lives", "my-box", "a.b_c", "", "\u{e9}t\u{e9}"] {
+            assert_eq!(
+                unescape_path_label(&escape_path_label(name)).as_deref(),
+                Some(name)
+            );
+        }
+        assert_eq!(unescape_path_label("_4"), None);
+        assert_eq!(unescape_path_label("_zz"), None);
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct MachineConfig {
     /// takes the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<bool>,
+    /// Bytes the machine's tree (a btrfs subvolume, storage/quota.rs) may take on disk;
+    /// None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_quota: Option<u64>,
 }
 
 impl MachineConfig {
@@ -88,6 +92,7 @@ impl MachineConfig {
             limits: Limits::default(),
             network: crate::net::MachineNet::default(),
             init: None,
+            disk_quota: None,
         }
     }
 
@@ -291,6 +296,7 @@ mod tests {
             base: Some("/var/lib/berth/templates/deb/rootfs".into()),
             limits,
             init: Some(false),
+            disk_quota: Some(1 << 30),
         };
         save_config(&dir, &cfg).unwrap();
         assert_eq!(load_config(&dir).unwrap(), cfg);

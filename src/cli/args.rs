@@ -625,6 +625,11 @@ pub struct MachineArgs {
     #[arg(long, value_name = "SIZE")]
     pub tmp_size: Option<String>,
 
+    /// How much disk the machine's files may take, e.g. 2G (a project quota: needs
+    /// /var/lib/berth on ext4 or XFS mounted with prjquota)
+    #[arg(long, value_name = "SIZE")]
+    pub disk_quota: Option<String>,
+
     /// Signal that asks PID 1 to shut down on stop (default: by init: RTMIN+3 for
     /// systemd, USR2 for busybox init, else TERM)
     #[arg(long, value_name = "SIG", value_parser = parse_signal)]
@@ -791,15 +796,25 @@ pub struct ExecArgs {
 #[command(
     group(
         ArgGroup::new("any_change")
-            .args(LimitArgs::ids().into_iter().chain(NetworkArgs::IDS))
+            .args(
+                LimitArgs::ids()
+                    .into_iter()
+                    .chain(NetworkArgs::IDS)
+                    .chain(["disk_quota"])
+            )
             .required(true)
             .multiple(true)
     ),
-    override_usage = "berthctl set <NAME> [LIMIT OPTIONS]... [NETWORK OPTIONS]..."
+    override_usage = "berthctl set <NAME> [LIMIT OPTIONS]... [NETWORK OPTIONS]... [--disk-quota SIZE]"
 )]
 pub struct SetArgs {
     /// Machine name
     pub name: String,
+
+    /// How much disk the machine's files may take, e.g. 2G, or `none`; the first quota of
+    /// a machine is given while it is stopped
+    #[arg(long, value_name = "SIZE", value_parser = parse_disk_quota)]
+    pub disk_quota: Option<u64>,
 
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -811,5 +826,12 @@ pub struct SetArgs {
 impl SetArgs {
     pub fn has_limits(&self) -> bool {
         !self.limits.flags.is_empty() || !self.limits.limit.is_empty()
+    }
+}
+/// A disk quota in bytes from "2G", "1048576" or "none" (0: no quota).
+fn parse_disk_quota(s: &str) -> Result<u64, String> {
+    match s {
+        "none" | "0" => Ok(0),
+        _ => crate::limits::parse_size(s).map_err(|e| format!("{s}: {e}")),
     }
 }

@@ -309,6 +309,11 @@ impl Session {
                 .change(machine.inner(), "SetLimits", &(limits,))
                 .await?;
         }
+        if let Some(bytes) = args.disk_quota {
+            let () = self
+                .change(machine.inner(), "SetDiskQuota", &(bytes,))
+                .await?;
+        }
         Ok(0)
     }
 }

@@ -68,6 +68,13 @@ impl From<zbus::Error> for CliError {
             return CliError::DBus(err.to_string());
         };
         let message = if text.is_empty() { name.clone() } else { text };
+        // A machine removed between finding it and calling it: its object is gone, and
+        // the bus says so by path; say it by name, as NoSuchMachine does.
+        if name == "org.freedesktop.DBus.Error.UnknownObject"
+            && let Some(machine) = vanished_machine(&message)
+        {
+            return CliError::DBus(format!("no machine named {machine} (it was just removed)"));
+        }
         if is_activation_failure(&name, &message, from_bus) {
             CliError::NotRunning(message)
         } else {
@@ -77,6 +84,18 @@ impl From<zbus::Error> for CliError {
 }
 
 const BUS_DRIVER: &str = "org.freedesktop.DBus";
+
+/// The machine whose object path an UnknownObject message names ("Unknown object
+/// '/org/berth/Berth1/machine/web'"), shown as names are.
+fn vanished_machine(message: &str) -> Option<String> {
+    let prefix = format!("{}/", crate::names::MACHINE_PATH_PREFIX);
+    let start = message.find(&prefix)? + prefix.len();
+    let label: String = message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    crate::names::unescape_path_label(&label).map(|n| crate::names::shown(&n))
+}
 
 /// Whether an error reply means the bus could not hand our call to berthd at all.
 ///
@@ -160,6 +179,17 @@ mod tests {
         let err = CliError::from(zbus::Error::Failure("boom".into()));
         assert_eq!(err.to_string(), "boom");
         assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_vanished_machine_is_named() {
+        let err = CliError::from(zbus::Error::from(zbus::fdo::Error::UnknownObject(
+            "Unknown object '/org/berth/Berth1/machine/my_2dbox'".into(),
+        )));
+        assert_eq!(
+            err.to_string(),
+            "no machine named \"my-box\" (it was just removed)"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod progress;
 mod run;
 mod snapshot;
 mod template;
+pub mod terminal;
 mod wait;
 
 use std::io;

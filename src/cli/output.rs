@@ -532,6 +532,10 @@ pub fn status_text(props: &HashMap<String, OwnedValue>) -> String {
         };
         lines.push(("Tmp size", shown));
     }
+    if let Some(quota) = number("DiskQuota").filter(|&q| q > 0) {
+        let used = live("DiskUsage").map_or("-".into(), size_human);
+        lines.push(("Disk", format!("{used} used of {}", size_exact(quota))));
+    }
     if let Some(Value::I32(signal)) = props.get("HaltSignal").map(|v| unwrap_variant(v)) {
         lines.push(("Halt signal", super::parse::signal_name(*signal)));
     }

@@ -302,6 +302,9 @@ fn machine_options<'a>(
     if let Some(size) = &args.tmp_size {
         options.insert("TmpSize", Value::from(size.as_str()));
     }
+    if let Some(size) = &args.disk_quota {
+        options.insert("DiskQuota", Value::from(size.as_str()));
+    }
     if let Some(signal) = args.halt_signal {
         options.insert("HaltSignal", Value::I32(signal));
     }

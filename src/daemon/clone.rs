@@ -43,13 +43,13 @@ impl Daemon {
         }
         let ids = super::create::ids_between(from.users, users);
         let (network, _lease) = self.copied_network(name, &from.network).await?;
-        let config = MachineConfig {
+        let mut config = MachineConfig {
             network,
             ephemeral,
             base: overlay.then(|| rootfs.clone()),
             ..super::create::copied_config(from, name, users)?
         };
-        let dir = self.make_machine_dir(&config, rootfs, ids).await?;
+        let dir = self.make_machine_dir(&mut config, rootfs, ids).await?;
         let m = Arc::new(Machine::new(dir, config));
         self.insert(m.clone());
         self.refresh_dns(m.config().network.bridge.as_deref()).await;

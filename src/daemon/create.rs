@@ -9,6 +9,7 @@ use crate::limits::Limits;
 use crate::security::users::{self, Ownership, UserRange, Users};
 use crate::security::{Confinement, Settings};
 use crate::storage::idmap::IdMap;
+use crate::storage::quota;
 use crate::store::{self, MachineConfig};
 use crate::{names, template};
 use std::path::Path;
@@ -33,6 +34,8 @@ pub struct CreateOptions {
     pub network: crate::net::NetRequest,
     /// berth's PID 1 under the Command; None: on for a Command.
     pub init: Option<bool>,
+    /// Bytes its tree may take on disk.
+    pub disk_quota: Option<u64>,
 }
 
 impl Daemon {
@@ -56,6 +59,16 @@ impl Daemon {
         if let Some(h) = &opts.hostname {
             names::validate_machine_name(h)
                 .map_err(|e| Error::InvalidArgument(format!("Hostname: {e}")))?;
+        }
+        if opts.disk_quota.is_some() {
+            if opts.ephemeral {
+                return Err(Error::InvalidArgument(
+                    "DiskQuota: an ephemeral machine writes to memory, not to a tree of its \
+                     own on disk; its /tmp size and memory limit bound it"
+                        .into(),
+                ));
+            }
+            self.check_quota_supported().await?;
         }
         let _reservation = self.reserve(name)?;
         let (mut users, _range) = self.users_for(opts.private_users)?;
@@ -84,7 +97,7 @@ impl Daemon {
         }
 
         let machine_id = crate::machine_id::new().map_err(Error::Failed)?;
-        let config = MachineConfig {
+        let mut config = MachineConfig {
             name: name.to_string(),
             template: template_name.to_string(),
             hostname: opts.hostname.unwrap_or_else(|| name.to_string()),
@@ -104,10 +117,13 @@ impl Daemon {
             limits: opts.limits,
             network,
             init: opts.init,
+            disk_quota: opts.disk_quota,
         };
         // A template's files are as a machine sees them (its root 0).
         let ids = ids_between(None, config.users);
-        let final_dir = self.make_machine_dir(&config, template_rootfs, ids).await?;
+        let final_dir = self
+            .make_machine_dir(&mut config, template_rootfs, ids)
+            .await?;
         let m = Arc::new(Machine::new(final_dir, config));
         self.insert(m.clone());
         self.refresh_dns(m.config().network.bridge.as_deref()).await;
@@ -119,13 +135,19 @@ impl Daemon {
     /// rootfs, its IDs mapped by `ids` (from the source's range into the machine's, where
     /// either has its files shifted on disk: [`ids_between`]). Staged and renamed: the
     /// machine exists whole or not at all. Shared by create, clone and restore-as.
+    /// On btrfs the rootfs is a subvolume of its own, limited to the machine's disk quota
+    /// before anything is copied in.
     pub(super) async fn make_machine_dir(
         &self,
-        cfg: &MachineConfig,
+        cfg: &mut MachineConfig,
         source: std::path::PathBuf,
         ids: IdMap,
     ) -> Result<std::path::PathBuf> {
         let name = cfg.name.clone();
+        // An overlay's writes go to memory: no tree of its own to hold to a quota.
+        if cfg.base.is_some() {
+            cfg.disk_quota = None;
+        }
         let final_dir = self.paths.machine_dir(&name);
         let staging = self
             .paths
@@ -143,8 +165,20 @@ impl Daemon {
                         .at("cannot rename into place", &staging);
                 }
                 let rootfs = staging.join(store::ROOTFS_DIR);
+                let subvolume = quota::is_btrfs(&staging);
+                if subvolume {
+                    quota::create_subvolume(&rootfs).map_err(Error::Failed)?;
+                    if let Some(bytes) = cfg.disk_quota {
+                        quota::set_limit(&rootfs, bytes).map_err(Error::Failed)?;
+                    }
+                } else if cfg.disk_quota.is_some() {
+                    return Err(Error::NotSupported(
+                        quota::check_supported(&staging).err().unwrap_or_default(),
+                    ));
+                }
                 let opts = crate::storage::copy::CopyOptions {
                     ids,
+                    into_existing: subvolume,
                     ..Default::default()
                 };
                 let progress = crate::jobs::Progress::new();

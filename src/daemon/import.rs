@@ -144,6 +144,8 @@ impl Daemon {
                 _lease = Some(lease);
                 MachineConfig {
                     network,
+                    // Unpacked into a plain directory: no subvolume to hold to a quota.
+                    disk_quota: None,
                     ..super::create::copied_config(from, name, users)?
                 }
             }

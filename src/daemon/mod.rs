@@ -24,6 +24,7 @@ mod kill;
 mod load;
 pub mod machine;
 mod network;
+mod quota;
 mod remove;
 mod rename;
 mod run;

@@ -181,11 +181,11 @@ impl Daemon {
         })?;
         let ids = super::create::ids_between(from.users, users);
         let (network, _lease) = self.copied_network(new_machine, &from.network).await?;
-        let config = crate::store::MachineConfig {
+        let mut config = crate::store::MachineConfig {
             network,
             ..super::create::copied_config(from, new_machine, users)?
         };
-        let new_dir = self.make_machine_dir(&config, source, ids).await?;
+        let new_dir = self.make_machine_dir(&mut config, source, ids).await?;
         let made = Arc::new(Machine::new(new_dir, config));
         self.insert(made.clone());
         self.refresh_dns(made.config().network.bridge.as_deref())

@@ -84,7 +84,9 @@ pub async fn emit_state(
 
 pub async fn emit_limits(conn: &Connection, name: &str) -> zbus::Result<()> {
     let r = iface_ref(conn, name).await?;
-    r.get().await.limits_changed(r.signal_emitter()).await
+    let iface = r.get().await;
+    iface.limits_changed(r.signal_emitter()).await?;
+    iface.disk_quota_changed(r.signal_emitter()).await
 }
 
 pub async fn emit_network(conn: &Connection, name: &str) -> zbus::Result<()> {
@@ -384,6 +386,17 @@ impl MachineIface {
         Ok(self.daemon.set_autostart(&self.name, enabled).await?)
     }
 
+    /// Bytes the machine's tree may take on disk (a project quota), 0 to drop the limit.
+    async fn set_disk_quota(
+        &self,
+        #[zbus(connection)] conn: &Connection,
+        #[zbus(header)] hdr: Header<'_>,
+        bytes: u64,
+    ) -> Result<()> {
+        authorize(conn, &hdr, Action::ManageMachines, &self.name).await?;
+        Ok(self.daemon.set_disk_quota(&self.name, bytes).await?)
+    }
+
     // The D-Bus signature fixes the argument list.
     #[allow(clippy::too_many_arguments)]
     async fn execute(
@@ -488,6 +501,25 @@ impl MachineIface {
     #[zbus(property)]
     fn tmp_size(&self) -> u64 {
         self.config().and_then(|c| c.tmp_size).unwrap_or(0)
+    }
+
+    /// Bytes its tree may take on disk; 0: no quota.
+    #[zbus(property)]
+    fn disk_quota(&self) -> u64 {
+        self.config().and_then(|c| c.disk_quota).unwrap_or(0)
+    }
+
+    /// Bytes its tree takes, as the file system's quota accounting counts them; read
+    /// when asked, so no change signal; UINT64_MAX when it has no quota (only a quota's
+    /// project is counted).
+    #[zbus(property(emits_changed_signal = "false"))]
+    async fn disk_usage(&self) -> u64 {
+        let (daemon, name) = (self.daemon.clone(), self.name.clone());
+        tokio::task::spawn_blocking(move || daemon.disk_usage(&name))
+            .await
+            .ok()
+            .flatten()
+            .map_or(u64::MAX, |(used, _)| used)
     }
 
     /// The signal stop sends PID 1: the one configured, else the one its init wants.

@@ -57,23 +57,8 @@ pub fn create_options(options: HashMap<String, OwnedValue>) -> Result<CreateOpti
                 out.stop_timeout_usec = Some(usec);
             }
             "Binds" => out.binds = binds(&key, v)?,
-            "TmpSize" => {
-                let size = match raw(&key, v)? {
-                    RawValue::Text(t) => limits::parse_size(&t)
-                        .map_err(|e| Error::InvalidArgument(format!("TmpSize: {e}")))?,
-                    RawValue::Unsigned(n) => n,
-                    RawValue::Signed(n) if n > 0 => n as u64,
-                    RawValue::Signed(n) => {
-                        return Err(Error::InvalidArgument(format!(
-                            "TmpSize {n}: must be positive"
-                        )));
-                    }
-                };
-                if size == 0 {
-                    return Err(Error::InvalidArgument("TmpSize 0: must be positive".into()));
-                }
-                out.tmp_size = Some(size);
-            }
+            "TmpSize" => out.tmp_size = Some(positive_size(&key, v)?),
+            "DiskQuota" => out.disk_quota = Some(positive_size(&key, v)?),
             k if NETWORK_KEYS.contains(&k) => network_key(&mut out.network, k, v)?,
             k if limits::is_limit_key(k) => out.limits.set(k, raw(k, v)?)?,
             k if NOT_YET.contains(&k) => {
@@ -376,6 +361,26 @@ fn wrong_type(key: &str, expected: &str, got: &Value<'_>) -> Error {
         crate::names::shown_bare(key),
         got.value_signature()
     ))
+}
+
+/// A size in bytes, as a number or with a unit ("32M"); 0 is refused.
+fn positive_size(key: &str, v: &Value<'_>) -> Result<u64> {
+    let size = match raw(key, v)? {
+        RawValue::Text(t) => {
+            limits::parse_size(&t).map_err(|e| Error::InvalidArgument(format!("{key}: {e}")))?
+        }
+        RawValue::Unsigned(n) => n,
+        RawValue::Signed(n) if n > 0 => n as u64,
+        RawValue::Signed(n) => {
+            return Err(Error::InvalidArgument(format!(
+                "{key} {n}: must be positive"
+            )));
+        }
+    };
+    if size == 0 {
+        return Err(Error::InvalidArgument(format!("{key} 0: must be positive")));
+    }
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -54,6 +54,10 @@ pub struct CopyOptions {
     /// copying another file system into the machine. The directories `skip_host_dirs`
     /// empties are not checked.
     pub one_file_system: bool,
+    /// The destination exists already as an empty directory (a btrfs subvolume made for
+    /// the tree) and is copied into, its owner and mode set from the source's as a new
+    /// one's are.
+    pub into_existing: bool,
 }
 
 /// The top-level directories [`CopyOptions::skip_host_dirs`] leaves empty.
@@ -90,8 +94,10 @@ pub fn copy_tree(src: &Path, dst: &Path, opts: &CopyOptions, progress: &Progress
     let src_root = open_quietly(AT_FDCWD, src, dir_flags(), &mut noatime)
         .map_err(|e| Error::io("cannot copy", src, e.into()))?;
     let src_st = fstat(&src_root).map_err(|e| Error::io("cannot copy", src, e.into()))?;
-    nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700))
-        .map_err(|e| Error::io("cannot create", dst, e.into()))?;
+    if !opts.into_existing {
+        nix::unistd::mkdir(dst, Mode::from_bits_truncate(0o700))
+            .map_err(|e| Error::io("cannot create", dst, e.into()))?;
+    }
     let dst_root = nix::fcntl::open(dst, subdir_flags(), Mode::empty())
         .map_err(|e| Error::io("cannot open", dst, e.into()))?;
     let dst_st = fstat(&dst_root).map_err(|e| Error::io("cannot open", dst, e.into()))?;

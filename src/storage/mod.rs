@@ -6,4 +6,5 @@
 pub mod archive;
 pub mod copy;
 pub mod idmap;
+pub mod quota;
 pub mod transfer;

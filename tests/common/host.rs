@@ -152,24 +152,30 @@ impl TestHost {
     /// (debootstrap).
     pub fn run_for(&self, limit: Duration, argv: &[&str]) -> Output {
         assert!(!argv.is_empty(), "TestHost::run needs a command");
-        let pid = self.pid.to_string();
         let secs = limit.as_secs().max(1).to_string();
-        let mut cmd = Command::new("nsenter");
         // A hung command fails its test with exit 124 instead of stalling the suite.
-        cmd.args([
-            "-t",
-            pid.as_str(),
-            "-a",
-            "--",
-            "timeout",
-            "-k",
-            "5",
-            secs.as_str(),
-        ])
-        .args(argv)
-        .env_clear()
-        .env("PATH", HOST_PATH)
-        .stdin(Stdio::null());
+        let mut argv_timed = vec!["timeout", "-k", "5", secs.as_str()];
+        argv_timed.extend(argv);
+        let mut cmd = self.command(&argv_timed);
+        cmd.stdin(Stdio::null());
+        match cmd.output() {
+            Ok(out) => out,
+            Err(e) => panic!(
+                "cannot run nsenter for {argv:?} in test host {}: {e}",
+                self.pid
+            ),
+        }
+    }
+
+    /// `argv` as a command that runs inside the host: nsenter into all its namespaces,
+    /// its root cgroup, a clean environment with only PATH; stdio are the caller's to set.
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let pid = self.pid.to_string();
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", pid.as_str(), "-a", "--"])
+            .args(argv)
+            .env_clear()
+            .env("PATH", HOST_PATH);
         let files = self.procs_files.clone();
         // Joining the host's cgroups makes the command part of the host: it shows "/" as its
         // cgroup, systemd may move it into units (systemd-run --scope), and it counts
@@ -187,13 +193,7 @@ impl TestHost {
                 Ok(())
             });
         }
-        match cmd.output() {
-            Ok(out) => out,
-            Err(e) => panic!(
-                "cannot run nsenter for {argv:?} in test host {}: {e}",
-                self.pid
-            ),
-        }
+        cmd
     }
 
     /// `run` for a command line whose words need no quoting.

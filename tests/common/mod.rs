@@ -10,7 +10,8 @@
 //! interfaces; leftovers.rs says what "nothing of any machine left" means in a host
 //! (`assert_no_leftovers`); poll.rs has `wait_until`, the one way anything here waits;
 //! debian.rs makes a Debian template available in a host (`debian_template`); users.rs
-//! checks an unprivileged machine's files are shifted into its own range.
+//! checks an unprivileged machine's files are shifted into its own range; pty.rs runs a
+//! command in a host on a terminal of its own (`TestHost::pty`).
 //! This file says whether a test can boot hosts at all and boots one with this build's
 //! berth.
 //!
@@ -29,6 +30,7 @@ mod host;
 mod introspect;
 mod leftovers;
 mod poll;
+mod pty;
 pub mod uplink;
 mod users;
 
@@ -40,6 +42,7 @@ pub use host::TestHost;
 pub use introspect::interface_members;
 pub use leftovers::assert_no_leftovers;
 pub use poll::wait_until;
+pub use pty::Pty;
 pub use users::{assert_in_own_range, user_range};
 
 use std::path::Path;
