@@ -77,6 +77,60 @@ fn runs_one_shot_machines(mode: CgroupMode, test: &str) {
     assert_eq!(text(&out.stdout), "hi\n");
     nothing_left(&host);
 
+    // -t: a pty of its own on all three, its controlling terminal.
+    let out = run(
+        &host,
+        &["-t"],
+        &[
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo ttys; echo ctty > /dev/tty; exit 4",
+        ],
+    );
+    assert_eq!(code(&out), 4, "{out:?}");
+    let said = text(&out.stdout);
+    assert!(said.contains("ttys") && said.contains("ctty"), "{out:?}");
+    nothing_left(&host);
+
+    // -t from a real terminal: the window size is the caller's and follows it, and
+    // Ctrl-C is a byte the command's pty turns into SIGINT for it.
+    let mut pty = host.pty(&[
+        "berthctl",
+        "run",
+        "--rm",
+        "-t",
+        "--template",
+        "busybox",
+        "--",
+        "sh",
+    ]);
+    // Markers the shell computes, so the echo of what was typed never matches them.
+    pty.write(b"stty size; echo m-$((1+1))\r");
+    let out = pty.read_until("m-2", SHORTLY);
+    assert!(out.contains("24 80"), "{out}");
+    pty.set_winsize(41, 123);
+    // SIGWINCH reaches berthctl asynchronously: ask until the new size has come through.
+    let mut resized = false;
+    for i in 0..20 {
+        pty.write(format!("stty size; echo w-$(({i}+100))\r").as_bytes());
+        let out = pty.read_until(&format!("w-{}", i + 100), SHORTLY);
+        if out.contains("41 123") {
+            resized = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(resized, "{}", pty.output());
+    pty.write(b"sleep 100\r");
+    std::thread::sleep(Duration::from_millis(500));
+    pty.write(b"\x03");
+    pty.write(b"echo back-$((3+3))\r");
+    pty.read_until("back-6", SHORTLY);
+    pty.write(b"exit 5\r");
+    assert_eq!(pty.wait(SHORTLY), Some(5), "{}", pty.output());
+    drop(pty);
+    nothing_left(&host);
+
     // Limits apply to the command: the scope has them while it runs, and it reads its
     // cgroup's memory limit inside, where the scope is the root of each hierarchy. The
     // command waits on a fifo for the look from outside.

@@ -80,7 +80,8 @@ pub enum Command {
         127 when it cannot be executed). When berthctl cannot run it at all (a bad flag, an \
         unknown template, berthd refusing) it says why in one line and exits 125. Ctrl-C, \
         SIGTERM and SIGHUP are passed on to the command; if berthctl is killed, the machine \
-        goes with it. Flags other than --rm and --name are create's.\n\n\
+        goes with it. With -t the command gets a terminal of its own, and the keys reach it \
+        directly. Flags other than --rm, -t and --name are create's.\n\n\
         Examples:\n  berthctl run --rm --template busybox -- uname -a\n  \
         berthctl run --rm --template deb --memory 256M -- sh -c 'apt-get --version'\n  \
         echo hi | berthctl run --rm --template busybox -- cat"
@@ -608,14 +609,19 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
-/// `run --rm`: a one-shot machine. Its flags beyond `--rm` and `--name` are create's,
-/// parsed by the same code.
+/// `run --rm`: a one-shot machine. Its flags beyond `--rm`, `-t` and `--name` are
+/// create's, parsed by the same code.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Remove the machine, files and all, when the command ends (required: only
     /// one-shot runs exist)
     #[arg(long)]
     pub rm: bool,
+
+    /// Give the command a terminal of its own (a pty, its controlling terminal) and
+    /// relay this one to it in raw mode, its window size following
+    #[arg(short = 't', long)]
+    pub tty: bool,
 
     /// The machine's name (default: run- and six random letters and digits)
     #[arg(long, value_name = "NAME")]

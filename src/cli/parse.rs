@@ -272,9 +272,21 @@ pub fn create_options(args: &CreateArgs) -> Result<HashMap<&str, Value<'_>>, Cli
     machine_options(&args.settings, options)
 }
 
-/// RunMachine's options: create's, from the same flags.
+/// RunMachine's options: create's, from the same flags. With `-t`, the command learns
+/// what terminal is at the other end of its pty from berthctl's own TERM (as with
+/// `docker run -t`) unless `--env` says.
 pub fn run_options(args: &RunArgs) -> Result<HashMap<&str, Value<'_>>, CliError> {
-    machine_options(&args.settings, HashMap::new())
+    let mut options = machine_options(&args.settings, HashMap::new())?;
+    let env = &args.settings.env;
+    if args.tty
+        && !env.iter().any(|kv| kv.key == "TERM")
+        && let Ok(term) = std::env::var("TERM")
+    {
+        let mut env: Vec<String> = env.iter().map(KeyValue::joined).collect();
+        env.push(format!("TERM={term}"));
+        options.insert("Environment", Value::from(env));
+    }
+    Ok(options)
 }
 
 /// `options` with the CreateMachine options `args` give.
@@ -698,10 +710,21 @@ mod tests {
         else {
             panic!("not run")
         };
-        assert!(!args.rm);
+        assert!(!args.rm && !args.tty);
         assert_eq!(args.name.as_deref(), Some("x"));
         assert_eq!(args.command, ["ls", "-l"]);
         assert!(run_options(&args).unwrap().is_empty());
+
+        // -t passes berthctl's TERM on, unless --env names one.
+        let Command::Run(args) = parse(&["run", "-t", "--template", "b", "-e", "TERM=dumb", "vi"])
+        else {
+            panic!("not run")
+        };
+        assert!(args.tty);
+        assert_eq!(
+            run_options(&args).unwrap()["Environment"],
+            Value::from(vec!["TERM=dumb".to_string()])
+        );
 
         // A command is needed; create's own flags are not run's.
         assert!(Cli::try_parse_from(["berthctl", "run", "--rm", "--template", "b"]).is_err());

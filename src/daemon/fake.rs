@@ -11,7 +11,7 @@ use crate::error::{Error, Kind, Result};
 use crate::limits::{Flavor, Limits};
 use crate::paths::Paths;
 use crate::spawn::protocol::{ExecRequest, SpawnRequest};
-use crate::spawn::{CallerGone, Pending, Spawner};
+use crate::spawn::{CallerGone, Pending, RunIo, Spawner};
 use crate::systemd::{ScopeSpec, Systemd};
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -161,6 +161,8 @@ pub struct FakeSpawner {
     pub ignore_first_halt: AtomicBool,
     pub pids: Mutex<Vec<u32>>,
     pub execs: Mutex<Vec<ExecRequest>>,
+    /// What a run's PID 1 does (sh; its stdout is the status pipe); None writes 3.
+    pub run_script: Mutex<Option<String>>,
 }
 
 struct FakePending {
@@ -219,6 +221,29 @@ impl Spawner for FakeSpawner {
         Ok(Box::new(FakePending {
             pid,
             fail_exec: self.fail_exec.load(Ordering::SeqCst),
+        }))
+    }
+
+    async fn spawn_run(&self, req: &SpawnRequest, io: RunIo) -> Result<Box<dyn Pending>> {
+        assert!(req.init, "a run's command is always under berth's init");
+        if self.refuse_spawn.load(Ordering::SeqCst) {
+            return Err(Error::Failed("cannot create the namespaces".into()));
+        }
+        let script = self.run_script.lock().unwrap().clone();
+        // As berth's init would: the status as one byte on the status pipe.
+        let script = script.unwrap_or_else(|| "printf '\\003'".into());
+        let child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::from(io.status))
+            .spawn()
+            .map_err(|e| Error::failed("cannot spawn", e))?;
+        let pid = child.id();
+        // Never reaped, as in spawn.
+        drop(child);
+        self.pids.lock().unwrap().push(pid);
+        Ok(Box::new(FakePending {
+            pid,
+            fail_exec: false,
         }))
     }
 
@@ -673,6 +698,166 @@ async fn a_restarted_daemon_adopts_running_machines_and_only_those() {
     assert!(!b2.runtime_file("other").exists());
     b2.daemon.stop("m").await.unwrap();
     assert!(!alive(leader));
+}
+
+fn null_stdio() -> [OwnedFd; 3] {
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    [null(), null(), null()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_answers_its_status_once_its_machine_is_gone() {
+    let b = Bench::new("run").await;
+    let never: CallerGone = Box::pin(std::future::pending());
+    let argv = vec!["/bin/cmd".to_string()];
+    let code = b
+        .daemon
+        .run(
+            "",
+            "busybox",
+            argv,
+            CreateOptions::default(),
+            null_stdio(),
+            never,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 3);
+    // Already gone when the answer comes: nothing to wait for.
+    assert!(b.daemon.machines().is_empty());
+    let left: Vec<_> = std::fs::read_dir(b.daemon.paths.machines_dir())
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(b.systemd.units.lock().unwrap().is_empty());
+
+    // PID 1 killed before it could tell: 128 + SIGKILL.
+    *b.spawner.run_script.lock().unwrap() = Some("kill -KILL $$".into());
+    let never: CallerGone = Box::pin(std::future::pending());
+    let argv = vec!["/bin/cmd".to_string()];
+    let code = b
+        .daemon
+        .run(
+            "named",
+            "busybox",
+            argv,
+            CreateOptions::default(),
+            null_stdio(),
+            never,
+        )
+        .await
+        .unwrap();
+    assert_eq!(code, 128 + libc::SIGKILL);
+    assert!(b.daemon.machine("named").is_err());
+    b.assert_nothing_left("named");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_caller_leaves_or_whose_start_fails_leaves_nothing() {
+    let b = Bench::new("run-gone").await;
+    *b.spawner.run_script.lock().unwrap() = Some("exec sleep 1000".into());
+    let soon: CallerGone = Box::pin(tokio::time::sleep(Duration::from_millis(200)));
+    let argv = vec!["/bin/cmd".to_string()];
+    let e = b
+        .daemon
+        .run(
+            "r",
+            "busybox",
+            argv,
+            CreateOptions::default(),
+            null_stdio(),
+            soon,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("caller went away"), "{e}");
+    until("the run's machine is removed", || {
+        b.daemon.machine("r").is_err()
+    })
+    .await;
+    b.assert_nothing_left("r");
+
+    b.spawner.refuse_spawn.store(true, Ordering::SeqCst);
+    let never: CallerGone = Box::pin(std::future::pending());
+    let argv = vec!["/bin/cmd".to_string()];
+    let e = b
+        .daemon
+        .run(
+            "f",
+            "busybox",
+            argv,
+            CreateOptions::default(),
+            null_stdio(),
+            never,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("namespaces"), "{e}");
+    assert!(b.daemon.machine("f").is_err());
+    assert!(!b.daemon.paths.machine_dir("f").exists());
+    b.assert_nothing_left("f");
+
+    // No command, no run, and nothing made.
+    let never: CallerGone = Box::pin(std::future::pending());
+    let e = b
+        .daemon
+        .run(
+            "e",
+            "busybox",
+            vec![],
+            CreateOptions::default(),
+            null_stdio(),
+            never,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), Kind::InvalidArgument);
+    assert!(e.to_string().contains("command is empty"), "{e}");
+    assert!(b.daemon.machines().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_daemon_ends_the_runs_it_finds() {
+    let b = Bench::new("run-restart").await;
+    *b.spawner.run_script.lock().unwrap() = Some("exec sleep 1000".into());
+    let daemon = b.daemon.clone();
+    let never: CallerGone = Box::pin(std::future::pending());
+    let call = tokio::spawn(async move {
+        let argv = vec!["/bin/cmd".to_string()];
+        daemon
+            .run(
+                "r",
+                "busybox",
+                argv,
+                CreateOptions::default(),
+                null_stdio(),
+                never,
+            )
+            .await
+    });
+    until("the run is running", || {
+        b.daemon
+            .machine("r")
+            .is_ok_and(|m| m.state() == MachineState::Running)
+    })
+    .await;
+    let leader = b.daemon.machine("r").unwrap().run().leader;
+    // The old berthd's call goes with it.
+    call.abort();
+    let b2 = b.restarted().await;
+    until("the run's leader is killed", || !alive(leader)).await;
+    // The old daemon still runs in this process, and its watcher races the new one's to
+    // remove the machine: whichever wins, its files go and nothing of it runs.
+    let dir = b2.daemon.paths.machine_dir("r");
+    until("the run's machine is removed", || {
+        !dir.exists()
+            && b2
+                .daemon
+                .machine("r")
+                .map_or(true, |m| !m.state().is_active())
+    })
+    .await;
+    b2.assert_nothing_left("r");
 }
 
 #[tokio::test(flavor = "multi_thread")]
