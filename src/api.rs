@@ -25,6 +25,18 @@ pub const NETWORK_INTERFACE: &str = "org.berth.Berth1.Network";
 /// off), as systemd itself reports unknown figures.
 pub const UNKNOWN_FIGURE: u64 = u64::MAX;
 
+/// The Machine properties read live (from the scope's cgroup files and the veth)
+/// rather than kept: never signalled, and [`UNKNOWN_FIGURE`] when not known.
+pub const LIVE_FIGURES: [&str; 7] = [
+    "CPUUsageNSec",
+    "MemoryCurrent",
+    "TasksCurrent",
+    "IOReadBytes",
+    "IOWriteBytes",
+    "RxBytes",
+    "TxBytes",
+];
+
 /// Which processes of a machine Kill() signals; `whom` on the wire, as machined's KillWho.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum KillWho {

@@ -249,17 +249,6 @@ const KNOWN_KEYS: [(&str, &str); 2] = [
     ("RootDirectory", "root_directory"),
 ];
 
-/// Properties whose `u64::MAX` means "not known" rather than a real number.
-const LIVE_FIGURES: [&str; 7] = [
-    "CPUUsageNSec",
-    "MemoryCurrent",
-    "TasksCurrent",
-    "IOReadBytes",
-    "IOWriteBytes",
-    "RxBytes",
-    "TxBytes",
-];
-
 /// A machine's `PortForwards` (`a(sqq)`) as (protocol, host port, machine port).
 pub fn port_forwards(value: &Value<'_>) -> Vec<(String, u64, u64)> {
     let Value::Array(array) = unwrap_variant(value) else {
@@ -418,7 +407,7 @@ pub fn status_json(props: &HashMap<String, OwnedValue>) -> Json {
         let value: &Value<'_> = &props[name];
         let json = match (name.as_str(), as_u64(value)) {
             ("Leader", Some(0)) => Json::Null,
-            (n, Some(UNKNOWN_FIGURE)) if LIVE_FIGURES.contains(&n) => Json::Null,
+            (n, Some(UNKNOWN_FIGURE)) if crate::api::LIVE_FIGURES.contains(&n) => Json::Null,
             // Named fields rather than the bare [proto, host, machine] of a struct.
             ("PortForwards", _) => Json::Array(
                 port_forwards(value)

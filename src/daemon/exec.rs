@@ -19,18 +19,7 @@ impl Daemon {
         caller_gone: CallerGone,
     ) -> Result<i32> {
         validate::command(validate::EXECUTE, &argv, &environment)?;
-        let m = self.machine(name)?;
-        let run = m.run();
-        if run.state != MachineState::Running {
-            return Err(not_running(name, run.state));
-        }
-        let req = ExecRequest {
-            leader: run.leader,
-            argv,
-            environment,
-            confinement: super::start::confinement(&m.config())?,
-            shell: None,
-        };
+        let req = self.exec_request(name, argv, environment, None)?;
         self.spawner.exec(&req, stdio, caller_gone).await
     }
 
@@ -52,19 +41,31 @@ impl Daemon {
             argv.clone()
         };
         validate::command(validate::EXECUTE, &checked, &environment)?;
+        let req = self.exec_request(name, argv, environment, Some(ShellRequest { user }))?;
+        self.spawner.shell(name, &req, caller_gone).await
+    }
+
+    /// What the exec helper needs to enter machine `name`, which must be running (not
+    /// stopped, starting or frozen), and to confine what it starts there.
+    fn exec_request(
+        &self,
+        name: &str,
+        argv: Vec<String>,
+        environment: Vec<String>,
+        shell: Option<ShellRequest>,
+    ) -> Result<ExecRequest> {
         let m = self.machine(name)?;
         let run = m.run();
         if run.state != MachineState::Running {
             return Err(not_running(name, run.state));
         }
-        let req = ExecRequest {
+        Ok(ExecRequest {
             leader: run.leader,
             argv,
             environment,
             confinement: super::start::confinement(&m.config())?,
-            shell: Some(ShellRequest { user }),
-        };
-        self.spawner.shell(name, &req, caller_gone).await
+            shell,
+        })
     }
 }
 

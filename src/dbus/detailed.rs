@@ -21,17 +21,6 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 /// One machine of the reply: name, object path, properties.
 pub type Detailed = (String, OwnedObjectPath, HashMap<String, OwnedValue>);
 
-/// The properties that are read live rather than kept (daemon/figures.rs).
-const FIGURES: [&str; 7] = [
-    "CPUUsageNSec",
-    "MemoryCurrent",
-    "TasksCurrent",
-    "IOReadBytes",
-    "IOWriteBytes",
-    "RxBytes",
-    "TxBytes",
-];
-
 /// Machines named in `names` that exist, in that order (each once), or every machine by
 /// name when `names` is empty; with the properties named in `properties`, or all of them.
 pub async fn list(
@@ -52,7 +41,11 @@ pub async fn list(
             .filter_map(|n| daemon.machine(n).ok())
             .collect()
     };
-    if properties.is_empty() || properties.iter().any(|p| FIGURES.contains(&p.as_str())) {
+    if properties.is_empty()
+        || properties
+            .iter()
+            .any(|p| crate::api::LIVE_FIGURES.contains(&p.as_str()))
+    {
         daemon.prefetch_figures(&machines).await;
     }
     let mut out = Vec::with_capacity(machines.len());
