@@ -27,7 +27,7 @@ use libfuzzer_sys::fuzz_target;
 use zbus::zvariant::{OwnedValue, Value};
 
 /// Every key CreateMachine takes besides the limits.
-const OPTIONS: [&str; 18] = [
+const OPTIONS: [&str; 19] = [
     "Hostname",
     "Command",
     "Environment",
@@ -46,6 +46,7 @@ const OPTIONS: [&str; 18] = [
     "PortForwards",
     "Binds",
     "Init",
+    "DiskQuota",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -130,6 +131,9 @@ fn create(dict: &HashMap<String, OwnedValue>) {
     }
     if let Some(size) = opts.tmp_size {
         assert!(size > 0, "TmpSize 0");
+    }
+    if let Some(size) = opts.disk_quota {
+        assert!(size > 0, "DiskQuota 0");
     }
     match opts.private_users {
         Request::No | Request::Pick => {}
