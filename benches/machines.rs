@@ -113,17 +113,22 @@ fn alternate_n(host: &TestHost, cases: &[(&str, &str, &str, &str)], runs: usize)
 }
 
 fn report(title: &str, figures: &[Figure]) {
-    println!("\n### {title}\n");
-    println!("| command | median s | p95 s | berth / this |");
-    println!("|---|---|---|---|");
     let berth = figures[0].median();
+    table(title, "berth / this", figures, |f| berth / f.median());
+}
+
+/// A Markdown table of `figures`, the last column `ratio` of each, headed `ratio_name`.
+fn table(title: &str, ratio_name: &str, figures: &[Figure], ratio: impl Fn(&Figure) -> f64) {
+    println!("\n### {title}\n");
+    println!("| command | median s | p95 s | {ratio_name} |");
+    println!("|---|---|---|---|");
     for f in figures {
         println!(
             "| {} | {:.3} | {:.3} | {:.2} |",
             f.name,
             f.median(),
             f.p95(),
-            berth / f.median()
+            ratio(f)
         );
     }
 }
@@ -498,18 +503,12 @@ fn scale(host: &TestHost) {
     for (count, figures) in &tables {
         // Each against machined's ListMachines, the last row.
         let peer = figures.last().expect("machined's row").median();
-        println!("\n### {count} running machines\n");
-        println!("| command | median s | p95 s | / machined ListMachines |");
-        println!("|---|---|---|---|");
-        for f in figures {
-            println!(
-                "| {} | {:.3} | {:.3} | {:.2} |",
-                f.name,
-                f.median(),
-                f.p95(),
-                f.median() / peer
-            );
-        }
+        table(
+            &format!("{count} running machines"),
+            "/ machined ListMachines",
+            figures,
+            |f| f.median() / peer,
+        );
     }
     // The machines go with the host.
 }

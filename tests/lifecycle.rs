@@ -24,15 +24,7 @@ fn create_quick(host: &TestHost, name: &str) {
 }
 
 fn sh_ok(host: &TestHost, script: &str) -> String {
-    let out = host.sh(script);
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    host.ok(&["sh", "-c", script])
 }
 
 fn state(host: &TestHost, name: &str) -> String {

@@ -28,14 +28,7 @@ fn machine_count() -> usize {
 
 /// `script` run by bash in the host, which must exit 0, with a limit for bulk work.
 fn bulk(host: &TestHost, script: &str) {
-    let out = host.run_for(BULK_LIMIT, &["bash", "-c", script]);
-    assert!(
-        out.status.success(),
-        "{script}: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host.ok_for(BULK_LIMIT, &["bash", "-c", script]);
 }
 
 fn json(text: &str) -> serde_json::Value {

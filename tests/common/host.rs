@@ -222,7 +222,12 @@ impl TestHost {
 
     /// Like `run`, but panics with the command's output unless it exits 0; returns stdout.
     pub fn ok(&self, argv: &[&str]) -> String {
-        let out = self.run(argv);
+        self.ok_for(Duration::from_secs(120), argv)
+    }
+
+    /// `ok` with a time limit of `limit` instead of two minutes, for bulk work.
+    pub fn ok_for(&self, limit: Duration, argv: &[&str]) -> String {
+        let out = self.run_for(limit, argv);
         if !out.status.success() {
             panic!(
                 "{argv:?} failed in test host {} ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
