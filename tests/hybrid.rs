@@ -193,12 +193,48 @@ fn machine_lifecycle() {
         err.contains("can't fork"),
         "forked past TasksMax=32: {out:?}"
     );
-    // The shell gave up; its sleeps run out on their own before the machine can fork again.
-    let only_init = || scope_file(&host, "pids", "pids.current") == "1";
+    // The shell gave up; its sleeps run out on their own before the machine can fork
+    // again. Beside the init, the scope holds the resident exec helper those commands
+    // were forked from (src/spawn/resident/), one for all of them.
+    let residents = || {
+        // Inside the host, where the PIDs cgroup.procs lists are its own.
+        host.ok(&[
+            "sh",
+            "-c",
+            "for p in $(cat /sys/fs/cgroup/pids/machine.slice/machine-box.scope/cgroup.procs); do \
+             grep -q __exec-helper /proc/$p/cmdline 2>/dev/null && echo $p; done; true",
+        ])
+        .split_whitespace()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let only_init_and_helper =
+        || scope_file(&host, "pids", "pids.current") == "2" && residents().len() == 1;
     assert!(wait_until(
-        "the machine's init to be its only task",
+        "the machine's init and its resident exec helper to be its only tasks",
         SHORTLY,
-        only_init
+        only_init_and_helper
+    ));
+    let resident = residents();
+    host.okw("berthctl exec box -- true");
+    assert_eq!(residents(), resident, "the next exec uses the same helper");
+    // It stays outside the machine's PID namespace: nothing inside sees it.
+    let inside = host.okw("berthctl exec box -- ps -o args");
+    assert!(!inside.contains("exec-helper"), "{inside}");
+    // What it forks gets SIGPIPE back (Rust ignores it in the helper; exec keeps that).
+    let ignored = host.okw("berthctl exec box -- grep SigIgn /proc/self/status");
+    let mask =
+        u64::from_str_radix(ignored.split_whitespace().nth(1).expect("a mask"), 16).expect("hex");
+    assert_eq!(
+        mask & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored: {ignored}"
+    );
+    // Idle, it leaves (after 10 s), and the machine holds its init alone again.
+    assert!(wait_until(
+        "the resident exec helper to leave when idle",
+        Duration::from_secs(40),
+        || scope_file(&host, "pids", "pids.current") == "1" && residents().is_empty()
     ));
 
     // A command whose caller dies is not left running in the machine.

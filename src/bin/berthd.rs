@@ -4,7 +4,7 @@
 use berth::daemon::{Daemon, Host};
 use berth::paths::{DEFAULT_CONFIG, Paths};
 use berth::spawn::{
-    EXEC_HELPER_ARG, EXEC_REQUEST_FD, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
+    EXEC_HELPER_ARG, RESIDENT_CONTROL_FD, SPAWN_HELPER_ARG, SPAWN_HELPER_FIRST_CLOSED_FD,
 };
 use berth::sys::process::{close_fds_from, raise_nofile, restore_nofile};
 use clap::Parser;
@@ -39,7 +39,9 @@ fn main() {
             std::process::exit(berth::spawn::helper::main())
         }
         Some(EXEC_HELPER_ARG) => {
-            close_fds_from(EXEC_REQUEST_FD as u32 + 1);
+            // A resident helper's control socket sits right above; exec::main closes it
+            // for every other helper.
+            close_fds_from(RESIDENT_CONTROL_FD as u32 + 1);
             restore_nofile();
             std::process::exit(berth::spawn::exec::main())
         }
@@ -103,7 +105,7 @@ async fn run(paths: Paths) -> Result<(), String> {
         paths,
         host,
         systemd,
-        Arc::new(berth::spawn::Helpers),
+        Arc::new(berth::spawn::Helpers::default()),
         Arc::new(berth::net::Kernel),
         tx,
     )

@@ -65,6 +65,7 @@ impl Daemon {
             environment,
             confinement: super::start::confinement(&m.config())?,
             shell,
+            resident: false,
         })
     }
 }

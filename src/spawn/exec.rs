@@ -36,10 +36,18 @@ pub fn main() -> i32 {
             return EXIT_CANNOT_EXEC;
         }
     };
+    if !req.resident {
+        // Only a resident helper is passed a control socket; anything else there is
+        // berthd's and must not reach the machine.
+        crate::sys::process::close_fds_from(super::RESIDENT_CONTROL_FD as u32);
+    }
     if req.shell.is_some() {
         return run_shell(&req, channel);
     }
     drop(channel);
+    if req.resident {
+        return super::resident::serve::main(&req);
+    }
     match run(&req) {
         Ok(code) => code,
         Err(msg) => {
@@ -58,7 +66,7 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
     // SAFETY: the exec helper is single-threaded.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
-            die_with_parent();
+            become_command();
             let msg = match req.confinement.apply() {
                 Ok(()) => exec_in_root(&req.argv, &env),
                 Err(e) => e,
@@ -71,7 +79,16 @@ fn run(req: &ExecRequest) -> Result<i32, String> {
     }
 }
 
-/// The command dies with this helper, whom berthd kills when its caller left.
+/// In the forked child, before it takes on the machine's confinement: it dies with its
+/// helper, whom berthd kills when its caller left, and gets back the SIGPIPE that Rust's
+/// runtime ignores in the helper (an ignored signal stays ignored across exec, and
+/// `yes | head -1` would then end on EPIPE errors instead).
+pub(super) fn become_command() {
+    // SAFETY: resetting one signal's disposition to its default.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    die_with_parent();
+}
+
 fn die_with_parent() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -84,7 +101,7 @@ fn die_with_parent() {
 }
 
 /// The child's exit status, 128+N when signal N killed it.
-fn wait_for(child: nix::unistd::Pid) -> Result<i32, String> {
+pub(super) fn wait_for(child: nix::unistd::Pid) -> Result<i32, String> {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(code),
@@ -97,7 +114,7 @@ fn wait_for(child: nix::unistd::Pid) -> Result<i32, String> {
 }
 
 /// Joins the leader's cgroups and namespaces and chroots into its root.
-fn enter_machine(leader: u32) -> Result<(), String> {
+pub(super) fn enter_machine(leader: u32) -> Result<(), String> {
     join_cgroups(leader)?;
     // Open everything first: after setns(mnt) /proc is the machine's.
     // A namespace the machine shares with berthd (the host's network for a machine in
@@ -164,7 +181,7 @@ fn run_shell(req: &ExecRequest, channel: File) -> i32 {
     // SAFETY: the exec helper is single-threaded.
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            die_with_parent();
+            become_command();
             let msg = match become_login(req, &account, &groups, &pty.slave) {
                 Ok(()) if req.argv.is_empty() => login_shell(&account, &env),
                 Ok(()) => exec_in_root(&req.argv, &env),

@@ -16,7 +16,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tracing::info;
 
 /// The binary to re-execute: our own, even if the file was replaced by an upgrade.
-fn self_exe() -> &'static str {
+pub(super) fn self_exe() -> &'static str {
     "/proc/self/exe"
 }
 
@@ -94,7 +94,7 @@ pub async fn spawn(req: &SpawnRequest, io: Option<RunIo>) -> Result<HelperMachin
 /// Puts each of berthd's (close-on-exec) descriptors `sources[i]` at `targets[i]` in the
 /// child, inheritable. Each is first copied above every target, so a source that sits on
 /// another's target number is not overwritten before it has been moved.
-fn pass_fds(cmd: &mut Command, passed: Vec<(RawFd, RawFd)>) {
+pub(super) fn pass_fds(cmd: &mut Command, passed: Vec<(RawFd, RawFd)>) {
     if passed.is_empty() {
         return;
     }

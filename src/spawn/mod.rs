@@ -6,7 +6,8 @@
 //! stdin/stdout with one JSON message per line ([`protocol`]). The helper unshares the
 //! namespaces, forks the future PID 1 and reports its PID; berthd puts that PID into the
 //! machine's systemd scope and only then says `Go`, so the payload never runs outside its
-//! cgroup limits. `__exec-helper` is the same idea for Execute(): join a running machine.
+//! cgroup limits. `__exec-helper` is the same idea for Execute(): join a running machine;
+//! one of them may stay in a machine to fork the next commands ([`resident`]).
 //!
 //! The daemon reaches all this through the [`Spawner`] trait; [`Helpers`] is the real
 //! one ([`launch`] is its berthd side, [`helper`] and [`exec`] the helpers' side).
@@ -20,6 +21,7 @@ pub mod mount;
 pub mod network;
 pub mod passwd;
 pub mod protocol;
+pub mod resident;
 pub mod userns;
 
 use crate::error::Result;
@@ -36,6 +38,8 @@ pub const EXEC_HELPER_ARG: &str = "__exec-helper";
 /// caller's, and its argv is readable by every user, so the request (environment and
 /// all) comes through a pipe of its own.
 pub const EXEC_REQUEST_FD: i32 = 3;
+/// Where a resident exec helper finds its control socket (src/spawn/resident/).
+pub const RESIDENT_CONTROL_FD: i32 = 4;
 
 /// Where the spawn helper finds what berthd passes it beside its protocol pipes
 /// (launch::spawn puts them there): for a one-shot run the caller's stdin, stdout and
@@ -125,8 +129,12 @@ pub trait Pending: Send {
     async fn abort(self: Box<Self>);
 }
 
-/// The real spawner: berthd's own binary re-executed as a helper.
-pub struct Helpers;
+/// The real spawner: berthd's own binary re-executed as a helper, and the resident exec
+/// helpers of machines commands were executed in lately.
+#[derive(Default)]
+pub struct Helpers {
+    residents: resident::Residents,
+}
 
 #[async_trait::async_trait]
 impl Spawner for Helpers {
@@ -144,6 +152,10 @@ impl Spawner for Helpers {
         stdio: [OwnedFd; 3],
         caller_gone: CallerGone,
     ) -> Result<i32> {
+        let mut caller_gone = caller_gone;
+        if let Some(status) = self.residents.exec(req, &stdio, &mut caller_gone).await? {
+            return Ok(status);
+        }
         launch::exec(req, stdio, caller_gone).await
     }
 

@@ -90,6 +90,38 @@ pub struct ExecRequest {
     /// machine's own; the helper answers on its request socket ([`ShellReply`]).
     #[serde(default)]
     pub shell: Option<ShellRequest>,
+    /// Stay in the machine as its resident exec helper (src/spawn/resident/): run each
+    /// [`ResidentCommand`] that comes on the control socket at RESIDENT_CONTROL_FD, until
+    /// berthd closes it or the machine's leader ends. `argv` and `environment` are unused.
+    #[serde(default)]
+    pub resident: bool,
+}
+
+/// berthd → the resident exec helper: one datagram per command on the control socket,
+/// carrying the command's stdin, stdout, stderr and the write end of its reply socket
+/// as SCM_RIGHTS, in that order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResidentCommand {
+    pub argv: Vec<String>,
+    pub environment: Vec<String>,
+    pub confinement: Confinement,
+}
+
+/// The resident exec helper → berthd: `Ready` or `Failed` once on the control socket
+/// when it has joined the machine (or could not); `Started` then `Exited` as JSON lines
+/// on a command's reply socket. A reply socket that ends before `Started` means the
+/// command never ran.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum ResidentMsg {
+    Ready,
+    Failed {
+        message: String,
+    },
+    Started,
+    /// The command's exit status, 128+N when signal N ended it.
+    Exited {
+        status: i32,
+    },
 }
 
 /// The shell mode of the exec helper: with no argv it starts `user`'s login shell.
@@ -236,6 +268,7 @@ mod tests {
             shell: Some(ShellRequest {
                 user: "www-data".into(),
             }),
+            resident: false,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<ExecRequest>(&text).unwrap(), req);

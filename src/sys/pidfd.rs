@@ -1,7 +1,7 @@
 //! A pidfd lets berth signal and watch a machine's leader without racing PID reuse: it
 //! stays bound to the process it was opened on, and becomes readable when that exits.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -56,6 +56,13 @@ impl PidFd {
         }?;
         let _ = afd.readable().await?;
         Ok(())
+    }
+}
+
+/// For poll(2) in the single-threaded helpers, which have no runtime for [`PidFd::exited`].
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
