@@ -391,6 +391,11 @@ fn bad_input_is_refused_and_leaves_nothing() {
         );
     }
     fails(&["berthctl", "start", "ghost"], "no machine named");
+    // exec calls the machine's object without GetMachine: the same words.
+    fails(
+        &["berthctl", "exec", "ghost", "--", "true"],
+        "no machine named \"ghost\" (berthctl list shows the machines)",
+    );
     // None of the refused creations left anything behind.
     assert_no_leftovers(&host);
 

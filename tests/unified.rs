@@ -47,8 +47,23 @@ fn limits_map_to_unified_properties() {
     let status: serde_json::Value =
         serde_json::from_str(&host.okw("berthctl --json status box")).unwrap();
     assert!(status["cpu_usage_nsec"].as_u64().unwrap() > 0, "{status}");
-    let procs = host.okw("cat /sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.procs");
-    assert_eq!(procs.lines().count(), 1, "only PID 1 is left: {procs}");
+    // Beside PID 1 only the resident exec helper the execs above were forked from.
+    let procs = host.ok(&[
+        "sh",
+        "-c",
+        "for p in $(cat /sys/fs/cgroup/machine.slice/machine-box.scope/cgroup.procs); do \
+         tr '\\0' ' ' < /proc/$p/cmdline; echo; done",
+    ]);
+    let others: Vec<&str> = procs
+        .lines()
+        .filter(|l| !l.contains("__exec-helper"))
+        .collect();
+    assert_eq!(others.len(), 1, "only PID 1 is left: {procs}");
+    assert_eq!(
+        procs.lines().count(),
+        2,
+        "one resident exec helper: {procs}"
+    );
 
     // Freezing goes through systemd's FreezeUnit and shows in the scope's cgroup.
     host.okw("berthctl freeze box");

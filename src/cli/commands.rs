@@ -103,6 +103,21 @@ impl Session {
         B: serde::Serialize + DynamicType,
         R: for<'d> DynamicDeserialize<'d>,
     {
+        Ok(self.change_raw(proxy, method, body).await?)
+    }
+
+    /// [`Session::change`] with the bus's error as it came, for a caller that tells
+    /// some apart.
+    async fn change_raw<B, R>(
+        &self,
+        proxy: &zbus::Proxy<'_>,
+        method: &str,
+        body: &B,
+    ) -> zbus::Result<R>
+    where
+        B: serde::Serialize + DynamicType,
+        R: for<'d> DynamicDeserialize<'d>,
+    {
         let flags = if self.interactive {
             MethodFlags::AllowInteractiveAuth.into()
         } else {
@@ -277,7 +292,12 @@ impl Session {
     }
 
     pub async fn exec(&self, args: &ExecArgs) -> Result<i32, CliError> {
-        let machine = self.machine(&args.name).await?;
+        // Straight to the machine's object, without GetMachine: a bus round trip less
+        // on a path scripts take many times; a missing object is a missing machine.
+        let path = crate::names::machine_object_path(&args.name);
+        let machine = self
+            .machine_at(OwnedObjectPath::try_from(path).map_err(zbus::Error::from)?)
+            .await?;
         let argv: Vec<&str> = args.command.iter().map(String::as_str).collect();
         let env: Vec<String> = args.env.iter().map(KeyValue::joined).collect();
         let env: Vec<&str> = env.iter().map(String::as_str).collect();
@@ -291,7 +311,17 @@ impl Session {
             stdio(stdout.as_fd(), true)?,
             stdio(stderr.as_fd(), true)?,
         );
-        self.change(machine.inner(), "Execute", &body).await
+        match self.change_raw(machine.inner(), "Execute", &body).await {
+            Err(e)
+                if super::error::error_name(&e).as_deref()
+                    == Some("org.freedesktop.DBus.Error.UnknownObject") =>
+            {
+                Err(CliError::DBus(
+                    crate::error::Error::NoSuchMachine(args.name.clone()).to_string(),
+                ))
+            }
+            other => Ok(other?),
+        }
     }
 
     /// Network flags go to SetNetwork, limit flags to SetLimits. The network goes

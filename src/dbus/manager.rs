@@ -65,7 +65,7 @@ impl ManagerIface {
         authorize(conn, &hdr, Action::CreateMachine, &name).await?;
         authorize(conn, &hdr, Action::ManageMachines, &name).await?;
         let opts = options::create_options(options)?;
-        let gone = super::caller_gone(conn, &hdr).await?;
+        let gone = super::caller_gone(conn, &hdr)?;
         let stdio = [stdin.into(), stdout.into(), stderr.into()];
         Ok(self
             .daemon

@@ -98,27 +98,35 @@ async fn pump_events(conn: Connection, daemon: Arc<Daemon>, mut events: Unbounde
 
 /// Resolves when the caller of a method leaves the bus (it exited or was killed), so
 /// work done on its behalf, like an Execute()d command, can be ended.
-pub async fn caller_gone(conn: &Connection, hdr: &Header<'_>) -> Result<CallerGone> {
+///
+/// The watch is set up by the future itself, while the work it guards starts, so its
+/// two bus round trips are not on the reply's path: it subscribes, then checks the
+/// caller is still there, so a caller that left at any point is seen.
+pub fn caller_gone(conn: &Connection, hdr: &Header<'_>) -> Result<CallerGone> {
     use futures_util::StreamExt;
     let sender = hdr
         .sender()
         .ok_or_else(|| Error::AccessDenied("caller unknown".into()))?
         .to_owned();
-    let bus = |e| Error::bus("cannot watch the caller on the bus", e);
-    let dbus = zbus::fdo::DBusProxy::new(conn).await.map_err(bus)?;
-    // Subscribe first, then check: the caller may have left in between.
-    let mut changes = dbus
-        .receive_name_owner_changed_with_args(&[(0, sender.as_str())])
-        .await
-        .map_err(bus)?;
-    let present = dbus
-        .name_has_owner(sender.clone().into())
-        .await
-        .map_err(|e| bus(e.into()))?;
+    let conn = conn.clone();
     Ok(Box::pin(async move {
-        if !present {
-            return;
-        }
+        let watch = async {
+            let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+            let changes = dbus
+                .receive_name_owner_changed_with_args(&[(0, sender.as_str())])
+                .await?;
+            let present = dbus.name_has_owner(sender.clone().into()).await?;
+            Ok::<_, zbus::Error>((changes, present))
+        };
+        let mut changes = match watch.await {
+            Ok((_, false)) => return,
+            Ok((changes, true)) => changes,
+            Err(e) => {
+                // berthd's own bus connection is failing: the work runs to its end.
+                tracing::warn!("cannot watch caller {sender} on the bus: {e}");
+                return std::future::pending().await;
+            }
+        };
         while let Some(change) = changes.next().await {
             if let Ok(args) = change.args()
                 && args.new_owner.is_none()
