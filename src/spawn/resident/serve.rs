@@ -63,6 +63,14 @@ struct Server {
     commands: Vec<Running>,
 }
 
+/// What poll(2) said.
+struct Woken {
+    control_ready: bool,
+    leader_ended: bool,
+    /// Per command, in order: (it ended, its caller left).
+    ready: Vec<(bool, bool)>,
+}
+
 struct Running {
     pid: Pid,
     pidfd: PidFd,
@@ -77,7 +85,11 @@ impl Server {
             if self.control.is_none() && self.commands.is_empty() {
                 return 0;
             }
-            let (control_ready, leader_ended, ready) = match self.wait() {
+            let Woken {
+                control_ready,
+                leader_ended,
+                ready,
+            } = match self.wait() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("berth: resident exec helper: poll: {e}");
@@ -105,9 +117,8 @@ impl Server {
         }
     }
 
-    /// Waits for something to do: (control readable, leader ended, per command
-    /// (ended, caller left)).
-    fn wait(&self) -> nix::Result<(bool, bool, Vec<(bool, bool)>)> {
+    /// Waits for something to do.
+    fn wait(&self) -> nix::Result<Woken> {
         let mut fds = Vec::new();
         if let Some(c) = &self.control {
             fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
@@ -143,7 +154,11 @@ impl Server {
             .zip(&self.commands)
             .map(|(pair, c)| (fired(&pair[0]), !c.killed && fired(&pair[1])))
             .collect();
-        Ok((control_ready, leader_ended, ready))
+        Ok(Woken {
+            control_ready,
+            leader_ended,
+            ready,
+        })
     }
 
     /// Takes one datagram off the control socket and starts its command.
