@@ -313,8 +313,19 @@ fn machine_lifecycle() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("two names"), "{err}");
 
+    // A command running through a resident exec helper when berthd restarts: its call
+    // ended with berthd, so the command and the helper end too.
+    host.sh("berthctl exec box -- sleep 1009 </dev/null >/dev/null 2>&1 &");
+    assert!(wait_until("the command to start", SHORTLY, || {
+        host.run(&["pgrep", "-f", "^sleep 1009"]).status.success() && residents().len() == 1
+    }));
     // berthd restarts; the machine keeps running and is found again.
     host.okw("systemctl restart berthd");
+    assert!(wait_until(
+        "the command and the resident exec helper to end with berthd",
+        SHORTLY,
+        || !host.run(&["pgrep", "-f", "^sleep 1009"]).status.success() && residents().is_empty()
+    ));
     let json = list_json(&host);
     assert_eq!(json[0]["state"], "running", "{json}");
     assert_eq!(json[0]["leader"].as_u64(), Some(leader));
