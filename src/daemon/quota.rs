@@ -54,9 +54,9 @@ impl Daemon {
         Ok(())
     }
 
-    /// Bytes the machine's files take and its quota (0: none), as btrfs counts them; None
-    /// where it can't say (not a subvolume, quotas off).
-    pub fn disk_usage(&self, name: &str) -> Option<(u64, u64)> {
+    /// Bytes the machine's files take, as btrfs counts them; None where it can't say
+    /// (not a subvolume, quotas off).
+    pub fn disk_usage(&self, name: &str) -> Option<u64> {
         let m = self.machine(name).ok()?;
         quota::usage(&m.dir.join(crate::store::ROOTFS_DIR)).ok()
     }

@@ -645,7 +645,7 @@ impl MachineIface {
             .await
             .ok()
             .flatten()
-            .map_or(u64::MAX, |(used, _)| used)
+            .unwrap_or(u64::MAX)
     }
 
     /// The signal stop sends PID 1: the one configured, else the one its init wants.

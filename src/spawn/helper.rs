@@ -57,7 +57,7 @@ fn run(req: &SpawnRequest) -> Result<(), String> {
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // Read while this helper still sees the host's mounts and files.
     let host = mount::HostView::read();
-    let console = req.console.then(take_console).transpose()?;
+    let console = req.console.then(take_console);
     // An unprivileged machine: its user namespace first, the idmapped root (or an
     // ephemeral machine's idmapped lower layer) made while this helper is still
     // privileged, then every other namespace from inside it.
@@ -264,18 +264,12 @@ fn redirect_stdio(passed: Option<[i32; 3]>, console: Option<OwnedFd>) -> std::io
     Ok(())
 }
 
-/// The console pty's slave berthd passed at [`CONSOLE_FD`], close-on-exec from here on:
-/// the payload gets it as its stdio, never as a stray descriptor.
-fn take_console() -> Result<OwnedFd, String> {
+/// The console pty's slave berthd passed at [`CONSOLE_FD`], already close-on-exec
+/// ([`take_passed_fds`]): the payload gets it as its stdio, never as a stray descriptor.
+fn take_console() -> OwnedFd {
     // SAFETY: berthd put the slave at CONSOLE_FD for this helper (launch::spawn), and
     // nothing else here owns that descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) };
-    nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(|e| format!("the console's descriptor: {e}"))?;
-    Ok(fd)
+    unsafe { OwnedFd::from_raw_fd(CONSOLE_FD) }
 }
 
 /// The descriptors launch::spawn may have passed at fixed numbers: those the request

@@ -143,9 +143,9 @@ pub fn set_limit(subvol: &Path, bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes the subvolume `subvol` references and its limit (0: none), as btrfs counts
-/// them (/sys/fs/btrfs/FSID/qgroups/0_ID).
-pub fn usage(subvol: &Path) -> Result<(u64, u64), String> {
+/// Bytes the subvolume `subvol` references, as btrfs counts them
+/// (/sys/fs/btrfs/FSID/qgroups/0_ID/referenced). Its limit is the machine's config's.
+pub fn usage(subvol: &Path) -> Result<u64, String> {
     let dir = open_dir(subvol)?;
     let mut args = InoLookupArgs {
         treeid: 0,
@@ -156,16 +156,11 @@ pub fn usage(subvol: &Path) -> Result<(u64, u64), String> {
     unsafe { ino_lookup(dir.as_raw_fd(), &mut args) }
         .map_err(|e| format!("{}: not a btrfs subvolume: {e}", subvol.display()))?;
     let qgroup = qgroups_dir(&dir)?.join(format!("0_{}", args.treeid));
-    let read = |file: &str| -> Result<u64, String> {
-        let path = qgroup.join(file);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        text.trim()
-            .parse()
-            .map_err(|e| format!("{}: {e}", path.display()))
-    };
-    let max = read("max_referenced")?;
-    Ok((read("referenced")?, if max == u64::MAX { 0 } else { max }))
+    let path = qgroup.join("referenced");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// /sys/fs/btrfs/FSID/qgroups of the file system `dir` is on; there only while quotas
