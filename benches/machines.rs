@@ -343,6 +343,38 @@ fn exec(host: &TestHost) {
             f.median() * 1000.0 / EACH as f64
         );
     }
+    // What the resident exec helper saves: one exec right after a start, which starts
+    // the helper (and pays the cgroup migration), against one more exec in the same
+    // machine a moment later; and what the helper costs while it stays.
+    host.okw("berthctl create c --template busybox -- /bin/sleep 100000");
+    let cold = alternate_n(
+        host,
+        &[
+            (
+                "berthctl exec, the machine's first (a helper joins it)",
+                "berthctl start c",
+                "berthctl exec c -- /bin/true",
+                "",
+            ),
+            (
+                "berthctl exec, the next one (its resident helper forks it)",
+                "",
+                "berthctl exec c -- /bin/true",
+                "berthctl stop c",
+            ),
+        ],
+        10,
+    );
+    report("One exec, first and next", &cold);
+    host.okw("berthctl remove c");
+    host.okw("berthctl exec x -- /bin/true");
+    let helper = host.okw("pgrep -f -n [_]_exec-helper");
+    let rss = host
+        .ok(&["cat", &format!("/proc/{}/status", helper.trim())])
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        .expect("VmRSS");
+    println!("- the resident exec helper's RSS: {rss}");
     host.okw("berthctl remove --force x");
 
     // The start path, step by step, as berthd logs each start ("start took ...").
