@@ -253,22 +253,44 @@ async fn unit_exists(sd: &Bus, unit: &str) -> Result<bool> {
 }
 
 /// Waits until systemd has dropped the unit; stops it if it lingers.
+///
+/// Woken by systemd's UnitRemoved (berthd is subscribed), so a one-shot run's reply and
+/// a stop come as soon as the scope is gone rather than at the next poll; the unit is
+/// still looked up now and then, in case the signal was missed.
 pub(super) async fn wait_gone(sd: &Bus, unit: &str, timeout: Duration) -> Result<()> {
+    use futures_util::StreamExt;
     let deadline = tokio::time::Instant::now() + timeout;
+    // Subscribed before the first look: the unit may go in between.
+    let mut removed = sd
+        .manager()
+        .receive_unit_removed_with_args(&[(0, unit)])
+        .await
+        .map_err(|e| Error::bus(format!("cannot watch {unit}"), e))?;
     while unit_exists(sd, unit).await? {
-        if tokio::time::Instant::now() >= deadline {
-            stop(sd, unit).await?;
-            let _ = sd.manager().reset_failed_unit(unit.to_string()).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return if unit_exists(sd, unit).await? {
-                Err(Error::Failed(format!(
-                    "{unit} is still there after stopping it"
-                )))
-            } else {
-                Ok(())
-            };
+        let now = tokio::time::Instant::now();
+        if now < deadline {
+            let next_look = (now + Duration::from_millis(500)).min(deadline);
+            tokio::select! {
+                signal = removed.next() => {
+                    if signal.is_none() {
+                        // No more signals (the connection is going): looks only.
+                        tokio::time::sleep_until(next_look).await;
+                    }
+                }
+                () = tokio::time::sleep_until(next_look) => {}
+            }
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop(sd, unit).await?;
+        let _ = sd.manager().reset_failed_unit(unit.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return if unit_exists(sd, unit).await? {
+            Err(Error::Failed(format!(
+                "{unit} is still there after stopping it"
+            )))
+        } else {
+            Ok(())
+        };
     }
     Ok(())
 }
