@@ -15,8 +15,10 @@
 //!   loopback, with the same static program (tests/probe/tcp-copy.c).
 //!
 //! Figures (issue 9), on a busybox machine, `BERTH_BENCH=exec` (only these):
-//! - exec `/bin/true` in a running machine: `berthctl exec` vs `nsenter -t LEADER -a`,
-//!   50 in a row per sample, with exec's parts alone, and the steps of 10 starts.
+//! - exec `/bin/true` in a running machine: `berthctl exec` into an unprivileged and a
+//!   privileged machine vs `nsenter -t LEADER -a` and `lxc-attach` into an LXC container
+//!   on the same busybox tree, 50 in a row per sample, with exec's parts alone, and the
+//!   steps of 10 starts.
 //!
 //! Figures (issue 9), `BERTH_BENCH=scale` (only these), with 200 and then 1,000 running
 //! busybox machines: ListMachines, GetManagedObjects and `berthctl list` against
@@ -119,16 +121,45 @@ fn report(title: &str, figures: &[Figure]) {
 
 /// A Markdown table of `figures`, the last column `ratio` of each, headed `ratio_name`.
 fn table(title: &str, ratio_name: &str, figures: &[Figure], ratio: impl Fn(&Figure) -> f64) {
+    table_with(title, &[ratio_name.to_string()], figures, |f| {
+        vec![ratio(f)]
+    });
+}
+
+/// A Markdown table of `figures` with a column per peer in `peers` (indices into
+/// `figures`): each row's median over that peer's, the form the targets take ("at most
+/// 0.8× lxc-start"), so that berth's rows in several settings share one peer.
+fn against(title: &str, figures: &[Figure], peers: &[usize]) {
+    let heads: Vec<String> = peers
+        .iter()
+        .map(|&p| format!("/ {}", figures[p].name))
+        .collect();
+    table_with(title, &heads, figures, |f| {
+        peers
+            .iter()
+            .map(|&p| f.median() / figures[p].median())
+            .collect()
+    });
+}
+
+/// A Markdown table of `figures`: median, p95 and the columns `heads`, `ratios` of each.
+fn table_with(
+    title: &str,
+    heads: &[String],
+    figures: &[Figure],
+    ratios: impl Fn(&Figure) -> Vec<f64>,
+) {
     println!("\n### {title}\n");
-    println!("| command | median s | p95 s | {ratio_name} |");
-    println!("|---|---|---|---|");
+    println!("| command | median s | p95 s | {} |", heads.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(heads.len()));
     for f in figures {
+        let cols: Vec<String> = ratios(f).iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {} |",
             f.name,
             f.median(),
             f.p95(),
-            ratio(f)
+            cols.join(" | ")
         );
     }
 }
@@ -252,22 +283,51 @@ fn network(host: &TestHost) {
     }
 }
 
+/// The busybox template's tree, which every peer of the busybox figures runs on a copy of.
+const BUSYBOX_ROOTFS: &str = "/var/lib/berth/templates/busybox/rootfs";
+
+/// The LXC container `bb`, as lxc-create's templates would make it but on the busybox
+/// template's tree: LXC's usual confinement (common.conf: capabilities, seccomp, the
+/// devices cgroup, proc and sys mounts), as berth confines every machine; a network
+/// namespace with only lo, as berth's `--network none` (and no lxc-net needed); the tree's
+/// own init, as a berth machine of the template runs it (lxc-execute runs its own
+/// lxc-init as PID 1 instead, whatever this says).
+const LXC_CONFIG: &str = "\
+lxc.include = /usr/share/lxc/config/common.conf
+lxc.uts.name = bb
+lxc.rootfs.path = dir:/var/lib/lxc/bb/rootfs
+lxc.net.0.type = empty
+lxc.init.cmd = /sbin/init
+";
+
+/// Builds the busybox template (on first use) and makes the LXC container `bb` on a copy
+/// of its tree, stopped. Privileged, as LXC's containers made by root are.
+fn lxc_busybox(host: &TestHost) {
+    host.okw("berthctl create warm --template busybox");
+    host.okw("berthctl remove warm");
+    host.okw("mkdir -p /var/lib/lxc/bb");
+    host.ok(&["cp", "-a", BUSYBOX_ROOTFS, "/var/lib/lxc/bb/rootfs"]);
+    std::fs::write(host.path("/var/lib/lxc/bb/config"), LXC_CONFIG).expect("LXC config written");
+}
+
 /// Exec of /bin/true into a running busybox machine, 50 in a row per sample (a single
 /// one is too short for bash's `time` to tell apart from the noise).
 fn exec(host: &TestHost) {
     const EACH: usize = 50;
+    // x unprivileged (the default), xp privileged, as LXC's container is.
+    for (name, privileged) in [("x", &[][..]), ("xp", &["--private-users", "no"][..])] {
+        let mut argv = vec!["berthctl", "create", name, "--template", "busybox"];
+        argv.extend(privileged);
+        argv.extend(["--", "/bin/sh", "-c", "exec sleep 100000"]);
+        host.ok(&argv);
+        host.okw(&format!("berthctl start {name}"));
+    }
+    lxc_busybox(host);
     host.ok(&[
-        "berthctl",
-        "create",
-        "x",
-        "--template",
-        "busybox",
-        "--",
-        "/bin/sh",
+        "bash",
         "-c",
-        "exec sleep 100000",
+        "lxc-start -n bb -d && lxc-wait -n bb -s RUNNING",
     ]);
-    host.okw("berthctl start x");
     let leader = host
         .okw("busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/x org.berth.Berth1.Machine Leader")
         .split_whitespace()
@@ -285,17 +345,30 @@ fn exec(host: &TestHost) {
                 "",
             ),
             (
+                "berthctl exec xp -- /bin/true (--private-users no)",
+                "",
+                &times("berthctl exec xp -- /bin/true"),
+                "",
+            ),
+            (
                 "nsenter -t LEADER -a /bin/true",
                 "",
                 &times(&format!("nsenter -t {leader} -a /bin/true")),
                 "",
             ),
+            (
+                "lxc-attach -n bb -- /bin/true",
+                "",
+                &times("lxc-attach -n bb -- /bin/true"),
+                "",
+            ),
         ],
         10,
     );
-    report(
+    against(
         &format!("Exec /bin/true in a running machine ({EACH} in a row)"),
         &figures,
+        &[2, 3],
     );
     for f in &figures {
         println!(
@@ -304,6 +377,8 @@ fn exec(host: &TestHost) {
             f.median() * 1000.0 / EACH as f64
         );
     }
+    host.okw("lxc-stop -n bb");
+    host.okw("berthctl remove --force xp");
     // Where exec's time goes, each part alone, the same way: the client's start, one
     // call over the bus (busctl's start included), and the cgroup join every command
     // makes (what nsenter does not: it leaves the command in the caller's cgroup), as a
