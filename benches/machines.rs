@@ -20,6 +20,15 @@
 //!   on the same busybox tree, 50 in a row per sample, with exec's parts alone, and the
 //!   steps of 10 starts.
 //!
+//! Figures (issue 9), `BERTH_BENCH=start` (only these), on copies of the busybox
+//! template's tree, each on a tmpfs of its own (idmappable, as a real host's file system):
+//! - start until running: `berthctl start` of a privileged and an unprivileged machine
+//!   with `--network none` vs `lxc-start -d` + `lxc-wait -s RUNNING` of the LXC
+//!   container, 20 of each, stopped untimed in between;
+//! - one-shot `/bin/true`: `berthctl run --rm`, privileged and unprivileged, vs
+//!   `systemd-nspawn -q -D ROOTFS /bin/true` and `lxc-execute`, 20 of each;
+//! - berthd's own log of those starts and runs, step by step and phase by phase.
+//!
 //! Figures (issue 9), `BERTH_BENCH=scale` (only these), with 200 and then 1,000 running
 //! busybox machines: ListMachines, GetManagedObjects and `berthctl list` against
 //! machined's ListMachines with the same machines registered; berthd's and machined's
@@ -447,6 +456,276 @@ fn exec(host: &TestHost) {
     host.okw("berthctl remove st");
 }
 
+/// Start until running and a one-shot /bin/true, berth against LXC and systemd-nspawn,
+/// all on copies of the busybox template's tree.
+fn start(host: &TestHost) {
+    // The trees on a tmpfs, not the host's overlayfs: overlayfs cannot be idmapped, so an
+    // unprivileged `run --rm` there would copy and chown the template every time instead
+    // of taking it idmapped as its overlay's lower layer, as it does on the ext4, xfs,
+    // btrfs or tmpfs of a real host. Every peer's tree alike; berthd, which may have
+    // been activated already, must see its state directory's new mount.
+    host.ok(&[
+        "bash",
+        "-c",
+        "systemctl stop berthd && for d in /var/lib/berth /var/lib/lxc /var/lib/machines; do \
+         mkdir -p $d && mount -t tmpfs -o mode=0755 bench $d || exit 1; done",
+    ]);
+    lxc_busybox(host);
+    host.ok(&["cp", "-a", BUSYBOX_ROOTFS, "/var/lib/machines/bb"]);
+    host.okw("berthctl create sp --template busybox --network none --private-users no");
+    host.okw("berthctl create su --template busybox --network none");
+    // `berthctl start` returns once berthd has seen PID 1 exec the init (state running),
+    // `lxc-wait -s RUNNING` once LXC's monitor says the same; the stops (busybox init
+    // takes 2 s to power off, on either) are untimed.
+    let starts = alternate_n(
+        host,
+        &[
+            (
+                "berthctl start (--private-users no)",
+                "",
+                "berthctl start sp",
+                "berthctl stop sp",
+            ),
+            (
+                "berthctl start (unprivileged)",
+                "",
+                "berthctl start su",
+                "berthctl stop su",
+            ),
+            (
+                "lxc-start -d + lxc-wait -s RUNNING",
+                "",
+                "lxc-start -n bb -d && lxc-wait -n bb -s RUNNING",
+                "lxc-stop -n bb",
+            ),
+        ],
+        20,
+    );
+    against("Start until running", &starts, &[2]);
+
+    // Named runs, only so that berthd's log lines below can be told apart.
+    let run = |flags: &str| format!("berthctl run --rm --template busybox --network none{flags}");
+    let oneshot = alternate_n(
+        host,
+        &[
+            (
+                "berthctl run --rm (--private-users no)",
+                "",
+                &format!("{} --name op{{n}} -- /bin/true", run(" --private-users no")),
+                "",
+            ),
+            (
+                "berthctl run --rm (unprivileged)",
+                "",
+                &format!("{} --name ou{{n}} -- /bin/true", run("")),
+                "",
+            ),
+            (
+                "systemd-nspawn -q -D ROOTFS /bin/true",
+                "",
+                "systemd-nspawn -q -D /var/lib/machines/bb /bin/true",
+                "",
+            ),
+            (
+                "lxc-execute -n bb -- /bin/true",
+                "",
+                "lxc-execute -n bb -- /bin/true",
+                "",
+            ),
+        ],
+        20,
+    );
+    against("One-shot /bin/true in a fresh machine", &oneshot, &[2, 3]);
+
+    start_steps(
+        host,
+        &[
+            ("start, --private-users no", "sp"),
+            ("start, unprivileged", "su"),
+            ("run --rm, --private-users no", "op"),
+            ("run --rm, unprivileged", "ou"),
+        ],
+    );
+    run_phases(
+        host,
+        &[
+            ("run --rm, --private-users no", "op"),
+            ("run --rm, unprivileged", "ou"),
+        ],
+    );
+    for m in ["sp", "su"] {
+        host.okw(&format!("berthctl remove {m}"));
+    }
+}
+
+/// Which of `columns` (heading, machine name without its trailing digits) `machine`
+/// belongs to.
+fn column_of(columns: &[(&str, &str)], machine: &str) -> Option<usize> {
+    let stem = machine.trim_end_matches(|c: char| c.is_ascii_digit());
+    columns.iter().position(|c| c.1 == stem)
+}
+
+/// Samples in ms by row and column, rows in the order first seen, printed as medians.
+struct Breakdown {
+    columns: usize,
+    rows: Vec<(String, Vec<Vec<f64>>)>,
+}
+
+impl Breakdown {
+    fn new(columns: usize) -> Breakdown {
+        Breakdown {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, row: &str, column: usize, ms: f64) {
+        let i = match self.rows.iter().position(|r| r.0 == row) {
+            Some(i) => i,
+            None => {
+                self.rows
+                    .push((row.to_string(), vec![Vec::new(); self.columns]));
+                self.rows.len() - 1
+            }
+        };
+        self.rows[i].1[column].push(ms);
+    }
+
+    /// Each heading of `columns` with its number of samples (the first row's).
+    fn print(&self, title: &str, what: &str, columns: &[(&str, &str)]) {
+        println!("\n### {title}\n");
+        let heads: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let n = self.rows.first().map_or(0, |r| r.1[i].len());
+                format!("{} ({n})", c.0)
+            })
+            .collect();
+        println!("| {what} | {} |", heads.join(" | "));
+        println!("|---|{}", "---|".repeat(columns.len()));
+        for (row, samples) in &self.rows {
+            let cells: Vec<String> = samples
+                .iter()
+                .map(|s| {
+                    if s.is_empty() {
+                        return "-".to_string();
+                    }
+                    let f = Figure {
+                        name: String::new(),
+                        samples: s.clone(),
+                    };
+                    format!("{:.1}", f.median())
+                })
+                .collect();
+            println!("| {row} | {} |", cells.join(" | "));
+        }
+    }
+}
+
+/// Medians of each step of berthd's starts (its `machine NAME: start took T ms: STEP MS,
+/// ...` lines), one column per (heading, machine name without its trailing digits).
+fn start_steps(host: &TestHost, columns: &[(&str, &str)]) {
+    let log = host.ok(&["journalctl", "-u", "berthd", "-o", "cat", "--no-pager"]);
+    let mut steps = Breakdown::new(columns.len());
+    for line in log.lines() {
+        let Some((machine, rest)) = line
+            .strip_prefix("machine ")
+            .and_then(|l| l.split_once(": start took "))
+        else {
+            continue;
+        };
+        let (Some(col), Some((total, parts))) =
+            (column_of(columns, machine), rest.split_once(" ms: "))
+        else {
+            continue;
+        };
+        steps.add("total", col, total.parse().unwrap_or(f64::NAN));
+        // A step's name may hold ", " itself ("mounts, pivot_root, exec 7.0"): a piece
+        // without a number at its end is the start of the next step's name.
+        let mut name = String::new();
+        for piece in parts.split(", ") {
+            match piece.rsplit_once(' ').map(|(n, v)| (n, v.parse::<f64>())) {
+                Some((n, Ok(ms))) => {
+                    name.push_str(n);
+                    steps.add(&name, col, ms);
+                    name.clear();
+                }
+                _ => {
+                    name.push_str(piece);
+                    name.push_str(", ");
+                }
+            }
+        }
+    }
+    steps.print("berthd's start steps, median ms", "step", columns);
+}
+
+/// Medians of the phases of berthd's one-shot runs, from the times of its log lines
+/// about each: what `run --rm` spends besides the start itself.
+fn run_phases(host: &TestHost, columns: &[(&str, &str)]) {
+    const EVENTS: [(&str, &str); 5] = [
+        ("created", ": created from template"),
+        ("started", ": start took"),
+        ("its command ended", ": the command ended"),
+        ("stopped (scope gone)", ": stopped"),
+        ("removed", ": removed"),
+    ];
+    let log = host.ok(&[
+        "journalctl",
+        "-u",
+        "berthd",
+        "-o",
+        "short-unix",
+        "--no-pager",
+    ]);
+    let mut seen: Vec<(String, [Option<f64>; EVENTS.len()])> = Vec::new();
+    for line in log.lines() {
+        // "SECONDS.MICROS HOST berthd[PID]: machine NAME: what"
+        let Some((Ok(at), msg)) = line
+            .split_once(' ')
+            .and_then(|(t, rest)| Some((t.parse::<f64>(), rest.split_once("]: machine ")?.1)))
+        else {
+            continue;
+        };
+        let Some((machine, _)) = msg.split_once(": ") else {
+            continue;
+        };
+        if column_of(columns, machine).is_none() {
+            continue;
+        }
+        let Some(e) = EVENTS.iter().position(|e| msg.contains(e.1)) else {
+            continue;
+        };
+        let i = match seen.iter().position(|s| s.0 == machine) {
+            Some(i) => i,
+            None => {
+                seen.push((machine.to_string(), [None; EVENTS.len()]));
+                seen.len() - 1
+            }
+        };
+        seen[i].1[e] = Some(at);
+    }
+    let mut phases = Breakdown::new(columns.len());
+    for (machine, at) in &seen {
+        let col = column_of(columns, machine).expect("kept above");
+        if let (Some(first), Some(last)) = (at[0], at[EVENTS.len() - 1]) {
+            phases.add("created → removed", col, (last - first) * 1000.0);
+        }
+        for w in 1..EVENTS.len() {
+            if let (Some(from), Some(to)) = (at[w - 1], at[w]) {
+                let row = format!("{} → {}", EVENTS[w - 1].0, EVENTS[w].0);
+                phases.add(&row, col, (to - from) * 1000.0);
+            }
+        }
+    }
+    phases.print(
+        "berthd's one-shot runs, median ms between its log lines",
+        "phase",
+        columns,
+    );
+}
+
 /// VmRSS (KiB) and CPU time (utime + stime, in clock ticks) of the process named `name`.
 fn process_use(host: &TestHost, name: &str) -> (u64, u64) {
     let pid = host.okw(&format!("pidof -s {name}")).trim().to_string();
@@ -606,6 +885,10 @@ fn main() {
     }
     if bench == "scale" {
         scale(&host);
+        return;
+    }
+    if bench == "start" {
+        start(&host);
         return;
     }
     network(&host);
