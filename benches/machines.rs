@@ -15,8 +15,19 @@
 //!   loopback, with the same static program (tests/probe/tcp-copy.c).
 //!
 //! Figures (issue 9), on a busybox machine, `BERTH_BENCH=exec` (only these):
-//! - exec `/bin/true` in a running machine: `berthctl exec` vs `nsenter -t LEADER -a`,
-//!   50 in a row per sample, with exec's parts alone, and the steps of 10 starts.
+//! - exec `/bin/true` in a running machine: `berthctl exec` into an unprivileged and a
+//!   privileged machine vs `nsenter -t LEADER -a` and `lxc-attach` into an LXC container
+//!   on the same busybox tree, 50 in a row per sample, with exec's parts alone, and the
+//!   steps of 10 starts.
+//!
+//! Figures (issue 9), `BERTH_BENCH=start` (only these), on copies of the busybox
+//! template's tree, each on a tmpfs of its own (idmappable, as a real host's file system):
+//! - start until running: `berthctl start` of a privileged and an unprivileged machine
+//!   with `--network none` vs `lxc-start -d` + `lxc-wait -s RUNNING` of the LXC
+//!   container, 20 of each, stopped untimed in between;
+//! - one-shot `/bin/true`: `berthctl run --rm`, privileged and unprivileged, vs
+//!   `systemd-nspawn -q -D ROOTFS /bin/true` and `lxc-execute`, 20 of each;
+//! - berthd's own log of those starts and runs, step by step and phase by phase.
 //!
 //! Figures (issue 9), `BERTH_BENCH=scale` (only these), with 200 and then 1,000 running
 //! busybox machines: ListMachines, GetManagedObjects and `berthctl list` against
@@ -119,16 +130,45 @@ fn report(title: &str, figures: &[Figure]) {
 
 /// A Markdown table of `figures`, the last column `ratio` of each, headed `ratio_name`.
 fn table(title: &str, ratio_name: &str, figures: &[Figure], ratio: impl Fn(&Figure) -> f64) {
+    table_with(title, &[ratio_name.to_string()], figures, |f| {
+        vec![ratio(f)]
+    });
+}
+
+/// A Markdown table of `figures` with a column per peer in `peers` (indices into
+/// `figures`): each row's median over that peer's, the form the targets take ("at most
+/// 0.8× lxc-start"), so that berth's rows in several settings share one peer.
+fn against(title: &str, figures: &[Figure], peers: &[usize]) {
+    let heads: Vec<String> = peers
+        .iter()
+        .map(|&p| format!("/ {}", figures[p].name))
+        .collect();
+    table_with(title, &heads, figures, |f| {
+        peers
+            .iter()
+            .map(|&p| f.median() / figures[p].median())
+            .collect()
+    });
+}
+
+/// A Markdown table of `figures`: median, p95 and the columns `heads`, `ratios` of each.
+fn table_with(
+    title: &str,
+    heads: &[String],
+    figures: &[Figure],
+    ratios: impl Fn(&Figure) -> Vec<f64>,
+) {
     println!("\n### {title}\n");
-    println!("| command | median s | p95 s | {ratio_name} |");
-    println!("|---|---|---|---|");
+    println!("| command | median s | p95 s | {} |", heads.join(" | "));
+    println!("|---|---|---|{}", "---|".repeat(heads.len()));
     for f in figures {
+        let cols: Vec<String> = ratios(f).iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "| {} | {:.3} | {:.3} | {:.2} |",
+            "| {} | {:.3} | {:.3} | {} |",
             f.name,
             f.median(),
             f.p95(),
-            ratio(f)
+            cols.join(" | ")
         );
     }
 }
@@ -252,22 +292,51 @@ fn network(host: &TestHost) {
     }
 }
 
+/// The busybox template's tree, which every peer of the busybox figures runs on a copy of.
+const BUSYBOX_ROOTFS: &str = "/var/lib/berth/templates/busybox/rootfs";
+
+/// The LXC container `bb`, as lxc-create's templates would make it but on the busybox
+/// template's tree: LXC's usual confinement (common.conf: capabilities, seccomp, the
+/// devices cgroup, proc and sys mounts), as berth confines every machine; a network
+/// namespace with only lo, as berth's `--network none` (and no lxc-net needed); the tree's
+/// own init, as a berth machine of the template runs it (lxc-execute runs its own
+/// lxc-init as PID 1 instead, whatever this says).
+const LXC_CONFIG: &str = "\
+lxc.include = /usr/share/lxc/config/common.conf
+lxc.uts.name = bb
+lxc.rootfs.path = dir:/var/lib/lxc/bb/rootfs
+lxc.net.0.type = empty
+lxc.init.cmd = /sbin/init
+";
+
+/// Builds the busybox template (on first use) and makes the LXC container `bb` on a copy
+/// of its tree, stopped. Privileged, as LXC's containers made by root are.
+fn lxc_busybox(host: &TestHost) {
+    host.okw("berthctl create warm --template busybox");
+    host.okw("berthctl remove warm");
+    host.okw("mkdir -p /var/lib/lxc/bb");
+    host.ok(&["cp", "-a", BUSYBOX_ROOTFS, "/var/lib/lxc/bb/rootfs"]);
+    std::fs::write(host.path("/var/lib/lxc/bb/config"), LXC_CONFIG).expect("LXC config written");
+}
+
 /// Exec of /bin/true into a running busybox machine, 50 in a row per sample (a single
 /// one is too short for bash's `time` to tell apart from the noise).
 fn exec(host: &TestHost) {
     const EACH: usize = 50;
+    // x unprivileged (the default), xp privileged, as LXC's container is.
+    for (name, privileged) in [("x", &[][..]), ("xp", &["--private-users", "no"][..])] {
+        let mut argv = vec!["berthctl", "create", name, "--template", "busybox"];
+        argv.extend(privileged);
+        argv.extend(["--", "/bin/sh", "-c", "exec sleep 100000"]);
+        host.ok(&argv);
+        host.okw(&format!("berthctl start {name}"));
+    }
+    lxc_busybox(host);
     host.ok(&[
-        "berthctl",
-        "create",
-        "x",
-        "--template",
-        "busybox",
-        "--",
-        "/bin/sh",
+        "bash",
         "-c",
-        "exec sleep 100000",
+        "lxc-start -n bb -d && lxc-wait -n bb -s RUNNING",
     ]);
-    host.okw("berthctl start x");
     let leader = host
         .okw("busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/x org.berth.Berth1.Machine Leader")
         .split_whitespace()
@@ -285,17 +354,30 @@ fn exec(host: &TestHost) {
                 "",
             ),
             (
+                "berthctl exec xp -- /bin/true (--private-users no)",
+                "",
+                &times("berthctl exec xp -- /bin/true"),
+                "",
+            ),
+            (
                 "nsenter -t LEADER -a /bin/true",
                 "",
                 &times(&format!("nsenter -t {leader} -a /bin/true")),
                 "",
             ),
+            (
+                "lxc-attach -n bb -- /bin/true",
+                "",
+                &times("lxc-attach -n bb -- /bin/true"),
+                "",
+            ),
         ],
         10,
     );
-    report(
+    against(
         &format!("Exec /bin/true in a running machine ({EACH} in a row)"),
         &figures,
+        &[2, 3],
     );
     for f in &figures {
         println!(
@@ -304,6 +386,8 @@ fn exec(host: &TestHost) {
             f.median() * 1000.0 / EACH as f64
         );
     }
+    host.okw("lxc-stop -n bb");
+    host.okw("berthctl remove --force xp");
     // Where exec's time goes, each part alone, the same way: the client's start, one
     // call over the bus (busctl's start included), and the cgroup join every command
     // makes (what nsenter does not: it leaves the command in the caller's cgroup), as a
@@ -402,6 +486,276 @@ fn exec(host: &TestHost) {
         println!("- {}", line.split("start took ").nth(1).unwrap_or(line));
     }
     host.okw("berthctl remove st");
+}
+
+/// Start until running and a one-shot /bin/true, berth against LXC and systemd-nspawn,
+/// all on copies of the busybox template's tree.
+fn start(host: &TestHost) {
+    // The trees on a tmpfs, not the host's overlayfs: overlayfs cannot be idmapped, so an
+    // unprivileged `run --rm` there would copy and chown the template every time instead
+    // of taking it idmapped as its overlay's lower layer, as it does on the ext4, xfs,
+    // btrfs or tmpfs of a real host. Every peer's tree alike; berthd, which may have
+    // been activated already, must see its state directory's new mount.
+    host.ok(&[
+        "bash",
+        "-c",
+        "systemctl stop berthd && for d in /var/lib/berth /var/lib/lxc /var/lib/machines; do \
+         mkdir -p $d && mount -t tmpfs -o mode=0755 bench $d || exit 1; done",
+    ]);
+    lxc_busybox(host);
+    host.ok(&["cp", "-a", BUSYBOX_ROOTFS, "/var/lib/machines/bb"]);
+    host.okw("berthctl create sp --template busybox --network none --private-users no");
+    host.okw("berthctl create su --template busybox --network none");
+    // `berthctl start` returns once berthd has seen PID 1 exec the init (state running),
+    // `lxc-wait -s RUNNING` once LXC's monitor says the same; the stops (busybox init
+    // takes 2 s to power off, on either) are untimed.
+    let starts = alternate_n(
+        host,
+        &[
+            (
+                "berthctl start (--private-users no)",
+                "",
+                "berthctl start sp",
+                "berthctl stop sp",
+            ),
+            (
+                "berthctl start (unprivileged)",
+                "",
+                "berthctl start su",
+                "berthctl stop su",
+            ),
+            (
+                "lxc-start -d + lxc-wait -s RUNNING",
+                "",
+                "lxc-start -n bb -d && lxc-wait -n bb -s RUNNING",
+                "lxc-stop -n bb",
+            ),
+        ],
+        20,
+    );
+    against("Start until running", &starts, &[2]);
+
+    // Named runs, only so that berthd's log lines below can be told apart.
+    let run = |flags: &str| format!("berthctl run --rm --template busybox --network none{flags}");
+    let oneshot = alternate_n(
+        host,
+        &[
+            (
+                "berthctl run --rm (--private-users no)",
+                "",
+                &format!("{} --name op{{n}} -- /bin/true", run(" --private-users no")),
+                "",
+            ),
+            (
+                "berthctl run --rm (unprivileged)",
+                "",
+                &format!("{} --name ou{{n}} -- /bin/true", run("")),
+                "",
+            ),
+            (
+                "systemd-nspawn -q -D ROOTFS /bin/true",
+                "",
+                "systemd-nspawn -q -D /var/lib/machines/bb /bin/true",
+                "",
+            ),
+            (
+                "lxc-execute -n bb -- /bin/true",
+                "",
+                "lxc-execute -n bb -- /bin/true",
+                "",
+            ),
+        ],
+        20,
+    );
+    against("One-shot /bin/true in a fresh machine", &oneshot, &[2, 3]);
+
+    start_steps(
+        host,
+        &[
+            ("start, --private-users no", "sp"),
+            ("start, unprivileged", "su"),
+            ("run --rm, --private-users no", "op"),
+            ("run --rm, unprivileged", "ou"),
+        ],
+    );
+    run_phases(
+        host,
+        &[
+            ("run --rm, --private-users no", "op"),
+            ("run --rm, unprivileged", "ou"),
+        ],
+    );
+    for m in ["sp", "su"] {
+        host.okw(&format!("berthctl remove {m}"));
+    }
+}
+
+/// Which of `columns` (heading, machine name without its trailing digits) `machine`
+/// belongs to.
+fn column_of(columns: &[(&str, &str)], machine: &str) -> Option<usize> {
+    let stem = machine.trim_end_matches(|c: char| c.is_ascii_digit());
+    columns.iter().position(|c| c.1 == stem)
+}
+
+/// Samples in ms by row and column, rows in the order first seen, printed as medians.
+struct Breakdown {
+    columns: usize,
+    rows: Vec<(String, Vec<Vec<f64>>)>,
+}
+
+impl Breakdown {
+    fn new(columns: usize) -> Breakdown {
+        Breakdown {
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, row: &str, column: usize, ms: f64) {
+        let i = match self.rows.iter().position(|r| r.0 == row) {
+            Some(i) => i,
+            None => {
+                self.rows
+                    .push((row.to_string(), vec![Vec::new(); self.columns]));
+                self.rows.len() - 1
+            }
+        };
+        self.rows[i].1[column].push(ms);
+    }
+
+    /// Each heading of `columns` with its number of samples (the first row's).
+    fn print(&self, title: &str, what: &str, columns: &[(&str, &str)]) {
+        println!("\n### {title}\n");
+        let heads: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let n = self.rows.first().map_or(0, |r| r.1[i].len());
+                format!("{} ({n})", c.0)
+            })
+            .collect();
+        println!("| {what} | {} |", heads.join(" | "));
+        println!("|---|{}", "---|".repeat(columns.len()));
+        for (row, samples) in &self.rows {
+            let cells: Vec<String> = samples
+                .iter()
+                .map(|s| {
+                    if s.is_empty() {
+                        return "-".to_string();
+                    }
+                    let f = Figure {
+                        name: String::new(),
+                        samples: s.clone(),
+                    };
+                    format!("{:.1}", f.median())
+                })
+                .collect();
+            println!("| {row} | {} |", cells.join(" | "));
+        }
+    }
+}
+
+/// Medians of each step of berthd's starts (its `machine NAME: start took T ms: STEP MS,
+/// ...` lines), one column per (heading, machine name without its trailing digits).
+fn start_steps(host: &TestHost, columns: &[(&str, &str)]) {
+    let log = host.ok(&["journalctl", "-u", "berthd", "-o", "cat", "--no-pager"]);
+    let mut steps = Breakdown::new(columns.len());
+    for line in log.lines() {
+        let Some((machine, rest)) = line
+            .strip_prefix("machine ")
+            .and_then(|l| l.split_once(": start took "))
+        else {
+            continue;
+        };
+        let (Some(col), Some((total, parts))) =
+            (column_of(columns, machine), rest.split_once(" ms: "))
+        else {
+            continue;
+        };
+        steps.add("total", col, total.parse().unwrap_or(f64::NAN));
+        // A step's name may hold ", " itself ("mounts, pivot_root, exec 7.0"): a piece
+        // without a number at its end is the start of the next step's name.
+        let mut name = String::new();
+        for piece in parts.split(", ") {
+            match piece.rsplit_once(' ').map(|(n, v)| (n, v.parse::<f64>())) {
+                Some((n, Ok(ms))) => {
+                    name.push_str(n);
+                    steps.add(&name, col, ms);
+                    name.clear();
+                }
+                _ => {
+                    name.push_str(piece);
+                    name.push_str(", ");
+                }
+            }
+        }
+    }
+    steps.print("berthd's start steps, median ms", "step", columns);
+}
+
+/// Medians of the phases of berthd's one-shot runs, from the times of its log lines
+/// about each: what `run --rm` spends besides the start itself.
+fn run_phases(host: &TestHost, columns: &[(&str, &str)]) {
+    const EVENTS: [(&str, &str); 5] = [
+        ("created", ": created from template"),
+        ("started", ": start took"),
+        ("its command ended", ": the command ended"),
+        ("stopped (scope gone)", ": stopped"),
+        ("removed", ": removed"),
+    ];
+    let log = host.ok(&[
+        "journalctl",
+        "-u",
+        "berthd",
+        "-o",
+        "short-unix",
+        "--no-pager",
+    ]);
+    let mut seen: Vec<(String, [Option<f64>; EVENTS.len()])> = Vec::new();
+    for line in log.lines() {
+        // "SECONDS.MICROS HOST berthd[PID]: machine NAME: what"
+        let Some((Ok(at), msg)) = line
+            .split_once(' ')
+            .and_then(|(t, rest)| Some((t.parse::<f64>(), rest.split_once("]: machine ")?.1)))
+        else {
+            continue;
+        };
+        let Some((machine, _)) = msg.split_once(": ") else {
+            continue;
+        };
+        if column_of(columns, machine).is_none() {
+            continue;
+        }
+        let Some(e) = EVENTS.iter().position(|e| msg.contains(e.1)) else {
+            continue;
+        };
+        let i = match seen.iter().position(|s| s.0 == machine) {
+            Some(i) => i,
+            None => {
+                seen.push((machine.to_string(), [None; EVENTS.len()]));
+                seen.len() - 1
+            }
+        };
+        seen[i].1[e] = Some(at);
+    }
+    let mut phases = Breakdown::new(columns.len());
+    for (machine, at) in &seen {
+        let col = column_of(columns, machine).expect("kept above");
+        if let (Some(first), Some(last)) = (at[0], at[EVENTS.len() - 1]) {
+            phases.add("created → removed", col, (last - first) * 1000.0);
+        }
+        for w in 1..EVENTS.len() {
+            if let (Some(from), Some(to)) = (at[w - 1], at[w]) {
+                let row = format!("{} → {}", EVENTS[w - 1].0, EVENTS[w].0);
+                phases.add(&row, col, (to - from) * 1000.0);
+            }
+        }
+    }
+    phases.print(
+        "berthd's one-shot runs, median ms between its log lines",
+        "phase",
+        columns,
+    );
 }
 
 /// VmRSS (KiB) and CPU time (utime + stime, in clock ticks) of the process named `name`.
@@ -563,6 +917,10 @@ fn main() {
     }
     if bench == "scale" {
         scale(&host);
+        return;
+    }
+    if bench == "start" {
+        start(&host);
         return;
     }
     network(&host);

@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs berth's benchmarks (benches/machines.rs) on a test host, with the peers they are
-# measured against installed first: LXC (lxc-copy), systemd-nspawn, tar with zstd.
+# measured against installed first: LXC (lxc-copy, lxc-start, lxc-attach, lxc-execute),
+# systemd-nspawn, tar with zstd. BERTH_BENCH=exec|start|scale|network picks one part.
 # Prints a Markdown report; docs/benchmarks.md keeps one with the machine and date.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
