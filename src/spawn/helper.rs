@@ -155,7 +155,11 @@ fn pid1(
     host: &mount::HostView,
     console: Option<OwnedFd>,
 ) -> ! {
-    let message = match become_machine(req, go_r, root_tree, host, console) {
+    // Until Go, what does not depend on the scope, built while systemd makes it. A
+    // failure waits for Go too, so the start fails on its message, not on the scope.
+    let prepared = prepare_machine(req, root_tree, host, console);
+    wait_for_go(go_r);
+    let message = match prepared.and_then(|()| become_machine(req, root_tree, host)) {
         Err(m) => m,
         // Confined before the fork, so berth's PID 1 holds no more privilege than the
         // command: reaping and kill(2) of its own child need none.
@@ -187,35 +191,47 @@ fn pid1(
     unsafe { libc::_exit(127) }
 }
 
-/// Everything up to the exec: wait for Go, then the machine's hostname, network, root and
-/// confinement.
-fn become_machine(
+/// Before Go: PID 1's stdio, the machine's hostname and loopback, and its root but for
+/// its cgroups.
+fn prepare_machine(
     req: &SpawnRequest,
-    go_r: OwnedFd,
     root_tree: &mount::RootTree,
     host: &mount::HostView,
     console: Option<OwnedFd>,
 ) -> Result<(), String> {
     // stdout is berthd's protocol pipe: keep the payload's chatter off it.
     redirect_stdio(req.stdio_fds, console).map_err(|e| format!("stdio: {e}"))?;
-    let mut byte = [0u8; 1];
-    let mut go = File::from(go_r);
-    if !matches!(go.read(&mut byte), Ok(1)) {
-        // berthd gave up before the scope existed.
-        // SAFETY: see above.
-        unsafe { libc::_exit(0) }
-    }
-    drop(go);
-    // Now that systemd has moved us into the scope, a cgroup namespace rooted here makes
-    // the machine see its scope as "/".
-    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
     nix::unistd::sethostname(&req.hostname)
         .map_err(|e| format!("sethostname({}): {e}", req.hostname))?;
     // In the host's namespace lo is the host's, and up already.
     if req.network != NetMode::Host {
         network::loopback_up()?;
     }
-    mount::setup_root(req, root_tree, host)?;
+    mount::build_root(req, root_tree, host)
+}
+
+/// Blocks until berthd says Go: the scope holds this process. Leaves quietly if berthd
+/// gave up before the scope existed.
+fn wait_for_go(go_r: OwnedFd) {
+    let mut byte = [0u8; 1];
+    let mut go = File::from(go_r);
+    if !matches!(go.read(&mut byte), Ok(1)) {
+        // SAFETY: _exit skips atexit handlers and stdio flushing meant for the parent.
+        unsafe { libc::_exit(0) }
+    }
+}
+
+/// After Go, everything up to the exec: a cgroup namespace, the rest of the root, and
+/// the confinement.
+fn become_machine(
+    req: &SpawnRequest,
+    root_tree: &mount::RootTree,
+    host: &mount::HostView,
+) -> Result<(), String> {
+    // Now that systemd has moved us into the scope, a cgroup namespace rooted here makes
+    // the machine see its scope as "/".
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(|e| format!("unshare(cgroup): {e}"))?;
+    mount::finish_root(root_tree, host)?;
     if let Some(text) = &req.resolv_conf {
         // Best effort: a machine on a read-only root still starts, with the resolv.conf
         // it has.

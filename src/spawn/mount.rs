@@ -487,8 +487,9 @@ fn set_attributes(tree: &OwnedFd, attr_set: u64, idmap: Option<&OwnedFd>) -> Res
 }
 
 /// Builds the machine's filesystem view in this (new) mount namespace, relative to the
-/// attached root, and pivots into it.
-pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> Result<(), String> {
+/// attached root (the working directory from here), all but what depends on its scope:
+/// PID 1 does this while systemd makes the scope, then [`finish_root`] once in it.
+pub fn build_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> Result<(), String> {
     let none: Option<&str> = None;
     mnt(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
     // pivot_root needs the new root to be a mount point; from here paths are relative.
@@ -561,8 +562,6 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
         }
     }
 
-    setup_cgroups(&sysfs.join("fs/cgroup"), host)?;
-
     setup_dev(&root.join("dev"), root_tree.console.as_ref())?;
 
     let run = root.join("run");
@@ -585,9 +584,17 @@ pub fn setup_root(req: &SpawnRequest, root_tree: &RootTree, host: &HostView) -> 
         nosuid_nodev,
         Some(tmp_opts.as_str()),
     )?;
-    // Last, so a bind below /run or /tmp lands on the machine's tmpfs, not under it.
-    mount_binds(&root_tree.binds)?;
+    Ok(())
+}
 
+/// The rest of [`build_root`], in the scope and in the machine's own cgroup namespace:
+/// the cgroup hierarchies (mounted now, they show the scope as their root), the binds,
+/// and pivot_root.
+pub fn finish_root(root_tree: &RootTree, host: &HostView) -> Result<(), String> {
+    setup_cgroups(&Path::new(".").join("sys/fs/cgroup"), host)?;
+    // Last, so a bind below /run, /tmp or /sys/fs/cgroup lands on the machine's own
+    // mount there, not under it.
+    mount_binds(&root_tree.binds)?;
     pivot()
 }
 
@@ -649,8 +656,8 @@ fn mount_binds(list: &[BindTree]) -> Result<(), String> {
 /// machine does not own the host's, so it gets the host's sysfs as nspawn gives it
 /// (privileged ones the same, so both kinds see one /sys). In a user namespace the host's
 /// submounts below /sys are locked to it, so the bind must be recursive, and each of
-/// them is made read-only too; the cgroup mounts and masks setup_root puts on top hide
-/// the host's below.
+/// them is made read-only too; the masks and cgroup mounts build_root and finish_root
+/// put on top hide the host's below.
 fn bind_host_sys(target: &Path) -> Result<(), String> {
     bind(Path::new("/sys"), target)?;
     let attr = libc::MOUNT_ATTR_RDONLY
