@@ -639,12 +639,11 @@ impl MachineIface {
     /// when asked, so no change signal; UINT64_MAX when it has no quota (only a quota's
     /// project is counted).
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn disk_usage(&self) -> u64 {
-        let (daemon, name) = (self.daemon.clone(), self.name.clone());
-        tokio::task::spawn_blocking(move || daemon.disk_usage(&name))
-            .await
+    fn disk_usage(&self) -> u64 {
+        self.daemon
+            .machine(&self.name)
             .ok()
-            .flatten()
+            .and_then(|m| self.daemon.tree_facts(&m).disk_usage)
             .map_or(u64::MAX, |(used, _)| used)
     }
 
@@ -653,7 +652,7 @@ impl MachineIface {
     fn halt_signal(&self) -> i32 {
         self.daemon
             .machine(&self.name)
-            .map(|m| crate::daemon::halt_signal(&m))
+            .map(|m| self.daemon.tree_facts(&m).halt_signal)
             .unwrap_or(0)
     }
 
