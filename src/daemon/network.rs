@@ -70,7 +70,7 @@ impl Daemon {
     pub fn network_machines(&self, network: &str) -> Vec<Arc<Machine>> {
         self.machines()
             .into_iter()
-            .filter(|m| on_network(&m.config().network, network))
+            .filter(|m| m.with_config(|c| on_network(&c.network, network)))
             .collect()
     }
 
