@@ -6,6 +6,7 @@
 
 use super::CgroupMode;
 use crate::api::UNKNOWN_FIGURE;
+use std::io::Read;
 use std::path::Path;
 
 /// Where systemd puts every machine's scope (berth sets Slice= to it).
@@ -34,12 +35,12 @@ impl ScopeFigures {
 /// A file that is missing (the scope is gone, its controller is not enabled) or unreadable
 /// leaves its figure unknown, as systemd reports it then.
 pub fn read(root: &Path, mode: CgroupMode, unit: &str) -> ScopeFigures {
-    let file = |controller: &str, name: &str| {
-        let path = root.join(controller).join(SLICE).join(unit).join(name);
-        std::fs::read_to_string(path).ok()
-    };
-    let number = |text: Option<String>| {
-        text.and_then(|t| t.trim().parse::<u64>().ok())
+    let path =
+        |controller: &str, name: &str| root.join(controller).join(SLICE).join(unit).join(name);
+    let file = |controller: &str, name: &str| read_text(&path(controller, name));
+    let number = |controller: &str, name: &str| {
+        read_text_line(&path(controller, name))
+            .and_then(|t| t.trim().parse::<u64>().ok())
             .unwrap_or(UNKNOWN_FIGURE)
     };
     match mode {
@@ -51,20 +52,54 @@ pub fn read(root: &Path, mode: CgroupMode, unit: &str) -> ScopeFigures {
                 cpu_usage_nsec: file("", "cpu.stat")
                     .and_then(|t| keyed(&t, "usage_usec"))
                     .map_or(UNKNOWN_FIGURE, |us| us.saturating_mul(1000)),
-                memory_current: number(file("", "memory.current")),
-                tasks_current: number(file("", "pids.current")),
+                memory_current: number("", "memory.current"),
+                tasks_current: number("", "pids.current"),
                 io_read_bytes,
                 io_write_bytes,
             }
         }
         // systemd counts I/O only from cgroup2's io.stat: on v1 hosts it reports none.
         CgroupMode::Hybrid | CgroupMode::Legacy => ScopeFigures {
-            cpu_usage_nsec: number(file("cpuacct", "cpuacct.usage")),
-            memory_current: number(file("memory", "memory.usage_in_bytes")),
-            tasks_current: number(file("pids", "pids.current")),
+            cpu_usage_nsec: number("cpuacct", "cpuacct.usage"),
+            memory_current: number("memory", "memory.usage_in_bytes"),
+            tasks_current: number("pids", "pids.current"),
             ..ScopeFigures::UNKNOWN
         },
     }
+}
+
+/// The text of a small kernfs file, without the stat for a size hint that
+/// `fs::read_to_string` makes: GetManagedObjects reads a few of these per running
+/// machine.
+fn read_text(path: &Path) -> Option<String> {
+    read_until(path, |_| false)
+}
+
+/// The text of a one-line file (a single value): a read that ends with the newline has
+/// it all, so open, read, close.
+fn read_text_line(path: &Path) -> Option<String> {
+    read_until(path, |text| text.ends_with(b"\n"))
+}
+
+/// Reads `path` until its end or until `done` says the text so far is all of it.
+fn read_until(path: &Path, done: impl Fn(&[u8]) -> bool) -> Option<String> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buf = [0u8; 512];
+    let mut text = Vec::new();
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                text.extend_from_slice(&buf[..n]);
+                if done(&text) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(text).ok()
 }
 
 /// The value of `key` in a flat keyed file ("usage_usec 1234" lines).

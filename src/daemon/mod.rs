@@ -38,10 +38,10 @@ mod template;
 mod validate;
 
 pub use create::CreateOptions;
-pub use figures::{Figure, Figures};
+pub use figures::{Figure, Figures, TreeFacts};
 pub use network::LeaseReservation;
 pub use snapshot::SnapshotInfo;
-pub use stop::{machine_halt_signal as halt_signal, stop_timeout};
+pub use stop::stop_timeout;
 pub use template::TemplateEntry;
 
 use crate::cgroup::CgroupMode;

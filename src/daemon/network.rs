@@ -70,7 +70,7 @@ impl Daemon {
     pub fn network_machines(&self, network: &str) -> Vec<Arc<Machine>> {
         self.machines()
             .into_iter()
-            .filter(|m| on_network(&m.config().network, network))
+            .filter(|m| m.with_config(|c| on_network(&c.network, network)))
             .collect()
     }
 
@@ -680,7 +680,7 @@ impl Daemon {
 
     /// The host side of a running bridged machine: its veth's name and counters.
     pub fn host_interface(&self, m: &Machine) -> Option<String> {
-        (m.state().is_active() && m.config().network.mode == NetMode::Bridge)
+        (m.state().is_active() && m.with_config(|c| c.network.mode == NetMode::Bridge))
             .then(|| net::host_veth_name(&m.name))
     }
 

@@ -1,5 +1,6 @@
 //! A machine's disk quota (storage/quota.rs): the qgroup limit of its rootfs subvolume,
-//! given at create (create.rs) or with SetDiskQuota, read back for status.
+//! given at create (create.rs) or with SetDiskQuota; read back for status with the
+//! machine's other tree facts (figures.rs).
 
 use super::{Daemon, Event};
 use crate::error::{Error, Result};
@@ -52,12 +53,5 @@ impl Daemon {
         info!("machine {name}: disk quota {bytes} bytes");
         self.emit(Event::LimitsChanged(name.to_string()));
         Ok(())
-    }
-
-    /// Bytes the machine's files take, as btrfs counts them; None where it can't say
-    /// (not a subvolume, quotas off).
-    pub fn disk_usage(&self, name: &str) -> Option<u64> {
-        let m = self.machine(name).ok()?;
-        quota::usage(&m.dir.join(crate::store::ROOTFS_DIR)).ok()
     }
 }

@@ -88,13 +88,9 @@ impl Daemon {
     }
 }
 
+/// What the HaltSignal property shows too (figures.rs reads it the same way).
 fn halt_signal(m: &Machine, cfg: &MachineConfig) -> i32 {
     init::halt_signal(&m.rootfs(), &cfg.command, cfg.halt_signal)
-}
-
-/// The signal a stop of `m` sends its PID 1 (the Machine's HaltSignal property).
-pub fn machine_halt_signal(m: &Machine) -> i32 {
-    halt_signal(m, &m.config())
 }
 
 /// The configured stop timeout, never beyond [`MAX_STOP_TIMEOUT`] (a hand-edited config

@@ -4,7 +4,8 @@
 //!
 //! The values are the Machine objects' own (each object's getters answer, as for
 //! GetAll), so the two never disagree and a new property shows up here by itself. Live
-//! figures, if asked for, are read for all the machines in one blocking pass first.
+//! figures and tree facts (daemon/figures.rs), if asked for, are read for all the
+//! machines in one blocking pass first.
 
 use super::error::{BerthError, Result};
 use super::machine::MachineIface;
@@ -42,9 +43,10 @@ pub async fn list(
             .collect()
     };
     if properties.is_empty()
-        || properties
-            .iter()
-            .any(|p| crate::api::LIVE_FIGURES.contains(&p.as_str()))
+        || properties.iter().any(|p| {
+            crate::api::LIVE_FIGURES.contains(&p.as_str())
+                || ["DiskUsage", "HaltSignal"].contains(&p.as_str())
+        })
     {
         daemon.prefetch_figures(&machines).await;
     }

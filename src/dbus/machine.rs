@@ -7,7 +7,7 @@ use super::options;
 use crate::api::KillWho;
 use crate::daemon::Daemon;
 use crate::daemon::Figure;
-use crate::daemon::machine::MachineState;
+use crate::daemon::machine::{Machine, MachineState};
 use crate::error::Error;
 use crate::limits::RawValue;
 use std::borrow::Cow;
@@ -23,6 +23,11 @@ pub use crate::api::MACHINE_INTERFACE as INTERFACE;
 pub struct MachineIface {
     daemon: Arc<Daemon>,
     name: String,
+    /// The registry's machine of that name when the object went up (each name's object
+    /// comes and goes with the registry's entry, see the event pump), so that a getter
+    /// need not look it up: GetManagedObjects calls ~30 per machine. None when it was
+    /// removed before its object went up.
+    machine: Option<Arc<Machine>>,
 }
 
 /// Drops the machine's object (InterfacesRemoved) and says MachineRemoved.
@@ -44,6 +49,7 @@ pub async fn register(conn: &Connection, daemon: &Arc<Daemon>, name: &str) -> zb
             MachineIface {
                 daemon: daemon.clone(),
                 name: name.to_string(),
+                machine: daemon.machine(name).ok(),
             },
         )
         .await?;
@@ -164,8 +170,9 @@ impl MachineIface {
         Ok(super::job::job_path(job.id))
     }
 
-    fn config(&self) -> Option<crate::store::MachineConfig> {
-        self.daemon.machine(&self.name).ok().map(|m| m.config())
+    /// `f` of the machine's config, borrowed rather than copied for each property.
+    fn config<R>(&self, f: impl FnOnce(&crate::store::MachineConfig) -> R) -> Option<R> {
+        self.machine.as_ref().map(|m| m.with_config(f))
     }
 }
 
@@ -486,7 +493,7 @@ impl MachineIface {
             set_cloexec(fd)?;
         }
         authorize(conn, &hdr, Action::Shell, &self.name).await?;
-        let gone = super::caller_gone(conn, &hdr)?;
+        let gone = super::caller_gone(conn, &hdr).await?;
         Ok(self
             .daemon
             .execute(
@@ -512,7 +519,7 @@ impl MachineIface {
         environment: Vec<String>,
     ) -> Result<(OwnedFd, SentWithReply)> {
         authorize(conn, &hdr, Action::Shell, &self.name).await?;
-        let gone = super::caller_gone(conn, &hdr)?;
+        let gone = super::caller_gone(conn, &hdr).await?;
         let shell = self
             .daemon
             .open_shell(&self.name, user, argv, environment, gone)
@@ -560,18 +567,15 @@ impl MachineIface {
 
     #[zbus(property)]
     fn state(&self) -> String {
-        self.daemon
-            .machine(&self.name)
-            .map(|m| m.state().as_str().to_string())
-            .unwrap_or_else(|_| "stopped".into())
+        self.machine
+            .as_ref()
+            .map_or("stopped", |m| m.state().as_str())
+            .to_string()
     }
 
     #[zbus(property)]
     fn leader(&self) -> u32 {
-        self.daemon
-            .machine(&self.name)
-            .map(|m| m.run().leader)
-            .unwrap_or(0)
+        self.machine.as_ref().map_or(0, |m| m.run().leader)
     }
 
     #[zbus(property)]
@@ -581,87 +585,82 @@ impl MachineIface {
 
     #[zbus(property)]
     fn template(&self) -> String {
-        self.config().map(|c| c.template).unwrap_or_default()
+        self.config(|c| c.template.clone()).unwrap_or_default()
     }
 
     #[zbus(property)]
     fn hostname(&self) -> String {
-        self.config().map(|c| c.hostname).unwrap_or_default()
+        self.config(|c| c.hostname.clone()).unwrap_or_default()
     }
 
     #[zbus(property)]
     fn root_directory(&self) -> String {
-        self.daemon
-            .machine(&self.name)
+        self.machine
+            .as_ref()
             .map(|m| m.rootfs().display().to_string())
             .unwrap_or_default()
     }
 
     #[zbus(property)]
     fn autostart(&self) -> bool {
-        self.config().map(|c| c.autostart).unwrap_or(false)
+        self.config(|c| c.autostart).unwrap_or(false)
     }
 
     #[zbus(property)]
     fn ephemeral(&self) -> bool {
-        self.config().map(|c| c.ephemeral).unwrap_or(false)
+        self.config(|c| c.ephemeral).unwrap_or(false)
     }
 
     /// Host paths bound into it at every start: source, target, read-only.
     #[zbus(property)]
     fn binds(&self) -> Vec<(String, String, bool)> {
-        self.config()
-            .map(|c| {
-                c.binds
-                    .iter()
-                    .map(|b| {
-                        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-                        (path(&b.source), path(&b.target), b.read_only)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.config(|c| {
+            c.binds
+                .iter()
+                .map(|b| {
+                    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+                    (path(&b.source), path(&b.target), b.read_only)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Size of its /tmp tmpfs in bytes; 0: the kernel's default (half of RAM).
     #[zbus(property)]
     fn tmp_size(&self) -> u64 {
-        self.config().and_then(|c| c.tmp_size).unwrap_or(0)
+        self.config(|c| c.tmp_size).flatten().unwrap_or(0)
     }
 
     /// Bytes its tree may take on disk; 0: no quota.
     #[zbus(property)]
     fn disk_quota(&self) -> u64 {
-        self.config().and_then(|c| c.disk_quota).unwrap_or(0)
+        self.config(|c| c.disk_quota).flatten().unwrap_or(0)
     }
 
     /// Bytes its tree takes, as the file system's quota accounting counts them; read
     /// when asked, so no change signal; UINT64_MAX when it has no quota (only a quota's
     /// project is counted).
     #[zbus(property(emits_changed_signal = "false"))]
-    async fn disk_usage(&self) -> u64 {
-        let (daemon, name) = (self.daemon.clone(), self.name.clone());
-        tokio::task::spawn_blocking(move || daemon.disk_usage(&name))
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or(u64::MAX)
+    fn disk_usage(&self) -> u64 {
+        self.machine
+            .as_ref()
+            .and_then(|m| self.daemon.tree_facts(m).disk_usage)
+            .map_or(u64::MAX, |(used, _)| used)
     }
 
     /// The signal stop sends PID 1: the one configured, else the one its init wants.
     #[zbus(property)]
     fn halt_signal(&self) -> i32 {
-        self.daemon
-            .machine(&self.name)
-            .map(|m| crate::daemon::halt_signal(&m))
-            .unwrap_or(0)
+        self.machine
+            .as_ref()
+            .map_or(0, |m| self.daemon.tree_facts(m).halt_signal)
     }
 
     /// How long stop waits for PID 1 before killing the machine, in µs.
     #[zbus(property, name = "StopTimeoutUSec")]
     fn stop_timeout_usec(&self) -> u64 {
-        self.config()
-            .map(|c| crate::daemon::stop_timeout(&c).as_micros() as u64)
+        self.config(|c| crate::daemon::stop_timeout(c).as_micros() as u64)
             .unwrap_or(0)
     }
 
@@ -669,9 +668,8 @@ impl MachineIface {
     /// another machine. Empty when it is not.
     #[zbus(property)]
     fn problem(&self) -> String {
-        self.daemon
-            .machine(&self.name)
-            .ok()
+        self.machine
+            .as_ref()
             .and_then(|m| m.problem().map(str::to_string))
             .unwrap_or_default()
     }
@@ -679,74 +677,66 @@ impl MachineIface {
     /// "no" for a privileged machine, else its host ID range "BASE:COUNT".
     #[zbus(property)]
     fn private_users(&self) -> String {
-        match self.config().and_then(|c| c.users) {
-            Some(u) => u.range.to_string(),
-            None => "no".into(),
-        }
+        self.config(|c| c.users.as_ref().map(|u| u.range.to_string()))
+            .flatten()
+            .unwrap_or_else(|| "no".into())
     }
 
     /// How it reaches the network: `none`, `bridge` or `host`.
     #[zbus(property)]
     fn network(&self) -> String {
-        self.config()
-            .map(|c| c.network.mode.as_str().to_string())
+        self.config(|c| c.network.mode.as_str().to_string())
             .unwrap_or_default()
     }
 
     /// The berth network a bridged machine is on; empty otherwise.
     #[zbus(property)]
     fn bridge(&self) -> String {
-        self.config()
-            .and_then(|c| c.network.bridge)
+        self.config(|c| c.network.bridge.clone())
+            .flatten()
             .unwrap_or_default()
     }
 
     /// A bridged machine's lease (CIDR), whether it runs or not; empty otherwise.
     #[zbus(property)]
     fn address(&self) -> String {
-        self.config()
-            .and_then(|c| c.network.address)
-            .map(|a| a.to_string())
+        self.config(|c| c.network.address.map(|a| a.to_string()))
+            .flatten()
             .unwrap_or_default()
     }
 
     /// Port forwards: protocol, host port, machine port.
     #[zbus(property)]
     fn port_forwards(&self) -> Vec<(String, u16, u16)> {
-        self.config()
-            .map(|c| {
-                c.network
-                    .ports
-                    .iter()
-                    .map(|p| (p.proto.as_str().to_string(), p.host_port, p.machine_port))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.config(|c| {
+            c.network
+                .ports
+                .iter()
+                .map(|p| (p.proto.as_str().to_string(), p.host_port, p.machine_port))
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// The addresses it has while it runs (CIDR): its lease when bridged.
     #[zbus(property(emits_changed_signal = "false"))]
     fn addresses(&self) -> Vec<String> {
-        let Ok(m) = self.daemon.machine(&self.name) else {
+        let Some(m) = &self.machine else {
             return Vec::new();
         };
-        if self.daemon.host_interface(&m).is_none() {
+        if self.daemon.host_interface(m).is_none() {
             return Vec::new();
         }
-        m.config()
-            .network
-            .address
-            .map(|a| vec![a.to_string()])
+        m.with_config(|c| c.network.address.map(|a| vec![a.to_string()]))
             .unwrap_or_default()
     }
 
     /// The host side of its veth while it runs bridged; empty otherwise.
     #[zbus(property(emits_changed_signal = "false"))]
     fn host_interface(&self) -> String {
-        self.daemon
-            .machine(&self.name)
-            .ok()
-            .and_then(|m| self.daemon.host_interface(&m))
+        self.machine
+            .as_ref()
+            .and_then(|m| self.daemon.host_interface(m))
             .unwrap_or_default()
     }
 
@@ -766,16 +756,15 @@ impl MachineIface {
 
     #[zbus(property)]
     fn created_at(&self) -> u64 {
-        self.config().map(|c| c.created_at).unwrap_or(0)
+        self.config(|c| c.created_at).unwrap_or(0)
     }
 
     #[zbus(property)]
     fn limits(&self) -> HashMap<String, OwnedValue> {
-        let Some(cfg) = self.config() else {
+        let Some(entries) = self.config(|c| c.limits.entries()) else {
             return HashMap::new();
         };
-        cfg.limits
-            .entries()
+        entries
             .into_iter()
             .map(|(k, v)| {
                 let value = match v {
@@ -841,10 +830,10 @@ impl MachineIface {
     /// Read with the machine's other figures and cached briefly (daemon/figures.rs), so
     /// a GetAll or GetManagedObjects reads each cgroup file once and never asks systemd.
     fn figure(&self, figure: Figure) -> u64 {
-        self.daemon
-            .machine(&self.name)
+        self.machine
+            .as_ref()
             .map_or(crate::api::UNKNOWN_FIGURE, |m| {
-                self.daemon.figures(&m).get(figure)
+                self.daemon.figures(m).get(figure)
             })
     }
 

@@ -143,9 +143,11 @@ pub fn set_limit(subvol: &Path, bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Bytes the subvolume `subvol` references, as btrfs counts them
-/// (/sys/fs/btrfs/FSID/qgroups/0_ID/referenced). Its limit is the machine's config's.
-pub fn usage(subvol: &Path) -> Result<u64, String> {
+/// Bytes the subvolume `subvol` references and its limit (0: none), as btrfs counts
+/// them (/sys/fs/btrfs/FSID/qgroups/0_ID); None when `subvol` is not on btrfs at all,
+/// which no later call can change. Memory only (the ioctl asks for the subvolume's own
+/// root, which btrfs answers without a tree search), so cheap enough to be read in place.
+pub fn usage(subvol: &Path) -> Result<Option<(u64, u64)>, String> {
     let dir = open_dir(subvol)?;
     let mut args = InoLookupArgs {
         treeid: 0,
@@ -153,14 +155,25 @@ pub fn usage(subvol: &Path) -> Result<u64, String> {
         name: [0; 4080],
     };
     // SAFETY: the ioctl reads and writes one btrfs_ioctl_ino_lookup_args.
-    unsafe { ino_lookup(dir.as_raw_fd(), &mut args) }
-        .map_err(|e| format!("{}: not a btrfs subvolume: {e}", subvol.display()))?;
+    match unsafe { ino_lookup(dir.as_raw_fd(), &mut args) } {
+        Ok(_) => {}
+        Err(nix::errno::Errno::ENOTTY) => return Ok(None),
+        Err(e) => return Err(format!("{}: not a btrfs subvolume: {e}", subvol.display())),
+    }
     let qgroup = qgroups_dir(&dir)?.join(format!("0_{}", args.treeid));
-    let path = qgroup.join("referenced");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.trim()
-        .parse()
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let read = |file: &str| -> Result<u64, String> {
+        let path = qgroup.join(file);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        text.trim()
+            .parse()
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let max = read("max_referenced")?;
+    Ok(Some((
+        read("referenced")?,
+        if max == u64::MAX { 0 } else { max },
+    )))
 }
 
 /// /sys/fs/btrfs/FSID/qgroups of the file system `dir` is on; there only while quotas

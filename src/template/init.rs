@@ -40,9 +40,10 @@ pub fn resolve(rootfs: &Path, init: &str) -> Option<String> {
     let mut path = init.to_string();
     for _ in 0..8 {
         let on_host = rootfs.join(path.trim_start_matches('/'));
-        match std::fs::symlink_metadata(&on_host) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let target = std::fs::read_link(&on_host).ok()?;
+        // readlink alone, no stat first: every HaltSignal read (each machine of a
+        // GetManagedObjects) comes here.
+        match std::fs::read_link(&on_host) {
+            Ok(target) => {
                 let t = target.to_string_lossy().to_string();
                 path = if t.starts_with('/') {
                     t
@@ -51,8 +52,8 @@ pub fn resolve(rootfs: &Path, init: &str) -> Option<String> {
                     parent.join(t).to_string_lossy().to_string()
                 };
             }
-            Ok(_) => return Some(path),
-            // A dangling link still tells what it meant (merged /usr trees link /lib).
+            // Not a link; or not there, where a dangling link still tells what it meant
+            // (merged /usr trees link /lib).
             Err(_) => return Some(path),
         }
     }
