@@ -42,7 +42,9 @@ const WINSIZE_POLL: Duration = Duration::from_millis(500);
 /// comes for followers and an attached client.
 pub struct Console {
     log: Mutex<LogFile>,
-    output: broadcast::Sender<Arc<[u8]>>,
+    /// Made for the first follower or client and dropped when the last has gone: its
+    /// queue is a few KiB, and most of a thousand consoles have nobody watching.
+    output: Mutex<Option<broadcast::Sender<Arc<[u8]>>>>,
     live: Mutex<Option<Arc<Live>>>,
 }
 
@@ -76,7 +78,24 @@ impl Console {
         if let Err(e) = log.append(data) {
             warn!("cannot write {}: {e}", log.path().display());
         }
-        let _ = self.output.send(Arc::from(data));
+        let mut output = self.output.lock().expect("console output lock");
+        if let Some(tx) = output.as_ref() {
+            if tx.receiver_count() == 0 {
+                *output = None;
+            } else {
+                let _ = tx.send(Arc::from(data));
+            }
+        }
+    }
+
+    /// What the console says from now on. Called with the log's lock held (`_log`), as
+    /// `record` sends under it, so nothing is missed or seen twice after the log's tail.
+    fn subscribe(&self, _log: &LogFile) -> broadcast::Receiver<Arc<[u8]>> {
+        self.output
+            .lock()
+            .expect("console output lock")
+            .get_or_insert_with(|| broadcast::channel(QUEUE).0)
+            .subscribe()
     }
 
     fn note(&self, text: &str) {
@@ -96,7 +115,7 @@ impl Daemon {
         let log = LogFile::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
         let c = Arc::new(Console {
             log: Mutex::new(log),
-            output: broadcast::channel(QUEUE).0,
+            output: Mutex::new(None),
             live: Mutex::new(None),
         });
         consoles.insert(name.to_string(), c.clone());
@@ -245,7 +264,7 @@ impl Daemon {
             let log = console.log.lock().expect("console log lock");
             (
                 log.tail(REPLAY).unwrap_or_default(),
-                console.output.subscribe(),
+                console.subscribe(&log),
             )
         };
         info!("machine {name}: console attached");
@@ -279,7 +298,7 @@ impl Daemon {
             let text = log
                 .last_lines(lines)
                 .map_err(|e| Error::io("cannot read", log.path(), e))?;
-            (text, follow.then(|| console.output.subscribe()))
+            (text, follow.then(|| console.subscribe(&log)))
         };
         // The follower must not keep the console (and so its sender) alive: a removal
         // ends it.
@@ -336,20 +355,16 @@ pub(super) fn drop_unclaimed_from_store() {
 /// Reads the machine's master for as long as the console lives (aborted when the
 /// machine ends).
 async fn read_console(master: Arc<AsyncFd<OwnedFd>>, console: Weak<Console>) {
-    let mut buf = vec![0u8; 4096];
     loop {
         let Ok(mut guard) = master.readable().await else {
             return;
         };
-        match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(io::Error::from))
-        {
-            Ok(Ok(n)) if n > 0 => match console.upgrade() {
-                Some(c) => c.record(&buf[..n]),
-                None => return,
-            },
+        match guard.try_io(|fd| read_into_log(fd.get_ref(), &console)) {
+            Ok(Ok(Some(true))) => {}
+            Ok(Ok(None)) => return,
             // No slave open (a master taken back from the store without its peer, in the
             // moment the machine's init has the console closed): wait for it to reopen.
-            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(Ok(Some(false))) => tokio::time::sleep(Duration::from_millis(200)).await,
             Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
                 guard.clear_ready();
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -361,6 +376,21 @@ async fn read_console(master: Arc<AsyncFd<OwnedFd>>, console: Weak<Console>) {
             Err(_would_block) => {}
         }
     }
+}
+
+/// One read of the machine's master into its console: whether it said anything, None
+/// when the console is gone. The buffer is on this call's stack, not in the reader's
+/// task, which would keep it for as long as the machine runs (4 MiB for a thousand).
+fn read_into_log(master: &OwnedFd, console: &Weak<Console>) -> io::Result<Option<bool>> {
+    let mut buf = [0u8; 4096];
+    let n = nix::unistd::read(master, &mut buf).map_err(io::Error::from)?;
+    if n == 0 {
+        return Ok(Some(false));
+    }
+    Ok(console.upgrade().map(|c| {
+        c.record(&buf[..n]);
+        true
+    }))
 }
 
 /// Relays between a client's pty (its slave side, `proxy`) and the machine's master:

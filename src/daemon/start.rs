@@ -199,22 +199,28 @@ impl Daemon {
             if let Err(e) = pidfd.exited().await {
                 warn!("machine {}: cannot poll the leader's pidfd: {e}", m.name);
             }
-            if let Err(e) = daemon.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
-                warn!("machine {}: {e}", m.name);
-            }
-            daemon.drop_freezer(&m).await;
-            daemon.console_end(&m.name);
-            daemon.console_note(&m.name, "stopped");
-            store::remove_runtime(&daemon.paths.runtime_machines_dir(), &m.name);
-            daemon.unplug(&m).await;
-            m.set_state(m.idle_state());
-            info!("machine {}: stopped", m.name);
-            daemon.emit_state(&m);
-            m.ended.send_modify(|n| *n += 1);
-            if m.config().ephemeral {
-                daemon.remove_ephemeral(&m.name).await;
-            }
+            // Boxed: the task waits as long as the machine runs, and would otherwise
+            // hold room for the cleanup's state all that time (~1 KiB per machine).
+            Box::pin(daemon.leader_exited(m)).await;
         })
+    }
+
+    async fn leader_exited(self: Arc<Self>, m: Arc<Machine>) {
+        if let Err(e) = self.systemd.wait_gone(&m.unit, SCOPE_GONE_TIMEOUT).await {
+            warn!("machine {}: {e}", m.name);
+        }
+        self.drop_freezer(&m).await;
+        self.console_end(&m.name);
+        self.console_note(&m.name, "stopped");
+        store::remove_runtime(&self.paths.runtime_machines_dir(), &m.name);
+        self.unplug(&m).await;
+        m.set_state(m.idle_state());
+        info!("machine {}: stopped", m.name);
+        self.emit_state(&m);
+        m.ended.send_modify(|n| *n += 1);
+        if m.config().ephemeral {
+            self.remove_ephemeral(&m.name).await;
+        }
     }
 }
 
