@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth};
+use common::{CgroupMode, TestHost, assert_no_leftovers, boot_with_berth, wait_until};
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 /// PID 1 a shell that ends at once on SIGTERM.
 const STOPS_FAST: &str = "trap 'exit 0' TERM; while :; do sleep 1; done";
@@ -135,13 +136,21 @@ fn disk_quota_holds_an_unprivileged_machine() {
     assert!(status.contains("used of 64M"), "{status}");
     // btrfs counts what a transaction committed.
     host.okw("btrfs filesystem sync /var/lib/berth/machines");
-    assert!(
+    // DiskUsage, like the other figures, answers for 500 ms from one read.
+    let usage = || {
         host.okw("busctl get-property org.berth.Berth1 /org/berth/Berth1/machine/q org.berth.Berth1.Machine DiskUsage")
             .split_whitespace()
             .nth(1)
             .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n >= 20 << 20),
-        "DiskUsage below what was written"
+    };
+    assert!(
+        wait_until(
+            "DiskUsage to count what was written",
+            Duration::from_secs(5),
+            || { usage().is_some_and(|n| n >= 20 << 20) }
+        ),
+        "DiskUsage below what was written: {:?}",
+        usage()
     );
     host.okw("berthctl stop q");
 

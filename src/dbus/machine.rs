@@ -493,7 +493,7 @@ impl MachineIface {
             set_cloexec(fd)?;
         }
         authorize(conn, &hdr, Action::Shell, &self.name).await?;
-        let gone = super::caller_gone(conn, &hdr).await?;
+        let gone = super::caller_gone(conn, &hdr)?;
         Ok(self
             .daemon
             .execute(
@@ -519,7 +519,7 @@ impl MachineIface {
         environment: Vec<String>,
     ) -> Result<(OwnedFd, SentWithReply)> {
         authorize(conn, &hdr, Action::Shell, &self.name).await?;
-        let gone = super::caller_gone(conn, &hdr).await?;
+        let gone = super::caller_gone(conn, &hdr)?;
         let shell = self
             .daemon
             .open_shell(&self.name, user, argv, environment, gone)
